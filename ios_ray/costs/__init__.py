@@ -1,0 +1,1 @@
+"""Stage costs: measurement records, the cost-source protocol, the analytic model and the Arrow table."""
