@@ -14,6 +14,8 @@ def _terms(inputs, who: str) -> Terms:
     if isinstance(inputs, Value):
         raise ValueError(f"{who}: inputs is a list of terms, e.g. inputs=[[v]], not a bare Value")
     try:
+        if any(not isinstance(term, (list, tuple)) for term in inputs):
+            raise TypeError
         terms = [list(term) for term in inputs]
     except TypeError:
         raise ValueError(f"{who}: inputs must be a list of terms (lists of Values), got {inputs!r}") from None

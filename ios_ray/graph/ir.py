@@ -48,7 +48,10 @@ class Value:
     def __getitem__(self, item: slice) -> "Value":
         if not isinstance(item, slice) or item.step not in (None, 1):
             raise ValueError("a Value is sliced along channels with a plain slice, e.g. v[0:32]")
-        begin, end, _ = item.indices(self.length)
+        begin = 0 if item.start is None else item.start
+        end = self.length if item.stop is None else item.stop
+        if not (0 <= begin < end <= self.length):
+            raise ValueError(f"slice [{begin}:{end}] of {self!r} is outside its {self.length} channels")
         return Value(self.node, self.begin + begin, self.begin + end)
 
     def __eq__(self, other) -> bool:
@@ -534,7 +537,8 @@ class Graph:
         counter = 1
         if self.input.name is None:
             self.input.name = "input"
-        self.input.hint_name = "0"
+        if self.input.hint_name is None:
+            self.input.hint_name = "0"
         seen_names = {self.input.name: self.input}
         for bi, block in enumerate(self.blocks):
             if block.enter_node is not prev:
@@ -546,7 +550,8 @@ class Graph:
             for node in block.nodes:
                 if isinstance(node, Placeholder):
                     raise ValueError(f"graph {self.name}: block {bi} contains a placeholder {node.display()}")
-                node.hint_name = str(counter)
+                if node.hint_name is None:  # keep numbers across optimize() and JSON round trips
+                    node.hint_name = str(counter)
                 if node.name is None:
                     node.name = f"{node.type}_{counter}"
                 if node.name in seen_names and seen_names[node.name] is not node:

@@ -1,0 +1,150 @@
+"""The ``ios-ray`` command: ``optimize``, ``run``, ``table``, ``models``.
+
+``ios-ray optimize`` with no arguments is the project's main job: a real optimization of the default
+model on a local Ray instance, measured on the GPU when there is one, else on the CPU reference runtime.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional
+
+DEFAULT_MODEL = "squeezenet"
+
+
+def _load_graph_arg(arg: str):
+    from .graph.serialize import load_graph
+    from .models import MODELS, get_model
+    if arg in MODELS:
+        return get_model(arg)
+    if os.path.exists(arg):
+        return load_graph(arg)
+    raise SystemExit(f"ios-ray: {arg!r} is neither a model ({', '.join(sorted(MODELS))}) nor a graph JSON file")
+
+
+def cmd_optimize(ns: argparse.Namespace) -> int:
+    from .graph.serialize import save_graph, save_weights
+    from .optimizer import optimize
+
+    graph = _load_graph_arg(ns.model)
+    if ns.weights_out:
+        graph.init_weights(ns.seed)
+    table = False if ns.table == "none" else ns.table
+    workers = None if ns.workers == 0 else ns.workers
+    t0 = time.perf_counter()
+    opt = optimize(graph, batch_size=ns.batch_size, opt_type=ns.opt_type, cost=ns.cost,
+                   max_group_size=ns.r, max_num_groups=ns.s, max_part_size=ns.part_size,
+                   warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
+                   cost_table=table, address=ns.address, progress=not ns.no_progress,
+                   compute_weight=bool(ns.weights_out))
+    print(opt.optimization_report.format())
+    print(opt)
+    out = ns.out or f"{graph.name}_schedule.json"
+    save_graph(opt, out)
+    print(f"schedule written to {out}  ({time.perf_counter() - t0:.1f}s in all)")
+    if ns.weights_out:
+        save_weights(opt, ns.weights_out)
+        print(f"weights written to {ns.weights_out}")
+    return 0
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import ios_runtime
+    from .graph.serialize import load_graph, load_weights
+
+    graph = load_graph(ns.schedule)
+    if ns.weights:
+        load_weights(graph, ns.weights)
+    else:
+        graph.init_weights(ns.seed)
+    x = np.random.default_rng(ns.seed).standard_normal((ns.batch_size, *graph.input.output_shape)).astype(np.float32)
+    y = ios_runtime.graph_inference(graph, batch_size=ns.batch_size, input=x)
+    lat = ios_runtime.graph_latency(graph, batch_size=ns.batch_size, warmup=ns.warmup, number=ns.number,
+                                    repeat=ns.repeat)
+    print(graph)
+    print(f"output shape {tuple(y.shape)}, mean {float(np.mean(y)):.6f}")
+    print(f"latency ({ios_runtime.device_name(graph, ns.batch_size)}): median {float(np.median(lat)):.3f} ms "
+          f"over {ns.repeat} repeats of {ns.number}")
+    return 0
+
+
+def cmd_table(ns: argparse.Namespace) -> int:
+    from .costs.table import CostTable
+    table = CostTable(ns.path)
+    summary = table.summary()
+    print(summary if isinstance(summary, str) else json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def cmd_models(ns: argparse.Namespace) -> int:
+    from .models import MODELS, get_model
+    for name in sorted(MODELS):
+        g = get_model(name)
+        print(f"{name:14s} operators={g.num_operators():4d} blocks={len(g.blocks):3d} "
+              f"input={g.input.output_shape} GFLOPs={g.flops() / 1e9:.2f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ios-ray", description="Inter-operator scheduling for CNN inference on Ray")
+    sub = p.add_subparsers(dest="cmd")
+
+    o = sub.add_parser("optimize", help="find the IOS schedule of a model or graph JSON")
+    o.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name or graph JSON (default {DEFAULT_MODEL})")
+    o.add_argument("--workers", type=int, default=2, help="Ray profiling actors; 0 = in this process (default 2)")
+    o.add_argument("--batch-size", type=int, default=1)
+    o.add_argument("--cost", default=None, help="cpu | gpu | gpu-tf32 | analytic[:H200|:V100] (default: gpu if present, else cpu)")
+    o.add_argument("--opt-type", default="dp_parallel_merge", choices=["dp_parallel", "dp_merge", "dp_parallel_merge"])
+    o.add_argument("-r", type=int, default=3, help="max operators per group (default 3)")
+    o.add_argument("-s", type=int, default=8, help="max groups per stage (default 8)")
+    o.add_argument("--part-size", type=int, default=50)
+    o.add_argument("--warmup", type=int, default=2)
+    o.add_argument("--number", type=int, default=6)
+    o.add_argument("--repeat", type=int, default=6)
+    o.add_argument("--table", default=None, help="cost table path or pyarrow.fs URI (default: user cache); 'none' to disable")
+    o.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    o.add_argument("--out", default=None, help="schedule JSON to write (default <model>_schedule.json)")
+    o.add_argument("--weights-out", default=None, help="also init weights and write the optimized graph's .npz")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--no-progress", action="store_true")
+    o.set_defaults(func=cmd_optimize)
+
+    r = sub.add_parser("run", help="inference and latency of a schedule JSON on the local runtime")
+    r.add_argument("schedule")
+    r.add_argument("--weights", default=None, help=".npz weights (default: random, seeded)")
+    r.add_argument("--batch-size", type=int, default=1)
+    r.add_argument("--warmup", type=int, default=2)
+    r.add_argument("--number", type=int, default=3)
+    r.add_argument("--repeat", type=int, default=3)
+    r.add_argument("--seed", type=int, default=0)
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("table", help="summary of a cost table")
+    t.add_argument("path", nargs="?", default=None)
+    t.set_defaults(func=cmd_table)
+
+    m = sub.add_parser("models", help="list the model zoo")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not getattr(ns, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return ns.func(ns)
+    except ValueError as exc:
+        print(f"ios-ray: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
