@@ -1,0 +1,83 @@
+"""IOS-compatible runtime entry points: ``graph_inference`` and ``graph_latency``.
+
+Data flow: Graph (+ schedule, or the sequential one computed on the fly) -> ``_executor_for`` picks an
+executor for the device -> ``run`` (inference) or ``latency`` (timing). The graph is never modified:
+a graph without a schedule runs its sequential schedule without it being assigned.
+
+Today every device maps to the numpy reference executor. ``_executor_for`` is the one place where the
+GPU executor (CuPy + cuDNN, imported lazily so that importing this module never needs CUDA) is chosen
+once it exists; it must offer the same two methods as ``ReferenceExecutor``:
+``run(x) -> np.ndarray`` and ``latency(warmup, number, repeat, x=None, profile_stage=False)
+-> (per-repeat ms, per-stage ms repeat-major)``.
+"""
+from __future__ import annotations
+
+import enum
+from typing import List, Optional, Protocol, Tuple, Union
+
+import numpy as np
+
+from .graph.ir import Graph
+from .runtime.reference import ReferenceExecutor, stages_or_sequential
+
+
+class Device(enum.Enum):
+    """Where a graph runs. AUTO is the GPU when its executor is available, else the CPU reference."""
+    AUTO = "auto"
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class Executor(Protocol):
+    """What graph_inference/graph_latency need from an executor."""
+
+    def run(self, x) -> np.ndarray: ...
+
+    def latency(self, warmup: int = 2, number: int = 6, repeat: int = 6, x: Optional[np.ndarray] = None,
+                profile_stage: bool = False) -> Tuple[List[float], List[float]]: ...
+
+
+def _executor_for(graph: Graph, batch_size: int, device: Device) -> Executor:
+    """The executor for ``graph`` on ``device``; the graph's own schedule, else its sequential one.
+
+    Raises:
+        ValueError: the schedule does not match the graph, weights are missing, or the GPU was asked
+            for and no GPU executor is available.
+    """
+    stages = stages_or_sequential(graph)
+    if device is Device.GPU:
+        # The CuPy/cuDNN executor plugs in here (import it lazily inside this branch, and let AUTO
+        # try it first when CuPy and a CUDA device are present).
+        raise ValueError("no GPU executor is available yet; use device='cpu' (the numpy reference runtime)")
+    return ReferenceExecutor(graph, batch_size, stages=stages)
+
+
+def _device(device: Union[Device, str]) -> Device:
+    try:
+        return device if isinstance(device, Device) else Device(str(device).lower())
+    except ValueError:
+        raise ValueError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
+
+
+def graph_inference(graph: Graph, batch_size: int, input, device: Union[Device, str] = Device.AUTO) -> np.ndarray:
+    """Run ``graph`` on ``input`` of shape ``(batch_size, C, H, W)``; returns the output as float32 numpy.
+
+    Raises:
+        ValueError: wrong input shape, missing weights (call graph.init_weights()), or a bad schedule.
+    """
+    return _executor_for(graph, batch_size, _device(device)).run(input)
+
+
+def graph_latency(graph: Graph, batch_size: int = 1, warmup: int = 2, number: int = 6, repeat: int = 6,
+                  profile_stage: bool = False, device: Union[Device, str] = Device.AUTO):
+    """Latency of ``graph`` under its schedule (sequential if it has none), on random input.
+
+    Each repeat times ``number`` runs after ``warmup`` untimed runs.
+
+    Returns:
+        The list of ``repeat`` latencies in ms; with ``profile_stage``, a pair (that list, a flat list of
+        per-stage latencies in ms, repeat-major: ``np.reshape(stage_latency, (repeat, -1))``), as IOS.
+    """
+    seq, stages = _executor_for(graph, batch_size, _device(device)).latency(warmup, number, repeat,
+                                                                            profile_stage=profile_stage)
+    return (seq, stages) if profile_stage else seq

@@ -1,0 +1,8 @@
+"""Executors: the numpy reference runtime (here) and, later, the CuPy/cuDNN GPU runtime.
+
+Pick one through ``ios_ray.ios_runtime`` (``graph_inference``/``graph_latency``); use these directly
+for single operators (``run_node``) or merged-conv weights (``merged_conv_weights``).
+"""
+from .reference import (ReferenceExecutor, UnsupportedOpError, check_weights, conv2d, element, gather_inputs,
+                        gather_terms, pool2d, run_node, sep_conv, sequential_stages, stages_or_sequential)
+from .weights import merged_conv_weights

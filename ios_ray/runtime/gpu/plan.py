@@ -1,0 +1,180 @@
+"""Buffer planning for the GPU runtime: where every node's output lives (pure, no CUDA).
+
+Data flow::
+
+    nodes in execution order + external nodes --plan_buffers--> BufferPlan
+        storages: one (C, H, W) buffer per root, allocated once per (program, batch size)
+        locations: node name -> Loc(storage, channel offset, channels)
+        in_place: names of Identity nodes whose every term already sits where the output goes
+
+Concatenation at zero cost: when an Identity node concatenates whole outputs of other nodes, those
+producers are *placed* inside the Identity's buffer at their channel offsets, so they write their
+output straight into the slice the concat would have copied it to. Nested concats nest their
+placements. A producer is placed at most once (the last concat in execution order wins); the graph
+input and external nodes are never placed (they are fed, not computed).
+
+A placement a cuDNN writer cannot honour is undone: cuDNN assumes 16-byte aligned tensors, so a Conv or
+SepConv is only placed where its slice's start (and, for batch > 1, the buffer's batch stride) is a
+multiple of 4 floats. Our own kernels read and write any channel slice.
+
+``input_slice`` tells a consumer whether its whole input (all terms) is one contiguous channel range
+of one storage, which it can then read in place instead of gathering a copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+from ...graph.ir import Conv, Identity, Node, SepConv, Shape
+
+ALIGN_FLOATS = 4  # cuDNN's 16-byte alignment, in float32 elements
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A channel range ``[offset, offset + channels)`` of storage ``storage``."""
+    storage: int
+    offset: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class BufferPlan:
+    storages: Tuple[Shape, ...]            # (C, H, W) of each storage, batch excluded
+    locations: Dict[str, Loc]              # node name -> where its output lives
+    in_place: FrozenSet[str]               # Identity nodes with nothing left to copy
+    owners: Tuple[str, ...]                # the node whose output is storage i's root
+
+    def loc(self, node: Node) -> Loc:
+        try:
+            return self.locations[node.name]
+        except KeyError:
+            raise KeyError(f"{node.display()} has no planned buffer (is it part of the program?)") from None
+
+
+def _needs_alignment(node: Node) -> bool:
+    """Writers whose output pointer goes to cuDNN."""
+    return isinstance(node, (Conv, SepConv))
+
+
+def aligned(offset: int, storage_channels: int, hw: int, batch_size: int) -> bool:
+    """Whether a slice starting at channel ``offset`` is 16-byte aligned for every image of the batch."""
+    if (offset * hw) % ALIGN_FLOATS:
+        return False
+    return batch_size == 1 or (storage_channels * hw) % ALIGN_FLOATS == 0
+
+
+def _placements(order: Sequence[Node], fed: FrozenSet[int]) -> Dict[int, Tuple[Node, int]]:
+    """producer id -> (the Identity node it is placed in, channel offset in that Identity's output)."""
+    parent: Dict[int, Tuple[Node, int]] = {}
+    for node in reversed(order):
+        if not isinstance(node, Identity):
+            continue
+        counts: Dict[int, int] = {}
+        for term in node.inputs:
+            for v in term:
+                counts[id(v.node)] = counts.get(id(v.node), 0) + 1
+        offset = 0
+        for term in node.inputs:
+            v = term[0]
+            whole = v.begin == 0 and v.end == v.node.output_shape[0]
+            if (len(term) == 1 and whole and id(v.node) not in fed and id(v.node) not in parent
+                    and counts[id(v.node)] == 1 and v.node is not node):
+                parent[id(v.node)] = (node, offset)
+            offset += v.length
+    return parent
+
+
+def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: int) -> BufferPlan:
+    """Plan the storages of a program that runs ``order`` (a dependency order) fed by ``external``.
+
+    Args:
+        order: every node the program computes, producers before consumers.
+        external: nodes whose outputs are inputs of the program (placeholders, or a stage's producers).
+        batch_size: the batch, which decides whether batch strides must be aligned too.
+    Returns:
+        The BufferPlan; every node of ``external`` and ``order`` has a location.
+    Raises:
+        ValueError: a node without a shape, or a node listed twice.
+    """
+    nodes = list(external) + list(order)
+    seen = set()
+    for n in nodes:
+        if n.output_shape is None:
+            raise ValueError(f"{n.display()} has no shape; check the graph before planning buffers")
+        if id(n) in seen:
+            raise ValueError(f"{n.display()} appears twice in the program")
+        seen.add(id(n))
+    fed = frozenset(id(n) for n in external)
+    parent = _placements(order, fed)
+
+    def resolve(node: Node) -> Tuple[Node, int]:
+        """The root node whose storage holds ``node``, and ``node``'s channel offset in it."""
+        offset = 0
+        while id(node) in parent:
+            node, off = parent[id(node)]
+            offset += off
+        return node, offset
+
+    # undo placements cuDNN cannot write into; undoing one can move others' roots, so repeat
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if id(n) not in parent or not _needs_alignment(n):
+                continue
+            root, offset = resolve(n)
+            _, h, w = n.output_shape
+            if not aligned(offset, root.output_shape[0], h * w, batch_size):
+                del parent[id(n)]
+                changed = True
+
+    storages: List[Shape] = []
+    owners: List[str] = []
+    root_index: Dict[int, int] = {}
+    locations: Dict[str, Loc] = {}
+    for n in nodes:
+        root, offset = resolve(n)
+        if id(root) not in root_index:
+            root_index[id(root)] = len(storages)
+            storages.append(tuple(root.output_shape))
+            owners.append(root.name)
+        locations[n.name] = Loc(root_index[id(root)], offset, n.output_shape[0])
+
+    in_place = set()
+    for n in order:
+        if isinstance(n, Identity) and all(len(t) == 1 and id(t[0].node) in parent and parent[id(t[0].node)][0] is n
+                                           for t in n.inputs):
+            in_place.add(n.name)
+    return BufferPlan(tuple(storages), locations, frozenset(in_place), tuple(owners))
+
+
+def term_locs(node: Node, plan: BufferPlan) -> List[List[Loc]]:
+    """Each input term of ``node`` as the Locs of its values (channel slices applied)."""
+    out = []
+    for term in node.inputs:
+        locs = []
+        for v in term:
+            base = plan.loc(v.node)
+            locs.append(Loc(base.storage, base.offset + v.begin, v.length))
+        out.append(locs)
+    return out
+
+
+def input_slice(node: Node, plan: BufferPlan) -> Optional[Loc]:
+    """The one contiguous Loc holding ``node``'s whole input, or None when it must be gathered.
+
+    That is the case when every term is a single value and the terms sit back to back, in order, in
+    one storage.
+    """
+    terms = term_locs(node, plan)
+    if any(len(t) != 1 for t in terms):
+        return None
+    first = terms[0][0]
+    end = first.offset + first.channels
+    for t in terms[1:]:
+        loc = t[0]
+        if loc.storage != first.storage or loc.offset != end:
+            return None
+        end += loc.channels
+    return Loc(first.storage, first.offset, end - first.offset)

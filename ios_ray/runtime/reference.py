@@ -1,0 +1,383 @@
+"""NumPy reference runtime: float32 kernels for every IR operator and a stage-by-stage executor.
+
+Data flow::
+
+    Graph (weights + schedule) --ReferenceExecutor--> check_schedule, check weights, plan stages
+    run(x): env = {graph.input: x}
+        for block, for stage, for group (one after another), for node in group:
+            env[node] = run_node(node, env)   # gather_inputs(node, env) -> kernel(params)
+        -> env[last block's exit node]
+
+``env`` maps a ``Node`` (nodes hash by identity) to its output, a float32 array ``(N, C, H, W)``.
+
+The kernels are batch-first NCHW and never loop over pixels in Python: convolutions are im2col
+(``sliding_window_view``) + one batched matmul over the groups, depthwise convolutions and pools loop
+only over kernel positions. The reference has no concurrency: the groups of a stage run in order, so
+its stage latency is the sum of its groups' latencies. It is the correctness oracle for the GPU runtime
+and the CPU cost source, not a fast runtime.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..graph.ir import Conv, Element, Graph, Identity, Node, Placeholder, Pool, Relu, SepConv, topo_order
+from ..graph.schedule import Stage, check_block_schedule
+from ..graph.ir import Block
+
+Env = Dict[Node, np.ndarray]
+Pair = Tuple[int, int]
+
+
+class UnsupportedOpError(ValueError):
+    """The reference runtime has no kernel for this node type."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Kernels (pure functions of arrays)
+# ---------------------------------------------------------------------------------------------------
+
+def _act_inplace(y: np.ndarray, act: str) -> np.ndarray:
+    """Apply ``act`` to a freshly computed array, reusing its memory."""
+    if act == "identity":
+        return y
+    if act == "relu":
+        return np.maximum(y, 0, out=y)
+    if act == "tanh":
+        return np.tanh(y, out=y)
+    if act == "sigmoid":
+        # exp(-|y|) never overflows; pick the stable form per sign
+        z = np.exp(-np.abs(y))
+        return np.where(y >= 0, 1.0 / (1.0 + z), z / (1.0 + z)).astype(np.float32, copy=False)
+    raise ValueError(f"unknown activation {act!r}; expected relu, identity, tanh or sigmoid")
+
+
+def activation(x: np.ndarray, act: str) -> np.ndarray:
+    """``act`` of ``x`` as a new array (``x`` is left untouched)."""
+    return _act_inplace(np.array(x, dtype=np.float32, copy=True), act)
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant", constant_values=value)
+
+
+def _shifted(xp: np.ndarray, i: int, j: int, out_hw: Pair, stride: Pair) -> np.ndarray:
+    """The view of padded input ``xp`` read by kernel tap (i, j) for every output position."""
+    (oh, ow), (sh, sw) = out_hw, stride
+    return xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
+def _depthwise(x: np.ndarray, weight: np.ndarray, stride: Pair, padding: Pair, out_hw: Pair) -> np.ndarray:
+    """groups == C_in: each output channel o reads input channel o // multiplier; loops over taps only."""
+    c = x.shape[1]
+    mult = weight.shape[0] // c
+    xp = _pad(x, padding)
+    if mult > 1:
+        xp = np.repeat(xp, mult, axis=1)
+    kh, kw = weight.shape[2:]
+    y = np.zeros((x.shape[0], weight.shape[0], *out_hw), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            tap = weight[:, 0, i, j].reshape(1, -1, 1, 1)
+            y += _shifted(xp, i, j, out_hw, stride) * tap
+    return y
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None, stride: Pair = (1, 1),
+           padding: Pair = (0, 0), groups: int = 1, act: str = "identity") -> np.ndarray:
+    """Grouped 2-D convolution + bias + activation on NCHW float32.
+
+    Args:
+        x: ``(N, C, H, W)``; weight: ``(O, C // groups, KH, KW)``; bias: ``(O,)`` or None.
+    Returns:
+        ``(N, O, OH, OW)`` float32.
+    Raises:
+        ValueError: channels or groups inconsistent with the weight, or the kernel does not fit.
+    """
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    if groups < 1 or c != cg * groups or o % groups:
+        raise ValueError(f"conv2d: input has {c} channels, weight {weight.shape} with groups={groups} "
+                         f"expects {cg * groups} and out channels divisible by groups")
+    oh, ow = _out_size(h, kh, stride[0], padding[0]), _out_size(w, kw, stride[1], padding[1])
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"conv2d: kernel {(kh, kw)} with padding {padding} does not fit a {h}x{w} input")
+    og = o // groups
+    if cg == 1 and groups == c and groups > 1:
+        y = _depthwise(x, weight, stride, padding, (oh, ow))
+    else:
+        wm = weight.reshape(groups, og, cg * kh * kw)
+        if kh == 1 and kw == 1 and padding == (0, 0):
+            # 1x1: a matmul over channels, no im2col
+            xs = x[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow]
+            cols = xs.reshape(n, groups, cg, oh * ow)
+        else:
+            win = sliding_window_view(_pad(x, padding), (kh, kw), axis=(2, 3))
+            win = win[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow]          # (N, C, OH, OW, KH, KW)
+            cols = (win.reshape(n, groups, cg, oh, ow, kh, kw)
+                    .transpose(0, 1, 2, 5, 6, 3, 4)                            # (N, G, cg, KH, KW, OH, OW)
+                    .reshape(n, groups, cg * kh * kw, oh * ow))
+        y = np.matmul(wm, cols).reshape(n, o, oh, ow)                          # (N, G, og, P) -> NCHW
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if bias is not None:
+        y += bias.reshape(1, o, 1, 1)
+    return _act_inplace(y, act)
+
+
+def pool2d(x: np.ndarray, pool_type: str, kernel: Pair = (1, 1), stride: Pair = (1, 1),
+           padding: Pair = (0, 0)) -> np.ndarray:
+    """Max (pads with -inf), avg (padding counted: divides by KH*KW) or global_avg (-> (N, C, 1, 1))."""
+    if pool_type == "global_avg":
+        return x.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
+    if pool_type not in ("max", "avg"):
+        raise ValueError(f"pool2d: pool_type must be max, avg or global_avg, got {pool_type!r}")
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    oh, ow = _out_size(h, kh, stride[0], padding[0]), _out_size(w, kw, stride[1], padding[1])
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"pool2d: kernel {kernel} with padding {padding} does not fit a {h}x{w} input")
+    is_max = pool_type == "max"
+    xp = _pad(x, padding, -np.inf if is_max else 0.0)
+    y = np.array(_shifted(xp, 0, 0, (oh, ow), stride), dtype=np.float32, copy=True)
+    for i in range(kh):
+        for j in range(kw):
+            if i == 0 and j == 0:
+                continue
+            tap = _shifted(xp, i, j, (oh, ow), stride)
+            if is_max:
+                np.maximum(y, tap, out=y)
+            else:
+                y += tap
+    if not is_max:
+        y *= np.float32(1.0 / (kh * kw))
+    return y
+
+
+def sep_conv(x: np.ndarray, dw_weight: np.ndarray, dw_bias: np.ndarray, pw_weight: np.ndarray,
+             pw_bias: np.ndarray, stride: Pair = (1, 1), padding: Pair = (0, 0), act: str = "identity",
+             pre_act: str = "relu") -> np.ndarray:
+    """[relu] -> depthwise conv (+dw_bias) -> pointwise 1x1 conv (+pw_bias) -> act."""
+    if pre_act == "relu":
+        x = np.maximum(x, 0)
+    elif pre_act != "identity":
+        raise ValueError(f"sep_conv: pre_act must be relu or identity, got {pre_act!r}")
+    c = x.shape[1]
+    y = conv2d(x, dw_weight, dw_bias, stride, padding, groups=c, act="identity")
+    return conv2d(y, pw_weight, pw_bias, act=act)
+
+
+def element(operands: Sequence[np.ndarray], op_type: str) -> np.ndarray:
+    """Element-wise ``add`` or ``mul`` of equally shaped operands."""
+    if op_type not in ("add", "mul"):
+        raise ValueError(f"element: op_type must be add or mul, got {op_type!r}")
+    y = np.array(operands[0], dtype=np.float32, copy=True)
+    for other in operands[1:]:
+        if op_type == "add":
+            y += other
+        else:
+            y *= other
+    return y
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input gathering and node execution
+# ---------------------------------------------------------------------------------------------------
+
+def gather_terms(node: Node, env: Mapping[Node, np.ndarray]) -> List[np.ndarray]:
+    """One array per input term: the sum of the term's channel slices (a view when the term has one value).
+
+    Raises:
+        ValueError: an input node has not been computed (is not in ``env``).
+    """
+    terms = []
+    for term in node.inputs:
+        acc = None
+        for v in term:
+            try:
+                arr = env[v.node]
+            except KeyError:
+                raise ValueError(f"{node.display()} reads {v.node.display()}, which has not been computed "
+                                 f"yet (schedule order or missing input)") from None
+            part = arr if (v.begin == 0 and v.end == arr.shape[1]) else arr[:, v.begin:v.end]
+            acc = part if acc is None else acc + part  # the first addition allocates; inputs stay intact
+        terms.append(acc)
+    return terms
+
+
+def gather_inputs(node: Node, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    """The node's input: each term summed, the terms concatenated on channels (IOS term semantics)."""
+    terms = gather_terms(node, env)
+    return terms[0] if len(terms) == 1 else np.concatenate(terms, axis=1)
+
+
+def _params(node: Node) -> Dict[str, np.ndarray]:
+    missing = [k for k, v in node.params.items() if v is None]
+    if missing:
+        raise ValueError(f"{node.display()} has no weights ({', '.join(missing)}); call graph.init_weights() "
+                         f"or set node.params before running")
+    return node.params
+
+
+def check_weights(node: Node) -> None:
+    """Raise ValueError if a parameter of ``node`` is missing or has the wrong shape."""
+    params = _params(node)
+    for pname, shape in node.weight_shapes().items():
+        got = tuple(params[pname].shape)
+        if got != tuple(shape):
+            raise ValueError(f"{node.display()}: parameter {pname!r} has shape {got}, expected {tuple(shape)}")
+
+
+def run_node(node: Node, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    """Execute one IR node on its inputs in ``env`` (Node -> (N, C, H, W) float32) with ``node.params``.
+
+    Returns a new array (inputs are never modified), except Identity of a single whole value, which
+    returns its input array itself.
+
+    Raises:
+        ValueError: missing weights, or an input not yet computed.
+        UnsupportedOpError: no kernel for this node type (placeholders are fed, not run).
+    """
+    if isinstance(node, Conv):
+        p = _params(node)
+        return conv2d(gather_inputs(node, env), p["weight"], p["bias"], node.stride, node.padding, node.groups,
+                      node.act)
+    if isinstance(node, SepConv):
+        p = _params(node)
+        return sep_conv(gather_inputs(node, env), p["dw_weight"], p["dw_bias"], p["pw_weight"], p["pw_bias"],
+                        node.stride, node.padding, node.act, node.pre_act)
+    if isinstance(node, Pool):
+        return pool2d(gather_inputs(node, env), node.pool_type, node.kernel, node.stride, node.padding)
+    if isinstance(node, Relu):
+        return np.maximum(gather_inputs(node, env), 0)
+    if isinstance(node, Element):
+        return element(gather_terms(node, env), node.op_type)
+    if isinstance(node, Identity):
+        return gather_inputs(node, env)
+    if isinstance(node, Placeholder):
+        raise UnsupportedOpError(f"{node.display()} is a placeholder: feed it in env, it is not run")
+    raise UnsupportedOpError(f"{node.display()}: the reference runtime has no kernel for op type {node.type!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Executor
+# ---------------------------------------------------------------------------------------------------
+
+def sequential_stages(block: Block) -> List[Stage]:
+    """The sequential schedule of ``block`` (one operator per stage), computed without assigning it."""
+    return [Stage(((n.name,),)) for n in topo_order(block)]
+
+
+def stages_or_sequential(graph: Graph) -> List[List[Stage]]:
+    """Each block's stages, or its sequential schedule where it has none; the graph is not modified."""
+    return [list(b.stages) if b.stages is not None else sequential_stages(b) for b in graph.blocks]
+
+
+StagePlan = Tuple[Tuple[Node, ...], ...]  # a stage's groups, as nodes
+
+
+class ReferenceExecutor:
+    """Runs a scheduled graph stage by stage with the numpy kernels (groups one after another).
+
+    Args:
+        graph: a checked Graph whose nodes all have weights.
+        batch_size: the batch the input must have.
+        stages: per-block stage lists overriding ``block.stages`` (the graph is not modified); by
+            default every block must have a schedule.
+    Raises:
+        ValueError: a block has no schedule, the schedule does not match the graph (``check_schedule``),
+            or a node lacks weights (call ``graph.init_weights()``).
+    """
+
+    def __init__(self, graph: Graph, batch_size: int, stages: Optional[Sequence[Sequence[Stage]]] = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if stages is not None and len(stages) != len(graph.blocks):
+            raise ValueError(f"stages has {len(stages)} block schedules, the graph has {len(graph.blocks)} blocks")
+        self.graph = graph
+        self.batch_size = int(batch_size)
+        self.input_shape: Tuple[int, int, int, int] = (self.batch_size, *graph.input.output_shape)
+        self._plan: List[StagePlan] = []
+        for bi, block in enumerate(graph.blocks):
+            block_stages = block.stages if stages is None else list(stages[bi])
+            # a throw-away Block over the same nodes lets check_block_schedule see the override
+            check_block_schedule(Block(block.enter_node, block.exit_node, block.inner_nodes, block_stages), bi)
+            by_name = {n.name: n for n in block.nodes}
+            for stage in block_stages:
+                self._plan.append(tuple(tuple(by_name[name] for name in g) for g in stage.groups))
+        for node in graph.nodes()[1:]:
+            check_weights(node)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self._plan)
+
+    def _check_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(f"graph {self.graph.name}: input has shape {tuple(x.shape)}, expected "
+                             f"{self.input_shape} (batch, C, H, W)")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def run(self, x) -> np.ndarray:
+        """The graph output ``(N, C, H, W)`` for input ``x`` of shape ``(batch_size, C, H, W)``."""
+        return self._run(self._check_input(x), None)
+
+    def run_profiled(self, x) -> Tuple[np.ndarray, List[float]]:
+        """The output and each stage's wall time in ms (stages of all blocks in order)."""
+        times: List[float] = []
+        out = self._run(self._check_input(x), times)
+        return out, times
+
+    def _run(self, x: np.ndarray, stage_ms: Optional[List[float]]) -> np.ndarray:
+        env: Env = {self.graph.input: x}
+        for groups in self._plan:
+            t0 = time.perf_counter() if stage_ms is not None else 0.0
+            for group in groups:
+                for node in group:
+                    env[node] = run_node(node, env)
+            if stage_ms is not None:
+                stage_ms.append((time.perf_counter() - t0) * 1e3)
+        return env[self.graph.blocks[-1].exit_node]
+
+    def latency(self, warmup: int = 2, number: int = 6, repeat: int = 6, x: Optional[np.ndarray] = None,
+                profile_stage: bool = False) -> Tuple[List[float], List[float]]:
+        """Time the whole graph: ``warmup`` runs, then ``repeat`` repeats of ``number`` runs each.
+
+        Returns:
+            (per-repeat latency in ms, i.e. elapsed / number;
+             per-stage latency in ms, repeat-major and averaged over the ``number`` runs of the repeat,
+             empty unless ``profile_stage``).
+        """
+        if warmup < 0 or number < 1 or repeat < 1:
+            raise ValueError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {repeat}")
+        if x is None:
+            x = np.random.default_rng(0).standard_normal(self.input_shape, dtype=np.float32)
+        x = self._check_input(x)
+        for _ in range(warmup):
+            self._run(x, None)
+        seq: List[float] = []
+        stages: List[float] = []
+        for _ in range(repeat):
+            acc = np.zeros(self.num_stages)
+            t0 = time.perf_counter()
+            for _ in range(number):
+                if profile_stage:
+                    times: List[float] = []
+                    self._run(x, times)
+                    acc += times
+                else:
+                    self._run(x, None)
+            seq.append((time.perf_counter() - t0) * 1e3 / number)
+            if profile_stage:
+                stages.extend((acc / number).tolist())
+        return seq, stages
