@@ -1,0 +1,418 @@
+"""The persistent cost table: stage measurements shared across runs, models and machines, as Parquet.
+
+Data flow::
+
+    CostSource.measure -> [Measurement] --append--> <table>/part-<utc time>-<uuid>.parquet  (one file per call)
+    <table>/*.parquet --read_all (validate each file, deduplicate)--> pa.Table --lookup--> {key: Measurement} -> DP
+
+Layout: a directory (local path or any ``pyarrow.fs`` URI such as ``file:///...`` or ``s3://bucket/prefix``)
+holding Parquet files that all have the schema ``SCHEMA``. It is an ordinary Parquet dataset:
+``pyarrow.dataset.dataset(path, format="parquet")`` reads it as it is.
+
+Concurrency and crash safety: the table is append-only. Each ``append`` writes one new file under a
+temporary name starting with ``.tmp-`` in the same directory and renames it into place once it is
+complete; the final name holds a timestamp and a random UUID, so writers never collide and readers
+never see a half-written file (names starting with ``.`` or ``_`` are ignored here and by
+``pyarrow.dataset``). On a local filesystem the rename is atomic; on object stores it is a copy, still
+invisible to readers until it is done. Existing files are never rewritten; ``compact`` writes the merged
+file first and only then removes the files it merged.
+
+Schema (one row per stage measured on one device, batch size and math mode):
+
+============== ======================== ===========================================================
+column         type                     meaning
+============== ======================== ===========================================================
+key            string                   ``StageSpec.key``: content hash of the canonical spec
+spec           string                   ``StageSpec.canonical_json()``: re-measurable from the table
+strategy       string                   ``Strategy`` value ("parallel" / "merge")
+num_ops        int32                    operators in the stage
+device         string                   ``DeviceInfo.name`` (e.g. "NVIDIA H200", "analytic:H200")
+device_kind    string                   ``DeviceInfo.kind`` ("gpu", "cpu", "analytic")
+compute_capability, driver, library     strings from ``DeviceInfo``
+batch_size     int32                    batch size measured
+dtype          string                   math mode: "float32", "tf32", ...
+latency_ms     float64                  median latency over repeats; NaN for an error row
+spread_ms      float64                  max - min over repeats
+warmup, number, repeat  int32           the ``MeasureSettings`` used
+estimated      bool                     True for model estimates (never shown as measurements)
+worker         string                   which worker measured it
+timestamp      timestamp[us, UTC]       when the row was appended
+error_kind     string                   ``ErrorKind`` value, "" when the measurement succeeded
+error_message  string                   the error's message
+============== ======================== ===========================================================
+
+The schema metadata carries ``ios_ray.cost_table = SCHEMA_VERSION``; a file without it (or with another
+version) is refused with ``CostTableError``, as is a file that cannot be parsed. Refusing never deletes
+or changes the file.
+
+Deduplication: for one (key, device, batch_size, dtype) a successful row beats an error row, then the
+latest timestamp wins (ties: the file written later).
+"""
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..graph.schedule import Strategy
+from ..space.stage import StageSpec
+from .measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
+
+SCHEMA_VERSION = b"1"
+SCHEMA_METADATA_KEY = b"ios_ray.cost_table"
+FILE_PREFIX = "part-"
+FILE_SUFFIX = ".parquet"
+TMP_PREFIX = ".tmp-"
+
+# Columns that identify one cost: rows sharing them are duplicates of each other.
+IDENTITY_COLUMNS = ("key", "device", "batch_size", "dtype")
+
+
+def _field(name: str, typ: pa.DataType, doc: str) -> pa.Field:
+    return pa.field(name, typ, nullable=False, metadata={b"doc": doc.encode()})
+
+
+SCHEMA: pa.Schema = pa.schema(
+    [
+        _field("key", pa.string(), "StageSpec.key: content hash of the canonical stage spec"),
+        _field("spec", pa.string(), "StageSpec canonical JSON (StageSpec.from_json rebuilds the stage)"),
+        _field("strategy", pa.string(), "Strategy value: parallel or merge"),
+        _field("num_ops", pa.int32(), "number of operators in the stage"),
+        _field("device", pa.string(), "DeviceInfo.name, e.g. 'NVIDIA H200' or 'analytic:H200'"),
+        _field("device_kind", pa.string(), "DeviceInfo.kind: gpu, cpu or analytic"),
+        _field("compute_capability", pa.string(), "DeviceInfo.compute_capability"),
+        _field("driver", pa.string(), "DeviceInfo.driver"),
+        _field("library", pa.string(), "DeviceInfo.library, e.g. 'cudnn 9.19 / cupy 14.2'"),
+        _field("batch_size", pa.int32(), "batch size measured"),
+        _field("dtype", pa.string(), "math mode: float32, tf32, ..."),
+        _field("latency_ms", pa.float64(), "median latency over repeats (ms); NaN for an error row"),
+        _field("spread_ms", pa.float64(), "max - min latency over repeats (ms)"),
+        _field("warmup", pa.int32(), "MeasureSettings.warmup: untimed runs first"),
+        _field("number", pa.int32(), "MeasureSettings.number: runs per timed repeat"),
+        _field("repeat", pa.int32(), "MeasureSettings.repeat: timed repeats"),
+        _field("estimated", pa.bool_(), "True for a model estimate, not a measurement"),
+        _field("worker", pa.string(), "the worker that measured the row"),
+        _field("timestamp", pa.timestamp("us", tz="UTC"), "when the row was appended (UTC)"),
+        _field("error_kind", pa.string(), "ErrorKind value; empty when the measurement succeeded"),
+        _field("error_message", pa.string(), "the error's message; empty when none"),
+    ],
+    metadata={SCHEMA_METADATA_KEY: SCHEMA_VERSION,
+              b"ios_ray.doc": b"one row per stage measured on (device, batch_size, dtype); see ios_ray.costs.table"},
+)
+
+
+class CostTableError(ValueError):
+    """A file of the cost table cannot be used: unreadable, or not a cost-table file of this version."""
+
+
+def default_table_path() -> str:
+    """``$IOS_RAY_CACHE``, else ``$XDG_CACHE_HOME/ios_ray/costs``, else ``~/.cache/ios_ray/costs``."""
+    explicit = os.environ.get("IOS_RAY_CACHE")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ios_ray", "costs")
+
+
+def _resolve(path_or_uri: Union[str, os.PathLike, None]) -> Tuple[pafs.FileSystem, str, str]:
+    """(filesystem, root path within it, display name) for a local path or a ``pyarrow.fs`` URI."""
+    text = os.fspath(path_or_uri) if path_or_uri is not None else default_table_path()
+    if "://" in text:
+        try:
+            fs, root = pafs.FileSystem.from_uri(text)
+        except (pa.ArrowException, ValueError) as e:
+            raise CostTableError(f"cost table location {text!r} is not a usable pyarrow.fs URI: {e}") from e
+        return fs, root.rstrip("/"), text.rstrip("/")
+    root = str(Path(text).expanduser().resolve())
+    return pafs.LocalFileSystem(), root, root
+
+
+def _check_schema(schema: pa.Schema, where: str) -> None:
+    """Raise CostTableError naming ``where`` if ``schema`` is not this version's cost-table schema."""
+    meta = schema.metadata or {}
+    version = meta.get(SCHEMA_METADATA_KEY)
+    if version is None:
+        raise CostTableError(f"{where}: not a cost-table file (schema metadata has no "
+                             f"{SCHEMA_METADATA_KEY.decode()!r} entry); columns are {schema.names}")
+    if version != SCHEMA_VERSION:
+        raise CostTableError(f"{where}: cost-table schema version {version.decode(errors='replace')!r}, "
+                             f"this code reads version {SCHEMA_VERSION.decode()!r}")
+    missing = [f.name for f in SCHEMA if f.name not in schema.names]
+    if missing:
+        raise CostTableError(f"{where}: missing required columns {missing}")
+    wrong = [f"{f.name} is {schema.field(f.name).type}, expected {f.type}"
+             for f in SCHEMA if schema.field(f.name).type != f.type]
+    if wrong:
+        raise CostTableError(f"{where}: wrong column types: {'; '.join(wrong)}")
+
+
+def _error_kind(text: str, message: str) -> Tuple[ErrorKind, str]:
+    try:
+        return ErrorKind(text), message
+    except ValueError:
+        # A kind written by a newer version: still an error (the DP sees inf), keep what it said.
+        return ErrorKind.RUNTIME, f"[{text}] {message}"
+
+
+def _row_to_measurement(row: dict) -> Measurement:
+    error, message = _error_kind(row["error_kind"], row["error_message"])
+    latency = row["latency_ms"]
+    return Measurement(
+        key=row["key"],
+        latency_ms=math.nan if latency is None or error is not ErrorKind.NONE else float(latency),
+        spread_ms=float(row["spread_ms"]) if row["spread_ms"] is not None else math.nan,
+        samples=int(row["repeat"]),
+        error=error,
+        message=message,
+        estimated=bool(row["estimated"]),
+        worker=row["worker"],
+    )
+
+
+def deduplicate(table: pa.Table) -> pa.Table:
+    """One row per (key, device, batch_size, dtype): a success beats an error, then the latest timestamp.
+
+    Ties on timestamp go to the row that comes later in ``table`` (files are read in name order, and
+    names start with the write time).
+    """
+    if table.num_rows <= 1:
+        return table
+    ok = pc.equal(table["error_kind"], "")
+    order = pa.array(range(table.num_rows), pa.int64())
+    work = table.append_column("_ok", ok).append_column("_order", order)
+    work = work.sort_by([(c, "ascending") for c in IDENTITY_COLUMNS]
+                        + [("_ok", "descending"), ("timestamp", "descending"), ("_order", "descending")])
+    # The first row of each identity group survives: mark where the group changes from the previous row.
+    n = work.num_rows
+    first = None
+    for c in IDENTITY_COLUMNS:
+        col = work[c].combine_chunks()
+        changed = pc.not_equal(col.slice(1), col.slice(0, n - 1))
+        first = changed if first is None else pc.or_(first, changed)
+    keep = pa.concat_arrays([pa.array([True]), first])
+    return work.filter(keep).drop_columns(["_ok", "_order"])
+
+
+class CostTable:
+    """A shared, append-only table of stage costs stored as a Parquet dataset.
+
+    Args:
+        path_or_uri: a local directory or a ``pyarrow.fs`` URI (``file:///...``, ``s3://...``); default
+            ``default_table_path()``. The directory is created on the first append.
+
+    Raises:
+        CostTableError: (from the read methods) a file is unreadable or has a foreign schema.
+    """
+
+    def __init__(self, path_or_uri: Union[str, os.PathLike, None] = None):
+        self._fs, self._root, self.location = _resolve(path_or_uri)
+        # Files are immutable once renamed into place, so a file read once never needs reading again.
+        self._file_cache: Dict[str, pa.Table] = {}
+
+    def __repr__(self) -> str:
+        return f"CostTable({self.location!r})"
+
+    # ----- files ---------------------------------------------------------------------------------
+    def files(self) -> List[str]:
+        """The table's data files (paths within its filesystem), in name (= write time) order."""
+        info = self._fs.get_file_info(self._root)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        if info.type != pafs.FileType.Directory:
+            raise CostTableError(f"{self.location}: cost table location is not a directory")
+        entries = self._fs.get_file_info(pafs.FileSelector(self._root, recursive=False))
+        names = [e.path for e in entries if e.type == pafs.FileType.File and e.base_name.endswith(FILE_SUFFIX)
+                 and not e.base_name.startswith((".", "_"))]
+        return sorted(names, key=lambda p: p.rsplit("/", 1)[-1])
+
+    def _read_file(self, path: str) -> pa.Table:
+        cached = self._file_cache.get(path)
+        if cached is not None:
+            return cached
+        try:
+            with self._fs.open_input_file(path) as f:
+                pf = pq.ParquetFile(f)
+                _check_schema(pf.schema_arrow, path)
+                table = pf.read(columns=SCHEMA.names)
+        except CostTableError:
+            raise
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise CostTableError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from e
+        table = table.select(SCHEMA.names).cast(SCHEMA)
+        self._file_cache[path] = table
+        return table
+
+    def read_raw(self) -> pa.Table:
+        """Every row of every file, not deduplicated (schema ``SCHEMA``)."""
+        tables = [self._read_file(p) for p in self.files()]
+        if not tables:
+            return SCHEMA.empty_table()
+        return pa.concat_tables(tables)
+
+    def read_all(self) -> pa.Table:
+        """The table deduplicated: one row per (key, device, batch_size, dtype); see ``deduplicate``."""
+        return deduplicate(self.read_raw())
+
+    # ----- queries -------------------------------------------------------------------------------
+    def lookup(self, keys: Iterable[str], device: Union[str, DeviceInfo], batch_size: int,
+               dtype: str) -> Dict[str, Measurement]:
+        """Stored measurements of ``keys`` on ``device`` at ``batch_size`` and ``dtype``.
+
+        Args:
+            keys: stage keys (``StageSpec.key``) wanted.
+            device: a ``DeviceInfo`` or its ``name``.
+        Returns:
+            key -> Measurement for the keys found (missing keys are absent); error rows come back as
+            error measurements (``cost`` is inf).
+        """
+        name = device.name if isinstance(device, DeviceInfo) else str(device)
+        wanted = pa.array(sorted(set(keys)), pa.string())
+        raw = self.read_raw()
+        if raw.num_rows == 0 or len(wanted) == 0:
+            return {}
+        mask = pc.and_(pc.and_(pc.equal(raw["device"], name), pc.equal(raw["batch_size"], int(batch_size))),
+                       pc.and_(pc.equal(raw["dtype"], dtype), pc.is_in(raw["key"], value_set=wanted)))
+        rows = deduplicate(raw.filter(mask))
+        cols = ["key", "latency_ms", "spread_ms", "repeat", "error_kind", "error_message", "estimated", "worker"]
+        return {r["key"]: _row_to_measurement(r) for r in rows.select(cols).to_pylist()}
+
+    def summary(self) -> dict:
+        """Counts describing the table (all rows, before deduplication, unless said otherwise).
+
+        Returns:
+            dict with ``location``, ``files``, ``rows``, ``unique_rows`` (after deduplication),
+            ``unique_stages`` (distinct keys), ``devices``, ``batch_sizes``, ``dtypes`` (sorted lists),
+            ``error_rows``, ``estimated_rows`` and ``measured_time_s``: the device time the timing runs
+            took, latency x (warmup + number x repeat) summed over successful measured rows.
+        """
+        files = self.files()
+        raw = self.read_raw()
+        errors = pc.not_equal(raw["error_kind"], "")
+        measured = raw.filter(pc.and_(pc.invert(errors), pc.invert(raw["estimated"])))
+        runs = pc.add(measured["warmup"].cast(pa.float64()),
+                      pc.multiply(measured["number"].cast(pa.float64()), measured["repeat"].cast(pa.float64())))
+        total_ms = pc.sum(pc.multiply(measured["latency_ms"], runs)).as_py() or 0.0
+        return {
+            "location": self.location,
+            "files": len(files),
+            "rows": raw.num_rows,
+            "unique_rows": deduplicate(raw).num_rows,
+            "unique_stages": len(pc.unique(raw["key"])),
+            "devices": sorted(pc.unique(raw["device"]).to_pylist()),
+            "batch_sizes": sorted(pc.unique(raw["batch_size"]).to_pylist()),
+            "dtypes": sorted(pc.unique(raw["dtype"]).to_pylist()),
+            "error_rows": pc.sum(errors).as_py() or 0,
+            "estimated_rows": pc.sum(raw["estimated"]).as_py() or 0,
+            "measured_time_s": total_ms / 1000.0,
+        }
+
+    # ----- writing -------------------------------------------------------------------------------
+    def append(self, measurements: Sequence[Measurement], specs_by_key: Mapping[str, StageSpec],
+               device: DeviceInfo, batch_size: int, dtype: str, settings: MeasureSettings,
+               strategy_by_key: Optional[Mapping[str, Union[Strategy, str]]] = None) -> Optional[str]:
+        """Write ``measurements`` as one new file, atomically; existing files are not touched.
+
+        Args:
+            measurements: what a cost source returned (errors included: stored with NaN latency).
+            specs_by_key: the spec of every measurement's key (stored so the stage can be re-measured).
+            device, batch_size, dtype, settings: the conditions all the measurements were taken under.
+            strategy_by_key: overrides ``spec.strategy`` per key (a merge shares its key with a plain conv).
+        Returns:
+            The path of the new file, or None when ``measurements`` is empty.
+        Raises:
+            ValueError: a measurement's spec is missing or has another key; bad batch size or dtype.
+        """
+        if not measurements:
+            return None
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not dtype:
+            raise ValueError("dtype must be a non-empty math-mode name such as 'float32' or 'tf32'")
+        strategy_by_key = strategy_by_key or {}
+        rows: Dict[str, list] = {name: [] for name in SCHEMA.names}
+        now = datetime.now(timezone.utc)
+        checked: Dict[str, Tuple[str, int]] = {}
+        for m in measurements:
+            spec = specs_by_key.get(m.key)
+            if spec is None:
+                raise ValueError(f"append: no StageSpec given for measurement key {m.key}")
+            if m.key not in checked:
+                if spec.key != m.key:
+                    raise ValueError(f"append: the spec given for key {m.key} has key {spec.key}")
+                checked[m.key] = (spec.canonical_json(), spec.num_ops)
+            spec_json, num_ops = checked[m.key]
+            strategy = strategy_by_key.get(m.key, spec.strategy)
+            failed = m.error is not ErrorKind.NONE
+            values = {
+                "key": m.key, "spec": spec_json,
+                "strategy": strategy.value if isinstance(strategy, Strategy) else str(strategy),
+                "num_ops": num_ops, "device": device.name, "device_kind": device.kind,
+                "compute_capability": device.compute_capability, "driver": device.driver,
+                "library": device.library, "batch_size": int(batch_size), "dtype": dtype,
+                "latency_ms": math.nan if failed else float(m.latency_ms), "spread_ms": float(m.spread_ms),
+                "warmup": settings.warmup, "number": settings.number, "repeat": settings.repeat,
+                "estimated": bool(m.estimated), "worker": m.worker, "timestamp": now,
+                "error_kind": m.error.value, "error_message": m.message,
+            }
+            for name, v in values.items():
+                rows[name].append(v)
+        table = pa.Table.from_pydict(rows, schema=SCHEMA)
+        return self._write_atomic(table, now)
+
+    def _write_atomic(self, table: pa.Table, now: datetime) -> str:
+        """Write under a temporary name in the table directory, then rename into place."""
+        self._fs.create_dir(self._root, recursive=True)
+        unique = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex}"
+        tmp = f"{self._root}/{TMP_PREFIX}{unique}{FILE_SUFFIX}"
+        final = f"{self._root}/{FILE_PREFIX}{unique}{FILE_SUFFIX}"
+        try:
+            with self._fs.open_output_stream(tmp) as out:
+                pq.write_table(table, out)
+            self._fs.move(tmp, final)
+        except BaseException:
+            try:
+                self._fs.delete_file(tmp)
+            except (OSError, pa.ArrowException):
+                pass
+            raise
+        return final
+
+    def compact(self, dedup: bool = True) -> Optional[str]:
+        """Merge the current files into one (deduplicated unless ``dedup=False``).
+
+        The merged file is written atomically first; only then are the files it merged removed. Files
+        appended meanwhile are not touched. Returns the merged file's path, or None if there was at most
+        one file.
+
+        Raises:
+            CostTableError: a file is unreadable or foreign (nothing is written or removed then).
+        """
+        files = self.files()
+        if len(files) <= 1:
+            return None
+        merged = pa.concat_tables([self._read_file(p) for p in files])
+        if dedup:
+            merged = deduplicate(merged)
+        path = self._write_atomic(merged, datetime.now(timezone.utc))
+        for p in files:
+            self._fs.delete_file(p)
+            self._file_cache.pop(p, None)
+        return path
+
+
+def format_summary(summary: dict) -> str:
+    """A few human-readable lines for ``CostTable.summary()``."""
+    return (f"cost table {summary['location']}: {summary['rows']} rows in {summary['files']} files "
+            f"({summary['unique_rows']} after deduplication), {summary['unique_stages']} distinct stages, "
+            f"{summary['error_rows']} error rows, {summary['estimated_rows']} estimated rows\n"
+            f"  devices: {', '.join(summary['devices']) or '-'}; batch sizes: "
+            f"{', '.join(map(str, summary['batch_sizes'])) or '-'}; dtypes: {', '.join(summary['dtypes']) or '-'}\n"
+            f"  device time spent measuring: {summary['measured_time_s']:.1f} s")
