@@ -11,10 +11,10 @@ from ios_ray.costs.measurement import CostSource, ErrorKind, MeasureSettings
 from ios_ray.graph import builder as b
 from ios_ray.graph.ir import Block
 from ios_ray.graph.schedule import Strategy
-from ios_ray.space.stage import stage_spec
+from ios_ray.space.stage import OpSpec, StageSpec, stage_spec
 
 
-def conv_stage(channels, out_channels, size, kernel=3, copies=1, batch_groups=True):
+def conv_stage(channels, out_channels, size, kernel=3, copies=1):
     """A stage of ``copies`` identical convs on one input, each in its own group."""
     v = b.placeholder((channels, size, size))
     block = Block(v.node)
@@ -154,3 +154,12 @@ def test_fast_enough_for_thousands_of_specs():
     out = model.measure(specs, 1, MeasureSettings())
     assert time.perf_counter() - start < 1.0  # >= 500 specs/s even on a slow shared CPU, cold cache
     assert all(m.estimated and m.error is ErrorKind.NONE for m in out)
+
+
+def test_unbuildable_stage_is_an_error_measurement_not_a_raise():
+    bogus = StageSpec(((8, 4, 4),), ((OpSpec("bogus", (), ((("e", 0, 0, 8),),), (8, 4, 4)),),))
+    good = conv_stage(8, 8, 4)
+    out = AnalyticCostModel("H200").measure([bogus, good], 1, MeasureSettings())
+    assert out[0].key == bogus.key and out[0].error is ErrorKind.UNSUPPORTED and "bogus" in out[0].message
+    assert out[0].cost == math.inf and out[0].estimated
+    assert out[1].error is ErrorKind.NONE and out[1].key == good.key

@@ -53,10 +53,11 @@ def test_round_trip_append_lookup(tmp_path):
     specs = make_specs()
     keys = list(specs)
     table = CostTable(tmp_path)
-    path = table.append([ok(k, 1.5 + i) for i, k in enumerate(keys)], specs, GPU, 1, "float32", SETTINGS)
+    sent = [ok(k, 1.5 + i) for i, k in enumerate(keys)]
+    path = table.append(sent, specs, GPU, 1, "float32", SETTINGS)
     assert path is not None and os.path.basename(path).startswith("part-")
     got = table.lookup(keys + ["not-a-key"], GPU, 1, "float32")
-    assert set(got) == set(keys)
+    assert got == {m.key: m for m in sent}
     for i, k in enumerate(keys):
         m = got[k]
         assert m.latency_ms == pytest.approx(1.5 + i)
@@ -118,7 +119,7 @@ def test_error_rows_round_trip_as_error_measurements(tmp_path):
     assert math.isnan(row["latency_ms"]) and row["error_kind"] == "worker_died"
     m = table.lookup([key], GPU, 1, "float32")[key]
     assert m.error is ErrorKind.WORKER_DIED and m.message == "worker died 3 times" and m.worker == "w7"
-    assert math.isnan(m.latency_ms) and m.cost == math.inf
+    assert math.isnan(m.latency_ms) and m.cost == math.inf and m.samples == 0
 
 
 def test_readable_with_plain_pyarrow_dataset(tmp_path):
@@ -310,3 +311,18 @@ def test_default_table_path(monkeypatch, tmp_path):
     assert default_table_path() == str(tmp_path / "xdg" / "ios_ray" / "costs")
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_table_path().endswith(os.path.join(".cache", "ios_ray", "costs"))
+
+
+def test_analytic_estimates_round_trip_as_estimates(tmp_path):
+    from ios_ray.costs.analytic import AnalyticCostModel
+    specs = make_specs()
+    model = AnalyticCostModel("H200")
+    estimates = model.measure(list(specs.values()), 2, SETTINGS)
+    table = CostTable(tmp_path)
+    table.append(estimates, specs, model.device(), 2, model.dtype, SETTINGS)
+    got = table.lookup(list(specs), "analytic:H200", 2, "float32")
+    assert got == {m.key: m for m in estimates}
+    assert all(m.estimated for m in got.values())
+    assert table.lookup(list(specs), GPU, 2, "float32") == {}  # never mistaken for a measurement
+    s = table.summary()
+    assert s["estimated_rows"] == len(specs) and s["measured_time_s"] == 0.0

@@ -109,6 +109,9 @@ SCHEMA: pa.Schema = pa.schema(
 )
 
 
+_LEFT_ALONE = "(the file was left as it is; move it out of the table directory to use the other files)"
+
+
 class CostTableError(ValueError):
     """A file of the cost table cannot be used: unreadable, or not a cost-table file of this version."""
 
@@ -154,6 +157,20 @@ def _check_schema(schema: pa.Schema, where: str) -> None:
         raise CostTableError(f"{where}: wrong column types: {'; '.join(wrong)}")
 
 
+def _fsync(path: str) -> None:
+    """Flush a local file's (or directory's) data to disk; best effort where the OS refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _error_kind(text: str, message: str) -> Tuple[ErrorKind, str]:
     try:
         return ErrorKind(text), message
@@ -169,7 +186,8 @@ def _row_to_measurement(row: dict) -> Measurement:
         key=row["key"],
         latency_ms=math.nan if latency is None or error is not ErrorKind.NONE else float(latency),
         spread_ms=float(row["spread_ms"]) if row["spread_ms"] is not None else math.nan,
-        samples=int(row["repeat"]),
+        # samples is not stored: a timed success had ``repeat`` of them; an error or an estimate none.
+        samples=int(row["repeat"]) if error is ErrorKind.NONE and not row["estimated"] else 0,
         error=error,
         message=message,
         estimated=bool(row["estimated"]),
@@ -241,12 +259,12 @@ class CostTable:
             with self._fs.open_input_file(path) as f:
                 pf = pq.ParquetFile(f)
                 _check_schema(pf.schema_arrow, path)
-                table = pf.read(columns=SCHEMA.names)
-        except CostTableError:
-            raise
+                table = pf.read(columns=SCHEMA.names).select(SCHEMA.names).cast(SCHEMA)
+        except CostTableError as e:
+            raise CostTableError(f"{e} {_LEFT_ALONE}") from None
         except (pa.ArrowException, OSError, ValueError) as e:
-            raise CostTableError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from e
-        table = table.select(SCHEMA.names).cast(SCHEMA)
+            raise CostTableError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e}) "
+                                 f"{_LEFT_ALONE}") from e
         self._file_cache[path] = table
         return table
 
@@ -376,7 +394,11 @@ class CostTable:
         try:
             with self._fs.open_output_stream(tmp) as out:
                 pq.write_table(table, out)
+            if isinstance(self._fs, pafs.LocalFileSystem):
+                _fsync(tmp)  # the bytes reach the disk before the name does: no empty file after a crash
             self._fs.move(tmp, final)
+            if isinstance(self._fs, pafs.LocalFileSystem):
+                _fsync(self._root)
         except BaseException:
             try:
                 self._fs.delete_file(tmp)
