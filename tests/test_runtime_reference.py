@@ -424,3 +424,15 @@ def test_two_blocks_and_merge_stage():
     gap = m.mean(axis=(2, 3), keepdims=True)
     assert got.shape == (2, 3, 1, 1)
     assert_close(got, gap[:, :3] + gap[:, 3:])
+
+
+def test_identity_exit_does_not_alias_the_callers_input():
+    v = ios.placeholder((3, 4, 4), name="x")
+    block = ios.Block(enter_node=v.node)
+    ios.identity(block, [[v]], is_exit=True, name="same")
+    graph = ios.Graph("passthrough", v.node, [block])
+    x = np.ones((1, 3, 4, 4), np.float32)
+    out = ios_runtime.graph_inference(graph, 1, x)
+    assert_close(out, x)
+    out[...] = 5.0
+    assert np.all(x == 1.0)

@@ -6,3 +6,7 @@ for single operators (``run_node``) or merged-conv weights (``merged_conv_weight
 from .reference import (ReferenceExecutor, UnsupportedOpError, check_weights, conv2d, element, gather_inputs,
                         gather_terms, pool2d, run_node, sep_conv, sequential_stages, stages_or_sequential)
 from .weights import merged_conv_weights
+
+__all__ = ["ReferenceExecutor", "UnsupportedOpError", "check_weights", "conv2d", "element", "gather_inputs",
+           "gather_terms", "merged_conv_weights", "pool2d", "run_node", "sep_conv", "sequential_stages",
+           "stages_or_sequential"]

@@ -24,9 +24,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..graph.ir import Conv, Element, Graph, Identity, Node, Placeholder, Pool, Relu, SepConv, topo_order
+from ..graph.ir import Block, Conv, Element, Graph, Identity, Node, Placeholder, Pool, Relu, SepConv, topo_order
 from ..graph.schedule import Stage, check_block_schedule
-from ..graph.ir import Block
 
 Env = Dict[Node, np.ndarray]
 Pair = Tuple[int, int]
@@ -86,10 +85,12 @@ def _depthwise(x: np.ndarray, weight: np.ndarray, stride: Pair, padding: Pair, o
         xp = np.repeat(xp, mult, axis=1)
     kh, kw = weight.shape[2:]
     y = np.zeros((x.shape[0], weight.shape[0], *out_hw), dtype=np.float32)
+    scratch = np.empty_like(y)
     for i in range(kh):
         for j in range(kw):
             tap = weight[:, 0, i, j].reshape(1, -1, 1, 1)
-            y += _shifted(xp, i, j, out_hw, stride) * tap
+            np.multiply(_shifted(xp, i, j, out_hw, stride), tap, out=scratch)
+            y += scratch
     return y
 
 
@@ -316,6 +317,22 @@ class ReferenceExecutor:
                 self._plan.append(tuple(tuple(by_name[name] for name in g) for g in stage.groups))
         for node in graph.nodes()[1:]:
             check_weights(node)
+        self._release = self._release_plan()
+
+    def _release_plan(self) -> List[Tuple[Node, ...]]:
+        """For each stage, the outputs read for the last time there (dropped after it to bound memory)."""
+        last_use: Dict[Node, int] = {}
+        for si, groups in enumerate(self._plan):
+            for group in groups:
+                for node in group:
+                    for src in node.input_nodes():
+                        last_use[src] = si
+        keep = self.graph.blocks[-1].exit_node
+        release: List[List[Node]] = [[] for _ in self._plan]
+        for node, si in last_use.items():
+            if node is not keep:
+                release[si].append(node)
+        return [tuple(r) for r in release]
 
     @property
     def num_stages(self) -> int:
@@ -329,24 +346,35 @@ class ReferenceExecutor:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def run(self, x) -> np.ndarray:
-        """The graph output ``(N, C, H, W)`` for input ``x`` of shape ``(batch_size, C, H, W)``."""
-        return self._run(self._check_input(x), None)
+        """The graph output ``(N, C, H, W)`` for input ``x`` of shape ``(batch_size, C, H, W)``.
+
+        Raises:
+            ValueError: ``x`` does not have shape ``(batch_size, C, H, W)``.
+        """
+        return self._own(self._run(self._check_input(x), None), x)
 
     def run_profiled(self, x) -> Tuple[np.ndarray, List[float]]:
         """The output and each stage's wall time in ms (stages of all blocks in order)."""
         times: List[float] = []
         out = self._run(self._check_input(x), times)
-        return out, times
+        return self._own(out, x), times
+
+    @staticmethod
+    def _own(out: np.ndarray, x) -> np.ndarray:
+        # an Identity exit can hand back (a view of) the caller's input: never alias it
+        return out.copy() if isinstance(x, np.ndarray) and np.may_share_memory(out, x) else out
 
     def _run(self, x: np.ndarray, stage_ms: Optional[List[float]]) -> np.ndarray:
         env: Env = {self.graph.input: x}
-        for groups in self._plan:
+        for groups, release in zip(self._plan, self._release):
             t0 = time.perf_counter() if stage_ms is not None else 0.0
             for group in groups:
                 for node in group:
                     env[node] = run_node(node, env)
             if stage_ms is not None:
                 stage_ms.append((time.perf_counter() - t0) * 1e3)
+            for node in release:
+                del env[node]
         return env[self.graph.blocks[-1].exit_node]
 
     def latency(self, warmup: int = 2, number: int = 6, repeat: int = 6, x: Optional[np.ndarray] = None,
