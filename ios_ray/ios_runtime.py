@@ -1,4 +1,4 @@
-"""IOS-compatible runtime entry points: ``graph_inference`` and ``graph_latency``.
+"""IOS-compatible runtime entry points: ``graph_inference``, ``graph_latency`` and ``stage_latency``.
 
 Data flow: Graph (+ schedule, or the sequential one computed on the fly) -> ``_executor_for`` picks an
 executor for the device -> ``run`` (inference) or ``latency`` (timing). The graph is never modified:
@@ -13,12 +13,15 @@ once it exists; it must offer the same two methods as ``ReferenceExecutor``:
 from __future__ import annotations
 
 import enum
-from typing import List, Optional, Protocol, Tuple, Union
+from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
-from .graph.ir import Graph
+from .costs.measurement import MeasureSettings
+from .graph.ir import Graph, Node
+from .profile.cpu import time_built_stage
 from .runtime.reference import ReferenceExecutor, stages_or_sequential
+from .space.stage import stage_spec
 
 
 class Device(enum.Enum):
@@ -81,3 +84,23 @@ def graph_latency(graph: Graph, batch_size: int = 1, warmup: int = 2, number: in
     seq, stages = _executor_for(graph, batch_size, _device(device)).latency(warmup, number, repeat,
                                                                             profile_stage=profile_stage)
     return (seq, stages) if profile_stage else seq
+
+
+def stage_latency(stage: Sequence[Sequence[Node]], batch_size: int = 1, warmup: int = 2, number: int = 6,
+                  repeat: int = 6, profile_stage: bool = False):
+    """Latency of one stage (groups of nodes, as the original's ``stage_latency``) on random inputs.
+
+    The stage runs on fresh nodes with random weights (its nodes' own weights are neither needed nor
+    touched), on the CPU reference, groups one after another.
+
+    Returns:
+        ``repeat`` latencies in ms; with ``profile_stage`` the pair (that list, the same list), as the
+        stage is its own only stage.
+    """
+    settings = MeasureSettings(warmup=warmup, number=number, repeat=repeat)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    rng = np.random.default_rng(0)
+    samples = time_built_stage(stage_spec(stage).build(), batch_size, settings,
+                               lambda shape: rng.standard_normal(shape, dtype=np.float32))
+    return (samples, list(samples)) if profile_stage else samples

@@ -436,3 +436,15 @@ def test_identity_exit_does_not_alias_the_callers_input():
     assert_close(out, x)
     out[...] = 5.0
     assert np.all(x == 1.0)
+
+
+def test_stage_latency_times_a_stage_without_touching_its_weights():
+    graph = sample_network(c=4, hw=6)
+    n = graph.node_by_name()
+    before = n["conv1"].weight.copy()
+    lat = ios_runtime.stage_latency([[n["conv1"], n["conv4"]], [n["conv2"]]], batch_size=2, warmup=0, number=2,
+                                    repeat=3)
+    assert len(lat) == 3 and all(np.isfinite(t) and t > 0 for t in lat)
+    seq, per_stage = ios_runtime.stage_latency([[n["conv3"]]], repeat=2, profile_stage=True)
+    assert seq == per_stage and len(seq) == 2
+    np.testing.assert_array_equal(n["conv1"].weight, before)

@@ -14,12 +14,12 @@ import os
 import platform
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
-from ..graph.ir import Node
+from ..graph.ir import Node, Placeholder
 from ..runtime.reference import UnsupportedOpError, run_node
 from ..space.stage import StageSpec
 
@@ -73,32 +73,14 @@ class CpuProfiler:
         return [self.measure_one(spec, batch_size, settings) for spec in specs]
 
     def measure_one(self, spec: StageSpec, batch_size: int, settings: MeasureSettings) -> Measurement:
+        """Measure one stage; every failure is returned as an error Measurement, never raised."""
         key = spec.key
         try:
-            exts, groups = spec.build()
+            built = spec.build()
         except Exception as exc:  # a spec this runtime cannot even materialise
             return self._failed(key, ErrorKind.UNSUPPORTED, f"cannot build stage: {type(exc).__name__}: {exc}")
         try:
-            rng = np.random.default_rng(self.seed)
-            for group in groups:
-                for node in group:
-                    node.init_weights(rng)
-            base: Dict[Node, np.ndarray] = {ext: self._input((batch_size, *ext.output_shape)) for ext in exts}
-
-            def run_stage() -> None:
-                env = dict(base)
-                for group in groups:  # no concurrency on the CPU reference: groups run in turn
-                    for node in group:
-                        env[node] = run_node(node, env)
-
-            for _ in range(settings.warmup):
-                run_stage()
-            samples = []
-            for _ in range(settings.repeat):
-                t0 = time.perf_counter()
-                for _ in range(settings.number):
-                    run_stage()
-                samples.append((time.perf_counter() - t0) * 1e3 / settings.number)
+            samples = time_built_stage(built, batch_size, settings, self._input, self.seed)
         except UnsupportedOpError as exc:
             return self._failed(key, ErrorKind.UNSUPPORTED, str(exc))
         except Exception as exc:  # noqa: BLE001 -- every failure must become a Measurement
@@ -108,3 +90,39 @@ class CpuProfiler:
 
     def _failed(self, key: str, kind: ErrorKind, message: str) -> Measurement:
         return Measurement(key=key, latency_ms=float("nan"), error=kind, message=message, worker=self.worker)
+
+
+def time_built_stage(built: Tuple[List[Placeholder], List[List[Node]]], batch_size: int, settings: MeasureSettings,
+                     input_for: Callable[[InputShape], np.ndarray], seed: int = 0) -> List[float]:
+    """Per-repeat latencies (ms) of a built stage (``StageSpec.build()``) with fresh random weights.
+
+    Args:
+        built: the placeholders of the external inputs and the nodes of each group.
+        input_for: gives the input array for an external of shape ``(batch_size, C, H, W)``.
+    Returns:
+        ``settings.repeat`` latencies, each the elapsed time of ``settings.number`` runs divided by it.
+    Raises:
+        whatever the kernels raise (the caller decides how to report it).
+    """
+    exts, groups = built
+    rng = np.random.default_rng(seed)
+    for group in groups:
+        for node in group:
+            node.init_weights(rng)
+    base: Dict[Node, np.ndarray] = {ext: input_for((batch_size, *ext.output_shape)) for ext in exts}
+
+    def run_stage() -> None:
+        env = dict(base)
+        for group in groups:  # no concurrency on the CPU reference: groups run in turn
+            for node in group:
+                env[node] = run_node(node, env)
+
+    for _ in range(settings.warmup):
+        run_stage()
+    samples = []
+    for _ in range(settings.repeat):
+        t0 = time.perf_counter()
+        for _ in range(settings.number):
+            run_stage()
+        samples.append((time.perf_counter() - t0) * 1e3 / settings.number)
+    return samples
