@@ -163,3 +163,27 @@ def test_unbuildable_stage_is_an_error_measurement_not_a_raise():
     assert out[0].key == bogus.key and out[0].error is ErrorKind.UNSUPPORTED and "bogus" in out[0].message
     assert out[0].cost == math.inf and out[0].estimated
     assert out[1].error is ErrorKind.NONE and out[1].key == good.key
+
+
+def test_sepconv_runs_as_depthwise_plus_pointwise_kernels():
+    v = b.placeholder((64, 28, 28))
+    block = Block(v.node)
+    with_relu = b.sep_conv(block, [[v]], 64, (3, 3), padding=(1, 1), pre_act="relu")
+    without = b.sep_conv(block, [[v]], 64, (3, 3), padding=(1, 1), pre_act="identity")
+    pointwise = b.conv2d(block, [[v]], 64, (1, 1), act="identity")
+    model = AnalyticCostModel("V100")
+    assert len(model.kernel_estimates(with_relu.node, 1)) == 3
+    assert len(model.kernel_estimates(without.node, 1)) == 2
+    t_relu, t_plain, t_pw = (latency(model, stage_spec([[n.node]])) for n in (with_relu, without, pointwise))
+    assert t_relu > t_plain > t_pw  # the extra kernels cost at least a launch each
+
+
+@pytest.mark.parametrize("name, paper_ms", [("inception_v3", 6.51), ("randwire", 8.49), ("nasnet", 22.95),
+                                            ("squeezenet", 0.86)])
+def test_v100_sequential_estimates_near_the_paper(name, paper_ms):
+    """IOS paper, V100, sequential schedule, batch 1: the model lands within 40 % (calibration check)."""
+    from ios_ray.models import get_model
+    graph = get_model(name)
+    specs = [stage_spec([[n]]) for block in graph.blocks for n in block.nodes]
+    total = sum(m.latency_ms for m in AnalyticCostModel("V100").measure(specs, 1, MeasureSettings()))
+    assert total == pytest.approx(paper_ms, rel=0.4)

@@ -7,7 +7,10 @@ These are estimates, never measurements: every result says so (``estimated=True`
 keeps them apart from measured rows in the cost table. They let the DP and the distributed pipeline run
 without a GPU, and give a plausible ordering of schedules; the absolute numbers are only indicative.
 
-The model, for batch size ``b`` and one op ``i`` (flops, bytes and output elements from the IR node):
+Each IR node runs one kernel, except a SepConv, which runs [pre-activation relu,] a depthwise conv and a
+pointwise conv, as the runtimes do; depthwise kernels reuse nothing across channels and reach only
+``depthwise_eff`` of the dense FLOP rate. The model, for batch size ``b`` and one kernel ``i`` (flops,
+bytes and output elements from the IR node):
 
 * work_i  = output elements x b: what the op's threads cover;
 * util_i  = min(1, work_i / (SMs x tile_elems)): the fraction of the GPU one kernel fills -- one output
@@ -25,6 +28,21 @@ for (t_i - launch) at a fraction util_i of the SMs::
 
 ``stage_overhead`` is the per-stage synchronisation (events joining the streams). So two small ops run
 together in about the time of one, while two GPU-filling ops take about the sum of their times.
+
+Calibration (sequential schedule, batch 1, FP32; every op its own stage):
+
+============== ============= ================== ============= ===========================
+network        V100 model    V100, IOS paper    H200 model    H200 measured (facts.md)
+============== ============= ================== ============= ===========================
+sample (IOS)   0.46 ms       0.486 ms (README)  0.44 ms       0.552 ms (CUDA graph)
+Inception-v3   4.27 ms       6.51 ms            3.76 ms       4.00 ms (torchvision, graph)
+RandWire       7.09 ms       8.49 ms            4.30 ms       -
+NASNet-A large 21.0 ms       22.95 ms           12.0 ms       -
+SqueezeNet     0.89 ms       0.86 ms            0.63 ms       -
+============== ============= ================== ============= ===========================
+
+The sample network with the IOS schedule (conv1||conv2, conv4||conv3, concat): V100 model 0.35 ms vs
+0.333 ms in the IOS README; H200 model 0.22 ms vs 0.299 ms measured.
 """
 from __future__ import annotations
 
@@ -32,11 +50,11 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from ..graph.ir import Node
+from ..graph.ir import Node, SepConv
 from ..space.stage import StageSpec
 from .measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,7 @@ class GpuSpec:
     compute_eff: float = 0.6       # fraction of peak a large conv reaches
     bw_eff: float = 0.8            # fraction of bandwidth a large copy reaches
     tile_elems: int = 4096         # output elements one SM works on at a time (e.g. a 64x64 tile)
+    depthwise_eff: float = 0.05    # a depthwise conv's FLOP rate relative to a dense conv's
     launch_us: float = 4.0         # per-kernel launch/ramp cost on the GPU
     stage_us: float = 5.0          # per-stage synchronisation cost
 
@@ -59,8 +78,10 @@ GPUS: Dict[str, GpuSpec] = {
     # V100 SXM2 (the IOS paper's GPU): 15.7 TFLOP/s FP32, 900 GB/s HBM2, 80 SMs.
     # tile_elems 2048 reproduces the IOS README's V100 stage times of its sample network (conv 375->375
     # 3x3 on 15x15: 0.11 ms alone; with a 375->750 conv in parallel: 0.16 ms).
-    "V100": GpuSpec("V100", 15.7, 0.0, 900.0, 80, "7.0", compute_eff=0.7, tile_elems=2048, launch_us=5.0,
-                    stage_us=5.0),
+    # depthwise_eff 0.02 brings the sequential RandWire and NASNet estimates near the paper's (cuDNN 7's
+    # FP32 depthwise convs were slow): see the table in the module docstring.
+    "V100": GpuSpec("V100", 15.7, 0.0, 900.0, 80, "7.0", compute_eff=0.7, tile_elems=2048, depthwise_eff=0.02,
+                    launch_us=5.0, stage_us=5.0),
     # A100 SXM4 80GB: 19.5 TFLOP/s FP32, 156 TFLOP/s TF32, 2039 GB/s, 108 SMs.
     "A100": GpuSpec("A100", 19.5, 156.0, 2039.0, 108, "8.0", compute_eff=0.7, launch_us=4.0, stage_us=5.0),
     # H100 SXM: 67 TFLOP/s FP32, 495 TFLOP/s TF32, 3.35 TB/s, 132 SMs.
@@ -83,8 +104,41 @@ def gpu_spec(name: str) -> GpuSpec:
 
 
 @dataclass(frozen=True)
-class OpEstimate:
-    """One op's modelled time (ms, launch included) and the fraction of the GPU it fills."""
+class Kernel:
+    """One GPU kernel an op runs, for batch 1: what the roofline needs."""
+    flops: float
+    act_bytes: float               # activations read and written (scale with the batch)
+    param_bytes: float             # weights read (once per batch)
+    out_elems: int
+    depthwise: bool = False        # no reuse across channels: runs at ``depthwise_eff`` of peak
+
+
+def node_kernels(node: Node, dtype_bytes: int) -> List[Kernel]:
+    """The kernels ``node`` runs: one per op, except a SepConv, which is [relu,] depthwise, pointwise."""
+    param_bytes = float(node.param_count() * dtype_bytes)
+    c, h, w = node.output_shape
+    if not isinstance(node, SepConv):
+        act = node.bytes_accessed(dtype_bytes) - param_bytes
+        return [Kernel(node.flops(), act, param_bytes, c * h * w)]
+    ci, hi, wi = node.input_shape()
+    read = sum(v.length * v.node.output_shape[1] * v.node.output_shape[2] for t in node.inputs for v in t)
+    kh, kw = node.kernel
+    mid = ci * h * w
+    kernels = []
+    if node.pre_act == "relu":
+        kernels.append(Kernel(node.input_flops() + ci * hi * wi, (read + ci * hi * wi) * dtype_bytes, 0.0,
+                              ci * hi * wi))
+        read = ci * hi * wi
+    kernels.append(Kernel(2.0 * mid * kh * kw, (read + mid) * dtype_bytes, (ci * kh * kw + ci) * dtype_bytes, mid,
+                          depthwise=True))
+    kernels.append(Kernel(2.0 * c * h * w * ci, (mid + c * h * w) * dtype_bytes, (c * ci + c) * dtype_bytes,
+                          c * h * w))
+    return kernels
+
+
+@dataclass(frozen=True)
+class KernelEstimate:
+    """One kernel's modelled time (ms, launch included) and the fraction of the GPU it fills."""
     time_ms: float
     util: float
 
@@ -125,24 +179,25 @@ class AnalyticCostModel:
                           library=f"ios_ray roofline v{MODEL_VERSION}")
 
     # ----- the model -----------------------------------------------------------------------------
-    def op_estimate(self, node: Node, batch_size: int) -> OpEstimate:
-        """The roofline time of one IR node (shape set) at ``batch_size``."""
-        c, h, w = node.output_shape
-        util = min(1.0, c * h * w * batch_size / self._saturating_work)
-        param_bytes = node.param_count() * self._dtype_bytes
-        moved = (node.bytes_accessed(self._dtype_bytes) - param_bytes) * batch_size + param_bytes
-        compute_ms = node.flops() * batch_size / (self._flops_per_ms * util)
-        memory_ms = moved / self._bytes_per_ms
-        return OpEstimate(self._launch_ms + max(compute_ms, memory_ms), util)
+    def kernel_estimates(self, node: Node, batch_size: int) -> List[KernelEstimate]:
+        """The roofline time of each kernel of one IR node (shape set) at ``batch_size``."""
+        out = []
+        for k in node_kernels(node, self._dtype_bytes):
+            util = min(1.0, k.out_elems * batch_size / self._saturating_work)
+            rate = self._flops_per_ms * util * (self.gpu.depthwise_eff if k.depthwise else 1.0)
+            compute_ms = k.flops * batch_size / rate
+            memory_ms = (k.act_bytes * batch_size + k.param_bytes) / self._bytes_per_ms
+            out.append(KernelEstimate(self._launch_ms + max(compute_ms, memory_ms), util))
+        return out
 
     def stage_latency(self, groups: Sequence[Sequence[Node]], batch_size: int) -> float:
         """Modelled latency (ms) of running ``groups`` concurrently, each group's ops in order."""
         longest = 0.0
         occupancy = 0.0
         for group in groups:
-            ops = [self.op_estimate(n, batch_size) for n in group]
-            longest = max(longest, sum(o.time_ms for o in ops))
-            occupancy += sum((o.time_ms - self._launch_ms) * o.util for o in ops)
+            kernels = [k for n in group for k in self.kernel_estimates(n, batch_size)]
+            longest = max(longest, sum(k.time_ms for k in kernels))
+            occupancy += sum((k.time_ms - self._launch_ms) * k.util for k in kernels)
         return max(longest, occupancy + self._launch_ms) + self._stage_ms
 
     def estimate(self, spec: StageSpec, batch_size: int) -> float:
