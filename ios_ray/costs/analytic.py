@@ -1,6 +1,6 @@
 """Analytic stage costs: a deterministic roofline of a named GPU with a simple concurrency model.
 
-Data flow: StageSpec --build()--> IR nodes per group --per-op roofline--> op times --stage model-->
+Data flow: StageSpec --build()--> IR nodes per group --kernels, roofline--> kernel times --stage model-->
 Measurement(estimated=True) on DeviceInfo(kind="analytic", name="analytic:<GPU>").
 
 These are estimates, never measurements: every result says so (``estimated=True``), and the device name
@@ -20,8 +20,8 @@ bytes and output elements from the IR node):
 * bytes_i = (activation bytes) x b + parameter bytes (weights are read once per batch);
 * t_i     = launch + max(flops_i x b / (peak x compute_eff x util_i), bytes_i / (bandwidth x bw_eff)).
 
-A group runs its ops one after another: t_g = sum of its t_i. A stage runs its groups concurrently on
-separate streams, bounded both by its longest group and by the GPU's capacity, which each op occupies
+A group runs its ops' kernels one after another: t_g = sum of their t_i. A stage runs its groups concurrently on
+separate streams, bounded both by its longest group and by the GPU's capacity, which each kernel occupies
 for (t_i - launch) at a fraction util_i of the SMs::
 
     latency = max( max_g t_g,  sum_i (t_i - launch) x util_i + launch ) + stage_overhead
