@@ -126,15 +126,18 @@ def _op_signature(node: Node, local: Dict[int, int]) -> Tuple[str, tuple, tuple,
     return node.type, attrs, tuple(terms), tuple(node.output_shape)
 
 
+def group_signature(group: Sequence[Node]) -> str:
+    """Name-independent text of one group (its ops in order, externals by shape): ``stage_spec``
+    orders groups by it. Enumerators use it to recognise stages that will get the same spec."""
+    local = {id(n): j for j, n in enumerate(group)}
+    return repr([_op_signature(n, local) for n in group])
+
+
 def stage_spec(groups: Sequence[Sequence[Node]], strategy: Strategy = Strategy.PARALLEL) -> StageSpec:
     """The canonical spec of running ``groups`` concurrently (each group's nodes in the given order)."""
     if strategy is Strategy.MERGE and sum(len(g) for g in groups) > 1:
         return merged_conv_spec([n for g in groups for n in g])
-    signed = []
-    for group in groups:
-        local = {id(n): j for j, n in enumerate(group)}
-        sig = [_op_signature(n, local) for n in group]
-        signed.append((repr(sig), list(group)))
+    signed = [(group_signature(group), list(group)) for group in groups]
     signed.sort(key=lambda t: t[0])
     ext_index: Dict[int, int] = {}
     ext_shapes: List[Shape] = []

@@ -1,0 +1,128 @@
+"""The IOS dynamic program over an enumerated state space and a stage-cost lookup (pure).
+
+Data flow: ``GraphSpace`` (``space.enumerate``) + ``cost[key]`` (latency of each distinct stage, e.g.
+from the cost table) -> ``solve`` -> ``Solution``: per block the optimal stage list and its predicted
+latency. No measurement happens here: the DP can be run, and tested, on any cost mapping.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Mapping, Tuple
+
+import numpy as np
+
+from ..graph.schedule import Stage, Strategy
+from ..space.enumerate import GraphSpace, PartSpace
+
+
+class MissingCostError(KeyError):
+    """The cost lookup has no latency for some stage keys of the space."""
+
+    def __init__(self, missing: List[str], total: int):
+        self.missing = missing
+        super().__init__(f"{len(missing)} of {total} stage keys have no cost (e.g. {missing[:3]}); measure "
+                         f"them first or give them math.inf to forbid them")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class NoFeasibleScheduleError(ValueError):
+    """Every schedule of a part uses a stage whose cost is infinite (or not a number)."""
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Optimal schedule: ``block_stages[b]`` are block ``b``'s stages, first stage first.
+
+    MERGE stages list their member convs as separate one-node groups (strategy MERGE); the optimizer
+    replaces them by the merged conv. Latencies are the sums of the stage costs (the cost's unit).
+    """
+
+    block_stages: Tuple[Tuple[Stage, ...], ...]
+    block_latency: Tuple[float, ...]
+    total_latency: float
+
+    @property
+    def num_stages(self) -> int:
+        return sum(len(s) for s in self.block_stages)
+
+
+def solve(space: GraphSpace, cost: Mapping[str, float]) -> Solution:
+    """Minimum-latency schedule of every block.
+
+    Args:
+        space: from ``enumerate_graph`` (or parts assembled from shards).
+        cost: latency of each stage key; ``math.inf`` forbids a stage.
+    Returns:
+        The ``Solution``.
+    Raises:
+        MissingCostError: some key of ``space.specs`` has no cost.
+        ValueError: a cost is NaN or negative.
+        NoFeasibleScheduleError: a part has no schedule of finite cost.
+    """
+    missing = [k for k in space.specs if k not in cost]
+    if missing:
+        raise MissingCostError(missing, len(space.specs))
+    key_cost = {}
+    for k in space.specs:
+        c = float(cost[k])
+        if math.isnan(c) or c < 0:
+            raise ValueError(f"stage {k}: cost {c} is not a non-negative number (use math.inf to forbid it)")
+        key_cost[k] = c
+    block_stages = []
+    block_latency = []
+    for parts in space.blocks:
+        stages: List[Stage] = []
+        total = 0.0
+        for part in parts:
+            part_cost, part_stages = solve_part(part, [key_cost[k] for k in part.stage_keys])
+            stages.extend(part_stages)
+            total += part_cost
+        block_stages.append(tuple(stages))
+        block_latency.append(total)
+    return Solution(tuple(block_stages), tuple(block_latency), float(sum(block_latency)))
+
+
+def solve_part(part: PartSpace, stage_cost: List[float]) -> Tuple[float, List[Stage]]:
+    """Optimal cost and stage list of one part; ``stage_cost[i]`` is the cost of stage id ``i``."""
+    sc = np.asarray(stage_cost, dtype=np.float64)
+    n = part.num_states
+    offsets, nxt, sid = part.offsets, part.next_index, part.stage_index
+    # best[i]: least total latency of running the operators of states[i] (the ones not yet
+    # scheduled; everything else runs after them). Base: best[empty] = 0. Recurrence:
+    # best[S] = min over transitions S -> S - S' by stage t of best[S - S'] + cost[t]  (t runs last).
+    # A transition leads to a smaller state, so solving level by level (state size) is in order.
+    best = np.full(n, np.inf)
+    best[0] = 0.0
+    levels = part.level_offsets
+    for size in range(1, len(levels) - 1):
+        a, b = levels[size], levels[size + 1]
+        if a == b:
+            continue
+        lo, hi = int(offsets[a]), int(offsets[b])
+        vals = best[nxt[lo:hi]] + sc[sid[lo:hi]]
+        best[a:b] = np.minimum.reduceat(vals, offsets[a:b] - lo)
+    full = n - 1
+    if not math.isfinite(best[full]):
+        stuck = next(i for i in range(n) if not math.isfinite(best[i]))
+        raise NoFeasibleScheduleError(
+            f"block {part.block_index} part {part.part_index}: no schedule of finite cost; e.g. every stage "
+            f"that can run last among {list(part.names_of(part.states[stuck]))} has infinite cost")
+    stages: List[Stage] = []
+    i = full
+    while i != 0:
+        lo, hi = int(offsets[i]), int(offsets[i + 1])
+        target = best[i]
+        for k in range(lo, hi):  # first transition achieving the minimum (same float sums as above)
+            j, t = int(nxt[k]), int(sid[k])
+            if best[j] + sc[t] == target:
+                break
+        else:  # pragma: no cover - the minimum was computed from these very sums
+            raise AssertionError("DP reconstruction found no optimal transition")
+        cand = part.stage(t)
+        stages.append(Stage(cand.groups, cand.strategy))
+        i = j
+    stages.reverse()
+    return float(best[full]), stages
