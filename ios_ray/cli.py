@@ -6,7 +6,6 @@ model on a local Ray instance, measured on the GPU when there is one, else on th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -74,10 +73,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_table(ns: argparse.Namespace) -> int:
-    from .costs.table import CostTable
-    table = CostTable(ns.path)
-    summary = table.summary()
-    print(summary if isinstance(summary, str) else json.dumps(summary, indent=1, default=str))
+    from .costs.table import CostTable, format_summary
+    print(format_summary(CostTable(ns.path).summary()))
     return 0
 
 

@@ -173,7 +173,7 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         transitions=space.num_transitions, unique_stages=len(space.specs), cache_hits=hits,
         measured=len(space.specs) - hits, errors=sum(1 for m in measurements.values() if m.error.value),
         per_worker=per_worker, retries=retries, predicted_latency_ms=solution.latency, seconds=seconds,
-        table=str(table.uri) if table is not None else "")
+        table=str(table.location) if table is not None else "")
     new_graph.optimization_report = report
     if verbose:
         print(report.format())
