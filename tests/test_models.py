@@ -8,7 +8,7 @@ import pytest
 
 import ios_ray as ios
 from ios_ray.graph import check_schedule
-from ios_ray.graph.ir import Identity, Placeholder, SepConv
+from ios_ray.graph.ir import Conv, Identity, Placeholder, Relu, SepConv
 from ios_ray.models import MODELS, get_model, inception_v3, nasnet_large, randwire_large, watts_strogatz
 from ios_ray.models.randwire import STAGES
 from ios_ray.runtime import ReferenceExecutor
@@ -18,7 +18,7 @@ from ios_ray.runtime.reference import conv2d as np_conv2d
 EXPECTED = {
     "inception_v3": (119, (3, 299, 299), (2048, 1, 1), 13),
     "randwire": (120, (3, 224, 224), (1280, 1, 1), 6),
-    "nasnet": (374, (3, 331, 331), (1000, 1, 1), 9),
+    "nasnet": (374, (3, 331, 331), (1000, 1, 1), 23),
     "squeezenet": (50, (3, 224, 224), (1000, 1, 1), 12),
     "sample": (5, (375, 15, 15), (1875, 15, 15), 1),
 }
@@ -158,14 +158,38 @@ def test_randwire_stage_blocks_follow_their_graphs():
 
 # ----- NASNet -----------------------------------------------------------------------------------
 
-def test_nasnet_carries_pass_two_cells_between_blocks():
+def _non_negative(v) -> bool:
+    """True when the value is a ReLU output by construction (so a further ReLU leaves it unchanged)."""
+    node = v.node
+    if isinstance(node, Relu) or (isinstance(node, Conv) and node.act == "relu"):
+        return True
+    if isinstance(node, Identity):
+        offset = 0
+        for term in node.inputs:
+            width = term[0].length
+            if offset <= v.begin and v.end <= offset + width:
+                return len(term) == 1 and _non_negative(term[0][v.begin - offset:v.end - offset])
+            offset += width
+    return False
+
+
+def test_nasnet_cell_blocks_carry_both_inputs_of_the_next_cell():
     graph = nasnet_large()
-    carries = [b.exit_node for b in graph.blocks[:-1]]
-    assert all(isinstance(c, Identity) and len(c.inputs) == 2 for c in carries)
-    # [x_prev | x] channel widths: 336|1008 after cell 0, then 1008|1008, 2016|2016 and 4032|4032
-    widths = [tuple(t[0].length for t in c.inputs) for c in carries]
-    assert widths == [(336, 1008), (1008, 1008), (1008, 1008), (2016, 2016), (2016, 2016), (2016, 2016),
-                      (4032, 4032), (4032, 4032)]
+    cell_blocks = [b for b in graph.blocks if isinstance(b.exit_node, Relu)]
+    carry_blocks = [b for b in graph.blocks if isinstance(b.exit_node, Identity)]
+    assert len(cell_blocks) == 18 and len(carry_blocks) == 4  # 18 normal/first cells; 2 stems + 2 reductions
+    for block in cell_blocks[:-1]:
+        x = block.exit_node.inputs[0]
+        # the free carry: the exit's first term is the cell's x, read from the enter node and already ReLU'd
+        assert len(x) == 1 and x[0].node is block.enter_node and _non_negative(x[0])
+    last = cell_blocks[-1]
+    assert all(v.node is not last.enter_node for t in last.exit_node.inputs for v in t)
+    # identity carries: [path 1 | path 2 | cell output], the paths 1x1 stride-2 convs at the output's size
+    for block in carry_blocks:
+        *paths, out = block.exit_node.inputs
+        assert [p[0].node.stride for p in paths] == [(2, 2), (2, 2)]
+        assert isinstance(out[0].node, Relu)
+        assert len({p[0].node.output_shape[1:] for p in paths} | {out[0].node.output_shape[1:]}) == 1
     sep = sum(isinstance(n, SepConv) for n in graph.nodes())
     assert sep == 2 * 5 * 22  # 22 cells x 5 branch-separables x 2 separable convs
 
