@@ -4,15 +4,16 @@ Data flow: Graph (+ schedule, or the sequential one computed on the fly) -> ``_e
 executor for the device -> ``run`` (inference) or ``latency`` (timing). The graph is never modified:
 a graph without a schedule runs its sequential schedule without it being assigned.
 
-Today every device maps to the numpy reference executor. ``_executor_for`` is the one place where the
-GPU executor (CuPy + cuDNN, imported lazily so that importing this module never needs CUDA) is chosen
-once it exists; it must offer the same two methods as ``ReferenceExecutor``:
-``run(x) -> np.ndarray`` and ``latency(warmup, number, repeat, x=None, profile_stage=False)
--> (per-repeat ms, per-stage ms repeat-major)``.
+``_executor_for`` is the one place where the executor is chosen. ``Device.CPU`` and, for now, ``Device.AUTO``
+give the numpy reference executor; ``Device.GPU`` gives the CuPy/cuDNN ``GpuExecutor``, imported lazily so
+that importing this module never needs CUDA. Both offer ``run(x) -> np.ndarray``,
+``latency(warmup, number, repeat, x=None, profile_stage=False) -> (per-repeat ms, per-stage ms
+repeat-major)`` and ``close()``.
 """
 from __future__ import annotations
 
 import enum
+import platform
 from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
@@ -39,27 +40,49 @@ class Executor(Protocol):
     def latency(self, warmup: int = 2, number: int = 6, repeat: int = 6, x: Optional[np.ndarray] = None,
                 profile_stage: bool = False) -> Tuple[List[float], List[float]]: ...
 
+    def close(self) -> None: ...
 
-def _executor_for(graph: Graph, batch_size: int, device: Device) -> Executor:
+
+def _resolve(device: Union[Device, str]) -> Device:
+    """The concrete device for a request: AUTO is the CPU reference until the GPU executor is the default."""
+    try:
+        device = device if isinstance(device, Device) else Device(str(device).lower())
+    except ValueError:
+        raise ValueError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
+    # To make the GPU the default where it works, resolve AUTO to GPU here when
+    # ios_ray.runtime.gpu.unavailable_reason() == "".
+    return Device.CPU if device is Device.AUTO else device
+
+
+def _executor_for(graph: Graph, batch_size: int, device: Union[Device, str]) -> Executor:
     """The executor for ``graph`` on ``device``; the graph's own schedule, else its sequential one.
 
     Raises:
-        ValueError: the schedule does not match the graph, weights are missing, or the GPU was asked
-            for and no GPU executor is available.
+        ValueError: the schedule does not match the graph, weights are missing, a bad device name,
+            or the GPU executor cannot be imported.
+        GpuUnavailableError: the GPU was asked for and CuPy, a CUDA device or cuDNN is missing.
     """
+    device = _resolve(device)
     stages = stages_or_sequential(graph)
     if device is Device.GPU:
-        # The CuPy/cuDNN executor plugs in here (import it lazily inside this branch, and let AUTO
-        # try it first when CuPy and a CUDA device are present).
-        raise ValueError("no GPU executor is available yet; use device='cpu' (the numpy reference runtime)")
+        try:
+            from .runtime.gpu.executor import GpuExecutor
+        except ImportError as exc:
+            raise ValueError(f"the GPU executor cannot be imported ({exc}); use device='cpu'") from exc
+        return GpuExecutor(graph, batch_size, stages=stages)
     return ReferenceExecutor(graph, batch_size, stages=stages)
 
 
-def _device(device: Union[Device, str]) -> Device:
-    try:
-        return device if isinstance(device, Device) else Device(str(device).lower())
-    except ValueError:
-        raise ValueError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
+def device_name(graph: Optional[Graph] = None, batch_size: int = 1, device: Union[Device, str] = Device.AUTO) -> str:
+    """Where ``graph_inference``/``graph_latency`` with this ``device`` run, for printing.
+
+    ``graph`` and ``batch_size`` are accepted for symmetry with the other calls; the choice does not
+    depend on them today.
+    """
+    if _resolve(device) is Device.GPU:
+        return "gpu: CuPy/cuDNN executor"
+    cpu = platform.processor() or platform.machine() or "unknown"
+    return f"cpu:{cpu}/numpy reference"
 
 
 def graph_inference(graph: Graph, batch_size: int, input, device: Union[Device, str] = Device.AUTO) -> np.ndarray:
@@ -68,7 +91,11 @@ def graph_inference(graph: Graph, batch_size: int, input, device: Union[Device, 
     Raises:
         ValueError: wrong input shape, missing weights (call graph.init_weights()), or a bad schedule.
     """
-    return _executor_for(graph, batch_size, _device(device)).run(input)
+    executor = _executor_for(graph, batch_size, device)
+    try:
+        return executor.run(input)
+    finally:
+        executor.close()
 
 
 def graph_latency(graph: Graph, batch_size: int = 1, warmup: int = 2, number: int = 6, repeat: int = 6,
@@ -81,8 +108,11 @@ def graph_latency(graph: Graph, batch_size: int = 1, warmup: int = 2, number: in
         The list of ``repeat`` latencies in ms; with ``profile_stage``, a pair (that list, a flat list of
         per-stage latencies in ms, repeat-major: ``np.reshape(stage_latency, (repeat, -1))``), as IOS.
     """
-    seq, stages = _executor_for(graph, batch_size, _device(device)).latency(warmup, number, repeat,
-                                                                            profile_stage=profile_stage)
+    executor = _executor_for(graph, batch_size, device)
+    try:
+        seq, stages = executor.latency(warmup, number, repeat, profile_stage=profile_stage)
+    finally:
+        executor.close()
     return (seq, stages) if profile_stage else seq
 
 

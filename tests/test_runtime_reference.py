@@ -389,12 +389,26 @@ def test_graph_latency_shapes_like_ios():
     assert sum(stage[:3]) <= seq[0] * 1.0 + 1e-9
 
 
-def test_gpu_device_is_refused_until_an_executor_exists():
+def test_device_selection():
     graph = sample_network(c=4, hw=6)
-    with pytest.raises(ValueError, match="GPU"):
-        ios_runtime.graph_inference(graph, 1, np.zeros((1, 4, 6, 6)), device="gpu")
+    assert ios_runtime.device_name(graph, 1).startswith("cpu:")
+    assert ios_runtime.device_name(graph, 1, device="gpu").startswith("gpu")
     with pytest.raises(ValueError, match="device must be one of"):
         ios_runtime.graph_inference(graph, 1, np.zeros((1, 4, 6, 6)), device="tpu")
+    x = rand(np.random.default_rng(13), 1, 4, 6, 6)
+    assert_close(ios_runtime.graph_inference(graph, 1, x, device="cpu"),
+                 ios_runtime.graph_inference(graph, 1, x, device=ios_runtime.Device.AUTO))
+
+
+def test_gpu_device_without_cuda_is_a_clear_error():
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed: the GPU executor may run here")
+    except ImportError:
+        pass
+    graph = sample_network(c=4, hw=6)
+    with pytest.raises((ValueError, RuntimeError), match="CuPy|GPU|gpu"):
+        ios_runtime.graph_inference(graph, 1, np.zeros((1, 4, 6, 6)), device="gpu")
 
 
 def test_two_blocks_and_merge_stage():

@@ -338,6 +338,9 @@ class ReferenceExecutor:
     def num_stages(self) -> int:
         return len(self._plan)
 
+    def close(self) -> None:
+        """Nothing to free (numpy arrays are collected); here for the executor interface."""
+
     def _check_input(self, x) -> np.ndarray:
         x = np.asarray(x)
         if tuple(x.shape) != self.input_shape:
