@@ -6,4 +6,7 @@ table) -> dp (optimal stages) -> schedule on a new Graph -> runtime (numpy refer
 from .graph import (Block, Graph, Stage, Strategy, Value, add, conv2d, element, identity, mul, multiply,
                     placeholder, pool2d, relu, sep_conv)
 
+from . import ios_runtime
+from .optimizer import OptimizeReport, optimize
+
 __version__ = "0.1.0"
