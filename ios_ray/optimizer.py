@@ -164,15 +164,16 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
     seconds["solve"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    new_graph = construct(graph, [b.stages for b in solution.blocks], compute_weight, opt_type)
+    new_graph = construct(graph, [list(b) for b in solution.block_stages], compute_weight, opts.opt_type.value)
     seconds["construct"] = time.perf_counter() - t0
 
+    counts = space.counts
     report = OptimizeReport(
         model=graph.name, opt_type=opts.opt_type.value, batch_size=batch_size, device=device.name,
-        estimated=device.kind == "analytic", num_workers=num_workers or 1, states=space.num_states,
-        transitions=space.num_transitions, unique_stages=len(space.specs), cache_hits=hits,
+        estimated=device.kind == "analytic", num_workers=num_workers or 1, states=counts.states,
+        transitions=counts.transitions, unique_stages=counts.unique_stages, cache_hits=hits,
         measured=len(space.specs) - hits, errors=sum(1 for m in measurements.values() if m.error.value),
-        per_worker=per_worker, retries=retries, predicted_latency_ms=solution.latency, seconds=seconds,
+        per_worker=per_worker, retries=retries, predicted_latency_ms=solution.total_latency, seconds=seconds,
         table=str(table.location) if table is not None else "")
     new_graph.optimization_report = report
     if verbose:
