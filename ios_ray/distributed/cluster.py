@@ -1,0 +1,146 @@
+"""Connecting to Ray and checking that the cluster can host the profiling workers we are about to ask for.
+
+Data flow: ``connect(address)`` -> a running Ray (ours or an existing one) -> ``check_resources(n, cfg)``
+compares ``n`` x ``worker_resources(cfg)`` with ``ray.cluster_resources()`` and raises at once when the
+cluster cannot hold them, instead of leaving actors pending forever (Ray's default for an actor whose
+resources never appear).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Union
+
+import ray
+
+from ..costs.factory import CostConfig, CostKind
+from ..costs.measurement import CostSource
+
+# What a pool is told to build its cost source from: the production config, or (tests, benchmarks) any
+# picklable zero-argument callable that builds a CostSource inside the worker process.
+SourceSpec = Union[CostConfig, Callable[[], CostSource]]
+
+
+class InsufficientResourcesError(RuntimeError):
+    """The cluster lacks the CPUs or GPUs that the requested number of workers needs."""
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """Ray resources one profiling actor asks for."""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+def worker_resources(source: SourceSpec, num_cpus: float = 1.0) -> WorkerResources:
+    """One CPU per worker; GPU profiling adds one whole GPU per worker (timings need the GPU to itself).
+
+    Args:
+        source: the pool's cost config (or source factory, which is treated as CPU work).
+        num_cpus: CPUs per worker (fractions allowed, e.g. for workers that mostly wait).
+
+    Returns:
+        The per-actor resource request.
+    """
+    if num_cpus < 0:
+        raise ValueError(f"num_cpus per worker must be >= 0, got {num_cpus}")
+    gpus = 1.0 if isinstance(source, CostConfig) and source.kind is CostKind.GPU else 0.0
+    return WorkerResources(num_cpus=float(num_cpus), num_gpus=gpus)
+
+
+def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bool:
+    """Make sure this process is connected to Ray.
+
+    Uses the running Ray if ``ray.init`` was already called; joins ``address`` (e.g. ``"auto"`` or
+    ``"ray://head:10001"``) if given; otherwise starts a private local instance without dashboard.
+
+    Args:
+        address: an existing cluster to join, or None.
+        num_cpus: CPUs of a newly started local instance (ignored when joining a cluster).
+
+    Returns:
+        True when this call started or joined Ray (the caller may ``ray.shutdown()`` it when done),
+        False when Ray was already initialised.
+    """
+    if ray.is_initialized():
+        return False
+    if address is not None:
+        ray.init(address=address)
+    else:
+        # _node_ip_address keeps the local instance on the loopback name; Ray may still resolve it to
+        # the host's own address for its internal RPCs.
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+    return True
+
+
+def _totals() -> Dict[str, float]:
+    res = ray.cluster_resources()
+    return {"CPU": float(res.get("CPU", 0.0)), "GPU": float(res.get("GPU", 0.0))}
+
+
+def _shortfall(num_workers: int, need: WorkerResources, have: Dict[str, float]) -> Optional[str]:
+    if need.num_gpus > 0 and have["GPU"] < num_workers * need.num_gpus:
+        if have["GPU"] == 0:
+            return (f"GPU profiling needs {num_workers} GPU(s), one per worker, but this Ray cluster has no "
+                    f"GPUs ({have['CPU']:g} CPUs); use the cpu or analytic cost source, or join a GPU cluster")
+        return (f"{num_workers} GPU workers need {num_workers * need.num_gpus:g} GPUs, but the cluster has "
+                f"{have['GPU']:g}; ask for at most {int(have['GPU'] // need.num_gpus)} workers")
+    if need.num_cpus > 0 and have["CPU"] < num_workers * need.num_cpus:
+        return (f"{num_workers} workers need {num_workers * need.num_cpus:g} CPUs ({need.num_cpus:g} each), but "
+                f"the cluster has {have['CPU']:g} CPUs; ask for at most {int(have['CPU'] // need.num_cpus)} workers "
+                f"or lower the CPUs per worker")
+    return None
+
+
+def check_resources(num_workers: int, source: SourceSpec, *, cpus_per_worker: float = 1.0,
+                    wait_for_autoscaler: bool = False, timeout_s: float = 300.0,
+                    poll_s: float = 2.0) -> WorkerResources:
+    """Check that the connected cluster can run ``num_workers`` profiling actors at once.
+
+    Args:
+        num_workers: number of actors the pool will start (>= 1).
+        source: the pool's cost config or source factory (decides whether GPUs are needed).
+        cpus_per_worker: CPUs each actor reserves.
+        wait_for_autoscaler: if True, ask the autoscaler for the missing resources and wait for them
+            up to ``timeout_s`` instead of failing at once.
+        timeout_s: how long to wait when ``wait_for_autoscaler`` is True.
+        poll_s: how often to look at the cluster's resources while waiting.
+
+    Returns:
+        The per-actor resources to start the actors with.
+
+    Raises:
+        ValueError: ``num_workers`` < 1.
+        InsufficientResourcesError: the cluster cannot hold the workers (after waiting, if asked to).
+        RuntimeError: Ray is not initialised (call ``connect`` first).
+    """
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+    if not ray.is_initialized():
+        raise RuntimeError("Ray is not initialised; call ios_ray.distributed.connect() first")
+    need = worker_resources(source, cpus_per_worker)
+    problem = _shortfall(num_workers, need, _totals())
+    if problem is None:
+        return need
+    if not wait_for_autoscaler:
+        raise InsufficientResourcesError(problem)
+    _request_from_autoscaler(num_workers, need)
+    deadline = time.monotonic() + timeout_s
+    while problem is not None and time.monotonic() < deadline:
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+        problem = _shortfall(num_workers, need, _totals())
+    if problem is not None:
+        raise InsufficientResourcesError(f"{problem} (waited {timeout_s:g} s for the autoscaler)")
+    return need
+
+
+def _request_from_autoscaler(num_workers: int, need: WorkerResources) -> None:
+    """Best effort: a cluster without an autoscaler simply ignores the request."""
+    bundle = {"CPU": need.num_cpus}
+    if need.num_gpus:
+        bundle["GPU"] = need.num_gpus
+    try:
+        from ray.autoscaler.sdk import request_resources
+        request_resources(bundles=[dict(bundle) for _ in range(num_workers)])
+    except Exception:  # no autoscaler (local instance): waiting just polls the totals
+        pass

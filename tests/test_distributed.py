@@ -1,0 +1,324 @@
+"""The Ray layer on a shared local Ray (4 logical CPUs): profiler pool, driver, enumeration, progress bar.
+
+The cost source ``FlopsSource`` below is deterministic (latency from the spec's flops), logs every
+stage it measures to a file per process (so "measured exactly once" is counted, not inferred), and can
+be told to crash (``os._exit``) or hang on chosen keys to exercise the pool's failure handling.
+"""
+import functools
+import io
+import math
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import ray
+import ray.cloudpickle
+
+from ios_ray.costs.analytic import AnalyticCostModel
+from ios_ray.costs.factory import CostConfig, CostKind
+from ios_ray.costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings
+from ios_ray.costs.table import CostTable
+from ios_ray.distributed import (InsufficientResourcesError, ProfilerPool, ProgressBar, check_resources, connect,
+                                 enumerate_graph_distributed, estimate_cost, make_batches, profile_graph_space)
+from ios_ray.models import get_model
+from ios_ray.space.enumerate import enumerate_graph
+from ios_ray.space.options import SpaceOptions
+
+pytestmark = pytest.mark.ray
+
+# Workers cannot import this file (tests/ is not on their path): ship its classes by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+SETTINGS = MeasureSettings(warmup=0, number=1, repeat=3)
+
+
+class FlopsSource:
+    """Deterministic CostSource: latency = flops / 1e9 ms at batch 1, scaled by batch size."""
+
+    def __init__(self, log_dir=None, delay_s=0.0, crash_keys=(), hang_keys=()):
+        self.log_dir = log_dir
+        self.delay_s = delay_s
+        self.crash_keys = frozenset(crash_keys)
+        self.hang_keys = frozenset(hang_keys)
+
+    def device(self):
+        return DeviceInfo(name="test:flops", kind="cpu", library="test")
+
+    def measure(self, specs, batch_size, settings):
+        out = []
+        for spec in specs:
+            key = spec.key
+            if key in self.crash_keys:
+                os._exit(1)
+            if key in self.hang_keys:
+                time.sleep(3600)
+            if self.log_dir is not None:
+                with open(os.path.join(self.log_dir, f"{os.getpid()}.log"), "a") as f:
+                    f.write(key + "\n")
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            out.append(Measurement(key, spec.flops() * batch_size / 1e9 + 0.001, 0.0, settings.repeat))
+        return out
+
+
+def source(**kw):
+    return functools.partial(FlopsSource, **kw)
+
+
+def measured_keys(log_dir) -> Counter:
+    counts = Counter()
+    for p in Path(log_dir).glob("*.log"):
+        counts.update(p.read_text().split())
+    return counts
+
+
+def strip(results):
+    """Measurements without the worker label: what must not depend on who measured."""
+    return {k: (m.latency_ms, m.error, m.samples) for k, m in results.items()}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    started = connect(num_cpus=4)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return dict(enumerate_graph(get_model("squeezenet"), SpaceOptions()).specs)
+
+
+# ----- pure helpers (no Ray) -----------------------------------------------------------------------
+
+def test_make_batches_heaviest_first_each_key_once():
+    costs = {f"k{i}": float(c) for i, c in enumerate([100, 1, 1, 50, 1, 1, 1, 1, 1, 1, 30, 2])}
+    batches = make_batches(costs, num_workers=2, max_batch=4, batches_per_worker=2)
+    flat = [k for b in batches for k in b]
+    assert sorted(flat) == sorted(costs) and len(flat) == len(costs)
+    assert batches[0] == ["k0"]  # the heaviest spec travels alone and goes first
+    assert all(len(b) <= 4 for b in batches)
+    firsts = [costs[b[0]] for b in batches]
+    assert firsts == sorted(firsts, reverse=True)
+
+
+def test_estimate_cost_orders_like_flops(specs):
+    ranked = sorted(specs.values(), key=estimate_cost)
+    assert ranked[-1].flops() > ranked[0].flops()
+
+
+class _FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_logs_lines_off_tty_and_redraws_on_tty():
+    clock = _FakeClock()
+    out = io.StringIO()
+    bar = ProgressBar(total=100, cache_hits=7, stream=out, clock=clock, log_interval_s=1000)
+    for _ in range(100):
+        clock.t += 0.5
+        bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert 11 <= len(lines) <= 13          # the start, one per 10 %, the close
+    assert "100/100 (100%)" in lines[-1] and "cache hits 7" in lines[-1] and "2.0/s" in lines[-1]
+    assert "\r" not in out.getvalue()
+    assert "ETA 0:25" in [l for l in lines if "50/100" in l][0]
+
+    tty = _Tty()
+    bar = ProgressBar(total=10, stream=tty, clock=clock)
+    for _ in range(10):
+        clock.t += 1
+        bar.update(1, errors=1)
+    bar.close()
+    text = tty.getvalue()
+    assert text.count("\r") >= 10 and text.endswith("\n") and "errors 10" in text
+
+    silent = io.StringIO()
+    bar = ProgressBar(total=10, stream=silent, enabled=False)
+    bar.update(5)
+    bar.close()
+    assert silent.getvalue() == ""
+
+
+# ----- resources ------------------------------------------------------------------------------------
+
+def test_gpu_profiling_on_gpu_less_cluster_fails_at_once(ray_local):
+    t0 = time.perf_counter()
+    with pytest.raises(InsufficientResourcesError, match="no GPUs"):
+        check_resources(1, CostConfig(CostKind.GPU))
+    with pytest.raises(InsufficientResourcesError, match="no GPUs"):
+        ProfilerPool(2, CostConfig(CostKind.GPU))
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_more_cpu_workers_than_cpus_fails_with_what_is_available(ray_local):
+    with pytest.raises(InsufficientResourcesError, match=r"cluster has 4 CPUs; ask for at most 4"):
+        check_resources(5, CostConfig(CostKind.CPU))
+    assert check_resources(8, CostConfig(CostKind.CPU), cpus_per_worker=0.5).num_cpus == 0.5
+
+
+def test_waiting_for_autoscaler_times_out_with_the_shortfall(ray_local):
+    with pytest.raises(InsufficientResourcesError, match="waited 0.5 s"):
+        check_resources(1, CostConfig(CostKind.GPU), wait_for_autoscaler=True, timeout_s=0.5, poll_s=0.1)
+
+
+# ----- the pool -------------------------------------------------------------------------------------
+
+def test_same_results_for_1_2_4_workers_each_stage_measured_once(ray_local, specs, tmp_path):
+    runs = {}
+    for n in (1, 2, 4):
+        log = tmp_path / f"n{n}"
+        log.mkdir()
+        with ProfilerPool(n, source(log_dir=str(log), delay_s=0.002)) as pool:
+            results, report = pool.measure(specs, 1, SETTINGS)
+        counts = measured_keys(log)
+        assert set(counts) == set(specs) and set(counts.values()) == {1}, "a stage was measured twice"
+        assert sum(report.per_worker.values()) == len(specs) == report.num_specs
+        assert len(report.per_worker) == n, f"some of the {n} workers got no work: {report.per_worker}"
+        assert report.retries == report.worker_deaths == report.errors == 0
+        runs[n] = strip(results)
+    assert runs[1] == runs[2] == runs[4]
+    assert all(math.isfinite(v[0]) for v in runs[1].values())
+
+
+def test_analytic_model_in_actors_matches_local(ray_local, specs):
+    local = AnalyticCostModel("H200").measure(list(specs.values()), 1)
+    with ProfilerPool(2, CostConfig.parse("analytic:H200")) as pool:
+        assert pool.device().name == "analytic:H200"
+        results, _ = pool.measure(specs, 1, SETTINGS)
+    assert {m.key: m.latency_ms for m in local} == {k: m.latency_ms for k, m in results.items()}
+    assert all(m.estimated for m in results.values())
+
+
+def test_killed_actor_mid_run_changes_nothing(ray_local, specs):
+    with ProfilerPool(1, source()) as pool:
+        reference, _ = pool.measure(specs, 1, SETTINGS)
+    with ProfilerPool(2, source(delay_s=0.01), inflight_per_worker=2) as pool:
+        killed = []
+
+        def kill_first_busy(batch):
+            if not killed:
+                victim = pool.actor_handles()[0]
+                ray.kill(victim, no_restart=True)   # it holds queued batches: they must come back
+                killed.append(victim)
+
+        results, report = pool.measure(specs, 1, SETTINGS, on_result=kill_first_busy)
+    assert killed and report.worker_deaths >= 1 and report.restarts >= 1
+    assert report.errors == 0
+    assert strip(results) == strip(reference)
+
+
+def test_kill_from_another_thread_while_busy(ray_local, specs, tmp_path):
+    with ProfilerPool(2, source(delay_s=0.01)) as pool:
+        first = pool.actor_handles()[0]
+        timer = threading.Timer(0.5, lambda: ray.kill(first, no_restart=True))
+        timer.start()
+        try:
+            results, report = pool.measure(specs, 1, SETTINGS)
+        finally:
+            timer.cancel()
+    assert report.worker_deaths == 1 and report.errors == 0 and set(results) == set(specs)
+
+
+def test_spec_that_always_kills_its_worker_ends_as_worker_died(ray_local, specs):
+    bad = sorted(specs)[3]
+    with ProfilerPool(2, source(crash_keys=[bad]), max_retries=2) as pool:
+        results, report = pool.measure(specs, 1, SETTINGS)
+    assert results[bad].error is ErrorKind.WORKER_DIED and math.isinf(results[bad].cost)
+    assert "died 3 times" in results[bad].message
+    assert report.died_specs == (bad,) and report.worker_deaths == 3  # first try + max_retries
+    assert all(m.error is ErrorKind.NONE for k, m in results.items() if k != bad)
+    assert set(results) == set(specs)
+
+
+def test_hung_batch_is_killed_after_timeout(ray_local, specs):
+    few = dict(sorted(specs.items())[:6])
+    hang = sorted(few)[0]
+    with ProfilerPool(1, source(hang_keys=[hang]), max_retries=1, task_timeout_s=1.0) as pool:
+        t0 = time.perf_counter()
+        results, report = pool.measure(few, 1, SETTINGS)
+    assert results[hang].error is ErrorKind.WORKER_DIED and "task_timeout_s" in results[hang].message
+    assert report.worker_deaths == 2 and time.perf_counter() - t0 < 30
+    assert all(results[k].error is ErrorKind.NONE for k in few if k != hang)
+
+
+# ----- the driver -----------------------------------------------------------------------------------
+
+def test_driver_warm_table_measures_nothing(ray_local, specs, tmp_path):
+    table = CostTable(str(tmp_path / "table"))
+    log = tmp_path / "log"
+    log.mkdir()
+    cold, rep1 = profile_graph_space(specs, num_workers=2, cost_cfg=source(log_dir=str(log)), batch_size=1,
+                                     settings=SETTINGS, table=table, progress=False)
+    assert rep1.cache_hits == 0 and rep1.measured == len(specs) == sum(rep1.per_worker.values())
+    assert rep1.device.name == "test:flops" and rep1.table_appends >= 1
+    assert sum(measured_keys(log).values()) == len(specs)
+
+    warm, rep2 = profile_graph_space(specs, num_workers=2, cost_cfg=source(log_dir=str(log)), batch_size=1,
+                                     settings=SETTINGS, table=table, progress=False)
+    assert rep2.cache_hits == len(specs) and rep2.measured == 0 and rep2.per_worker == {}
+    assert sum(measured_keys(log).values()) == len(specs), "the warm run measured something again"
+    assert strip(warm) == strip(cold)
+
+    # another batch size is another cache key: measured again
+    _, rep3 = profile_graph_space(specs, num_workers=2, cost_cfg=source(), batch_size=4, settings=SETTINGS,
+                                  table=table, progress=False)
+    assert rep3.cache_hits == 0 and rep3.measured == len(specs)
+
+
+def test_driver_analytic_progress_and_partial_table(ray_local, specs, tmp_path, capsys):
+    table = CostTable(str(tmp_path / "t"))
+    keys = sorted(specs)
+    half = {k: specs[k] for k in keys[: len(keys) // 2]}
+    cfg = CostConfig.parse("analytic:H200")
+    profile_graph_space(half, num_workers=2, cost_cfg=cfg, table=table, progress=False)
+    results, rep = profile_graph_space(specs, num_workers=2, cost_cfg=cfg, table=table, progress=True)
+    assert rep.cache_hits == len(half) and rep.measured == len(specs) - len(half)
+    assert rep.device.name == "analytic:H200" and set(results) == set(specs)
+    assert f"{rep.measured}/{rep.measured} (100%)" in capsys.readouterr().err
+
+
+# ----- distributed enumeration ------------------------------------------------------------------------
+
+def canonical(space):
+    """Everything the DP reads, with stage ids replaced by what they denote."""
+    out = []
+    for parts in space.blocks:
+        for p in parts:
+            trans = []
+            for i in range(p.num_states):
+                trans.append(sorted((p.states[n], p.stage_groups[s], p.stage_strategies[s].value, p.stage_keys[s])
+                                    for n, s in p.transitions(i)))
+            out.append((p.block_index, p.part_index, p.names, p.states, tuple(p.level_offsets), trans))
+    return out
+
+
+@pytest.mark.parametrize("model,opts", [
+    ("squeezenet", SpaceOptions()),
+    ("inception_v3", SpaceOptions(max_group_size=2, max_num_groups=3, max_part_size=12)),
+])
+def test_distributed_enumeration_equals_local(ray_local, model, opts):
+    graph = get_model(model)
+    local = enumerate_graph(graph, opts)
+    dist, report = enumerate_graph_distributed(graph, opts, num_workers=3, min_shard_states=4,
+                                               shards_per_worker=4, return_report=True)
+    assert report.num_shards > report.num_parts, "no part was sharded"
+    assert dist.counts == local.counts
+    assert set(dist.specs) == set(local.specs)
+    assert all(dist.specs[k] == local.specs[k] for k in local.specs)
+    assert canonical(dist) == canonical(local)
