@@ -1,0 +1,158 @@
+"""GPU cost source: times candidate stages as captured CUDA graphs (cuDNN + our kernels, one stream per group).
+
+Data flow::
+
+    StageSpec --build()--> placeholders + IR nodes per group
+      --Program (runtime/gpu)--> inputs from a per-shape cache (allocated once, random, reused),
+                                 random weights on the device, the stage's groups on separate streams
+      --one eager run, capture as one CUDA graph--> ``warmup`` replays, then ``repeat`` timed repeats of
+                                 ``number`` replays between two CUDA events
+      --> Measurement(median over repeats, spread = max - min); the stage's graph, buffers and weights
+          are freed before the next stage, so profiling thousands of stages does not grow memory.
+
+Every failure (an op cuDNN cannot run, out of memory, a CUDA error) becomes an error Measurement.
+CuPy and cuDNN are imported when the profiler is built, never when this module is imported.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import zlib
+from collections import OrderedDict
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
+from ..space.stage import StageSpec
+
+InputShape = Tuple[int, int, int, int]
+
+
+def _random_weights(seed: int):
+    """A WeightSource drawing uniform(-1/sqrt(fan_in), +) weights on the device (fast, never zeros)."""
+    import cupy
+    rng = cupy.random.default_rng(seed)
+
+    def make(node, pname: str, shape: tuple):
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 16
+        bound = 1.0 / np.sqrt(max(1, fan_in))
+        return (rng.random(shape, dtype=cupy.float32) * np.float32(2 * bound) - np.float32(bound))
+    return make
+
+
+class GpuProfiler:
+    """A ``CostSource`` measuring stages on one CUDA GPU by CUDA-graph replay.
+
+    Args:
+        device_id: the CUDA device (within the visible devices).
+        tf32: allow TF32 tensor-core convolutions (default strict fp32).
+        autotune: time cuDNN's candidate plans per new conv shape (like cudnn.benchmark).
+        seed: seeds the random inputs and weights.
+        max_cached_inputs: how many input buffers (one per (N, C, H, W)) are kept between stages.
+        worker: the label put in every Measurement (default ``host:pid:gpu<id>``).
+    Raises:
+        GpuUnavailableError: no CuPy, CUDA device or cuDNN frontend.
+    """
+
+    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = True, seed: int = 0,
+                 max_cached_inputs: int = 64, worker: Optional[str] = None):
+        from ..runtime.gpu.context import GpuContext
+        if max_cached_inputs < 1:
+            raise ValueError(f"max_cached_inputs must be at least 1, got {max_cached_inputs}")
+        self.ctx = GpuContext(device_id, tf32=tf32, autotune=autotune)
+        self.seed = int(seed)
+        self.max_cached_inputs = int(max_cached_inputs)
+        self.worker = worker if worker is not None else f"{platform.node()}:{os.getpid()}:gpu{device_id}"
+        self._inputs: "OrderedDict[InputShape, object]" = OrderedDict()
+        self._info: Optional[DeviceInfo] = None
+
+    def device(self) -> DeviceInfo:
+        if self._info is None:
+            self._info = gpu_device_info(self.ctx.device_id, self.ctx.tf32)
+        return self._info
+
+    def _input(self, shape: InputShape):
+        import cupy
+        arr = self._inputs.get(shape)
+        if arr is not None:
+            self._inputs.move_to_end(shape)
+            return arr
+        seed = zlib.crc32(repr((self.seed, shape)).encode())
+        with self.ctx.device:
+            arr = cupy.random.default_rng(seed).standard_normal(shape, dtype=cupy.float32)
+        self._inputs[shape] = arr
+        while len(self._inputs) > self.max_cached_inputs:
+            self._inputs.popitem(last=False)
+        return arr
+
+    def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
+        """One Measurement per spec, in order; a stage that fails carries its error instead of raising."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        return [self.measure_one(spec, batch_size, settings) for spec in specs]
+
+    def measure_one(self, spec: StageSpec, batch_size: int, settings: MeasureSettings) -> Measurement:
+        """Measure one stage; every failure is returned as an error Measurement, never raised."""
+        from ..runtime.gpu.program import Program, time_graph
+        key = spec.key
+        try:
+            exts, groups = spec.build()
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(key, ErrorKind.UNSUPPORTED, f"cannot build stage: {type(exc).__name__}: {exc}")
+        program = None
+        try:
+            arrays = {e.name: self._input((batch_size, *e.output_shape)) for e in exts}
+            program = Program(self.ctx, [groups], exts, batch_size, weights=_random_weights(self.seed),
+                              external_arrays=arrays)
+            program.run_eager()
+            graph = program.capture()
+            samples = time_graph(graph, self.ctx.main_stream, settings.warmup, settings.number, settings.repeat)
+        except Exception as exc:  # noqa: BLE001 -- every failure must become a Measurement
+            self._recover()
+            return self._failed(key, ErrorKind.RUNTIME, f"{type(exc).__name__}: {exc}")
+        finally:
+            if program is not None:
+                program.close()
+        return Measurement(key=key, latency_ms=float(np.median(samples)),
+                           spread_ms=float(max(samples) - min(samples)), samples=len(samples), worker=self.worker)
+
+    def _recover(self) -> None:
+        """After a failure: end a capture left open and wait for the streams, so the next stage starts clean."""
+        try:
+            main = self.ctx.main_stream
+            if main.is_capturing():
+                main.end_capture()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            self.ctx.synchronize()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _failed(self, key: str, kind: ErrorKind, message: str) -> Measurement:
+        return Measurement(key=key, latency_ms=float("nan"), error=kind, message=message[:2000], worker=self.worker)
+
+    def memory_in_use(self) -> int:
+        """Bytes CuPy's memory pool has handed out and not got back (for leak checks)."""
+        import cupy
+        with self.ctx.device:
+            return int(cupy.get_default_memory_pool().used_bytes())
+
+
+def gpu_device_info(device_id: int = 0, tf32: bool = False) -> DeviceInfo:
+    """Name, compute capability, driver and library versions of a CUDA device."""
+    import cupy
+    rt = cupy.cuda.runtime
+    props = rt.getDeviceProperties(device_id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    driver = rt.driverGetVersion()
+    try:
+        import cudnn
+        cudnn_version = f"cudnn {cudnn.backend_version_string()} (frontend {cudnn.__version__})"
+    except Exception:  # noqa: BLE001
+        cudnn_version = "cudnn unavailable"
+    math = "tf32" if tf32 else "fp32"
+    return DeviceInfo(name=name, kind="gpu", compute_capability=f"{props['major']}.{props['minor']}",
+                      driver=f"{driver // 1000}.{(driver % 1000) // 10}",
+                      library=f"{cudnn_version} / cupy {cupy.__version__} / {math}")

@@ -1,0 +1,127 @@
+"""GpuExecutor: runs a scheduled Graph as one CUDA graph (cuDNN convs + our kernels, multi-stream stages).
+
+Data flow::
+
+    Graph (weights + schedule) --check--> stages as node groups
+      --Program (program.py)--> buffers planned and allocated once for (graph, batch size), weights
+                                uploaded, every op prepared; one eager run; the schedule captured
+      run(x):     copy x in (stream 0) -> replay the graph -> copy the output out
+      latency():  replays timed with CUDA events; per stage, separately captured one-stage graphs
+
+Same interface as the numpy ``ReferenceExecutor`` (``run`` and ``latency``), so
+``ios_ray.ios_runtime._executor_for`` can return either.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ...graph.ir import Block, Graph
+from ...graph.schedule import Stage, check_block_schedule
+from .context import GpuContext
+from .program import Program, time_graph
+
+
+class GpuExecutor:
+    """A Graph lowered to the GPU for one batch size.
+
+    Args:
+        graph: a checked Graph whose nodes all have weights.
+        batch_size: the batch the input must have.
+        tf32: allow TF32 tensor-core convolutions (default strict fp32).
+        device_id: the CUDA device.
+        context: a GpuContext to share (its device and math mode win over ``device_id``/``tf32``).
+        stages: per-block stage lists overriding ``block.stages`` (the graph is not modified); by
+            default every block must have a schedule.
+        autotune: time cuDNN's candidate plans per conv shape (ignored when ``context`` is given).
+    Raises:
+        ValueError: no schedule / a schedule that does not match the graph, or missing weights.
+        GpuUnavailableError: no CuPy, CUDA device or cuDNN frontend.
+        GpuRuntimeError: an op cannot be lowered.
+    """
+
+    def __init__(self, graph: Graph, batch_size: int, tf32: bool = False, device_id: int = 0,
+                 context: Optional[GpuContext] = None, stages: Optional[Sequence[Sequence[Stage]]] = None,
+                 autotune: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if stages is not None and len(stages) != len(graph.blocks):
+            raise ValueError(f"stages has {len(stages)} block schedules, the graph has {len(graph.blocks)} blocks")
+        self.graph = graph
+        self.batch_size = int(batch_size)
+        self.input_shape: Tuple[int, ...] = (self.batch_size, *graph.input.output_shape)
+        plan = []
+        for bi, block in enumerate(graph.blocks):
+            block_stages = block.stages if stages is None else list(stages[bi])
+            check_block_schedule(Block(block.enter_node, block.exit_node, block.inner_nodes, block_stages), bi)
+            by_name = {n.name: n for n in block.nodes}
+            for stage in block_stages:
+                plan.append([[by_name[name] for name in g] for g in stage.groups])
+        for node in graph.nodes()[1:]:
+            missing = [k for k, v in node.params.items() if v is None]
+            if missing:
+                raise ValueError(f"{node.display()} has no weights ({', '.join(missing)}); call "
+                                 f"graph.init_weights() first")
+        self.ctx = context if context is not None else GpuContext(device_id, tf32=tf32, autotune=autotune)
+        self.tf32 = self.ctx.tf32
+        self.num_stages = len(plan)
+        self.program = Program(self.ctx, plan, [graph.input], self.batch_size)
+        self._input = self.program.output(graph.input)
+        self._output = self.program.output(graph.blocks[-1].exit_node)
+        self.program.run_eager()
+        self._graph = self.program.capture()
+        self._stage_graphs: Optional[List[object]] = None
+
+    def _check_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(f"graph {self.graph.name}: input has shape {tuple(x.shape)}, expected "
+                             f"{self.input_shape} (batch, C, H, W)")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _load(self, x) -> None:
+        self._input.set(self._check_input(x), stream=self.ctx.main_stream)
+
+    def run(self, x) -> np.ndarray:
+        """The graph output ``(N, C, H, W)`` for input ``x`` of shape ``(batch_size, C, H, W)``."""
+        main = self.ctx.main_stream
+        with self.ctx.device:
+            self._load(x)
+            self._graph.launch(main)
+            out = self._output.get(stream=main)
+            main.synchronize()
+        return out
+
+    def latency(self, warmup: int = 2, number: int = 6, repeat: int = 6, x: Optional[np.ndarray] = None,
+                profile_stage: bool = False) -> Tuple[List[float], List[float]]:
+        """Time graph replays with CUDA events.
+
+        Returns:
+            (per-repeat latency in ms, i.e. elapsed / number, of the whole captured schedule;
+             per-stage latency in ms, repeat-major, each stage replayed ``number`` times as its own
+             captured graph, empty unless ``profile_stage``).
+        """
+        if warmup < 0 or number < 1 or repeat < 1:
+            raise ValueError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {repeat}")
+        if x is None:
+            x = np.random.default_rng(0).standard_normal(self.input_shape, dtype=np.float32)
+        main = self.ctx.main_stream
+        with self.ctx.device:
+            self._load(x)
+            seq = time_graph(self._graph, main, warmup, number, repeat)
+            stages: List[float] = []
+            if profile_stage:
+                if self._stage_graphs is None:
+                    self._stage_graphs = [self.program.capture([i]) for i in range(self.num_stages)]
+                per_stage = [time_graph(g, main, warmup, number, repeat) for g in self._stage_graphs]
+                for r in range(repeat):
+                    stages.extend(ms[r] for ms in per_stage)
+        return seq, stages
+
+    def close(self) -> None:
+        """Free the device buffers and graphs now (otherwise when the executor is collected)."""
+        self._graph = None
+        self._stage_graphs = None
+        self.program.close()
+

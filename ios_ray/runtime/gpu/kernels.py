@@ -1,0 +1,171 @@
+"""Our CUDA kernels (pooling, element-wise, bias+activation): loaded from ``cuda_kernels/*.cu``.
+
+Data flow: ``kernel_dir()`` finds the .cu sources -> ``Kernels(device_id)`` compiles each file once per
+device with ``cupy.RawModule`` (NVRTC) -> the launch functions check shapes, dtypes and layout, then
+launch with an explicit grid and block on the *current* CuPy stream (callers enter a stream first).
+
+Tensors are CuPy arrays of shape (N, C, H, W), float32, where each image's C*H*W values are contiguous
+(an NCHW buffer or a channel slice of one). Kernels take a base pointer and a batch stride.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import GpuRuntimeError
+
+ACT_CODES = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+OP_CODES = {"add": 0, "mul": 1}
+_BLOCK = 256
+_MAX_BLOCKS = 65535 * 4
+_NVRTC_OPTIONS = ("-std=c++17",)
+
+
+def kernel_dir() -> Path:
+    """The folder holding the .cu sources.
+
+    Looks for ``cuda_kernels/`` at the repository root (next to the ``ios_ray`` package), then for an
+    installed ``ios_ray/cuda_kernels`` package-data copy.
+
+    Raises:
+        GpuRuntimeError: neither exists.
+    """
+    package = Path(__file__).resolve().parents[2]          # .../ios_ray
+    candidates = [package.parent / "cuda_kernels", package / "cuda_kernels"]
+    env = os.environ.get("IOS_RAY_KERNEL_DIR")
+    if env:
+        candidates.insert(0, Path(env))
+    for c in candidates:
+        if (c / "pool2d.cu").is_file():
+            return c
+    raise GpuRuntimeError(f"CUDA kernel sources not found; looked in {', '.join(str(c) for c in candidates)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _module(device_id: int, filename: str):
+    """The compiled module of one .cu file on one device (compiled at most once per process)."""
+    import cupy
+    source = (kernel_dir() / filename).read_text()
+    with cupy.cuda.Device(device_id):
+        module = cupy.RawModule(code=source, options=_NVRTC_OPTIONS)
+        module.compile()
+    return module
+
+
+def _grid(total: int) -> tuple:
+    return (max(1, min((total + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS)),)
+
+
+def batch_stride(a) -> int:
+    """Elements between consecutive images of an (N, C, H, W) float32 array."""
+    return a.strides[0] // 4
+
+
+def check_tensor(a, what: str) -> None:
+    """Raise unless ``a`` is an (N, C, H, W) float32 CuPy array with contiguous images."""
+    import cupy
+    if not isinstance(a, cupy.ndarray):
+        raise GpuRuntimeError(f"{what}: expected a CuPy array, got {type(a).__name__}")
+    if a.dtype != np.float32 or a.ndim != 4:
+        raise GpuRuntimeError(f"{what}: expected a 4-D float32 array, got {a.ndim}-D {a.dtype}")
+    _, c, h, w = a.shape
+    if a.strides[1:] != (h * w * 4, w * 4, 4) or a.strides[0] % 4:
+        raise GpuRuntimeError(f"{what}: each image must be contiguous (a channel slice of an NCHW buffer); "
+                              f"strides are {a.strides}")
+
+
+class Kernels:
+    """Launchers for one device. Cheap to create: the modules are compiled once per device and cached."""
+
+    def __init__(self, device_id: int = 0):
+        self.device_id = int(device_id)
+        self._pool = _module(self.device_id, "pool2d.cu")
+        self._ew = _module(self.device_id, "elementwise.cu")
+        self._k_max = self._pool.get_function("max_pool2d")
+        self._k_avg = self._pool.get_function("avg_pool2d")
+        self._k_gavg = self._pool.get_function("global_avg_pool2d")
+        self._k_nary = self._ew.get_function("ew_nary")
+        self._k_bias_act = self._ew.get_function("bias_act")
+
+    # ----- element-wise -------------------------------------------------------------------------
+    def nary(self, out, sources: Sequence, op: str = "add", act: str = "identity") -> None:
+        """``out = act(sources[0] op sources[1] op ...)``; any number of sources (chained by fours).
+
+        ``out`` may be one of the sources only as the first one.
+        """
+        if not sources:
+            raise GpuRuntimeError("nary: needs at least one source")
+        if op not in OP_CODES or act not in ACT_CODES:
+            raise GpuRuntimeError(f"nary: op must be in {sorted(OP_CODES)} and act in {sorted(ACT_CODES)}; "
+                                  f"got {op!r}, {act!r}")
+        check_tensor(out, "nary output")
+        for i, s in enumerate(sources):
+            check_tensor(s, f"nary source {i}")
+            if s.shape != out.shape:
+                raise GpuRuntimeError(f"nary: source {i} has shape {s.shape}, output {out.shape}")
+        n, c, h, w = out.shape
+        chw = c * h * w
+        srcs = list(sources)
+        first = True
+        while srcs:
+            chunk = srcs[:4] if first else [out] + srcs[:3]
+            srcs = srcs[4:] if first else srcs[3:]
+            last = not srcs
+            args = [out, np.int64(batch_stride(out))]
+            for j in range(4):
+                s = chunk[j] if j < len(chunk) else chunk[0]
+                args += [s, np.int64(batch_stride(s))]
+            args += [np.int32(len(chunk)), np.int32(OP_CODES[op]), np.int32(ACT_CODES[act] if last else 0),
+                     np.int32(n), np.int64(chw)]
+            self._k_nary(_grid(n * chw), (_BLOCK,), tuple(args))
+            first = False
+
+    def bias_act(self, y, bias, act: str) -> None:
+        """In place: ``y[:, c] = act(y[:, c] + bias[c])``."""
+        check_tensor(y, "bias_act tensor")
+        n, c, h, w = y.shape
+        if bias.dtype != np.float32 or bias.size != c or not bias.flags.c_contiguous:
+            raise GpuRuntimeError(f"bias_act: bias must be {c} contiguous float32 values, got {bias.shape} "
+                                  f"{bias.dtype}")
+        if act not in ACT_CODES:
+            raise GpuRuntimeError(f"bias_act: act must be one of {sorted(ACT_CODES)}, got {act!r}")
+        self._k_bias_act(_grid(n * c * h * w), (_BLOCK,),
+                         (y, np.int64(batch_stride(y)), bias, np.int32(n), np.int32(c), np.int32(h * w),
+                          np.int32(ACT_CODES[act])))
+
+    # ----- pooling -------------------------------------------------------------------------------
+    def pool2d(self, x, y, pool_type: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0)) -> None:
+        """Max / avg (padding counted) / global_avg pooling of ``x`` into ``y``."""
+        check_tensor(x, "pool2d input")
+        check_tensor(y, "pool2d output")
+        n, c, h, w = x.shape
+        if pool_type == "global_avg":
+            if y.shape != (n, c, 1, 1):
+                raise GpuRuntimeError(f"global_avg pool: output must be {(n, c, 1, 1)}, got {y.shape}")
+            warps = _BLOCK // 32
+            planes = n * c
+            self._k_gavg(((planes + warps - 1) // warps,), (_BLOCK,),
+                         (x, np.int64(batch_stride(x)), y, np.int64(batch_stride(y)), np.int32(n), np.int32(c),
+                          np.int32(h * w)))
+            return
+        kh, kw = kernel
+        sh, sw = stride
+        ph, pw = padding
+        oh = (h + 2 * ph - kh) // sh + 1
+        ow = (w + 2 * pw - kw) // sw + 1
+        if y.shape != (n, c, oh, ow):
+            raise GpuRuntimeError(f"{pool_type} pool: output must be {(n, c, oh, ow)}, got {y.shape}")
+        if pool_type == "max":
+            k = self._k_max
+        elif pool_type == "avg":
+            k = self._k_avg
+        else:
+            raise GpuRuntimeError(f"pool2d: pool_type must be max, avg or global_avg, got {pool_type!r}")
+        k(_grid(n * c * oh * ow), (_BLOCK,),
+          (x, np.int64(batch_stride(x)), y, np.int64(batch_stride(y)), np.int32(n), np.int32(c), np.int32(h),
+           np.int32(w), np.int32(oh), np.int32(ow), np.int32(kh), np.int32(kw), np.int32(sh), np.int32(sw),
+           np.int32(ph), np.int32(pw)))

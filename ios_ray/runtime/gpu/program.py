@@ -1,0 +1,311 @@
+"""A lowered GPU program: buffers, weights and launch steps for a list of stages, captured as CUDA graphs.
+
+Data flow::
+
+    stages (groups of IR nodes) + external nodes
+      --plan_buffers (plan.py)--> storages and each node's channel slice in them
+      --lower each node--> Steps: our kernels (gather/concat copies, pooling, element-wise) and cuDNN
+                           convs (ConvPlans), with every buffer, weight and workspace allocated here
+      --enqueue--> stage by stage: stage start event on stream 0, group g on stream g (waits on it),
+                   each group's end event joined back into stream 0; no host synchronisation
+      --capture--> one CUDA graph (the whole program, or one stage for per-stage timing), replayed
+
+Nothing is allocated while capturing: every view and scratch buffer exists before ``capture`` and
+stays referenced by the Program for as long as its graphs may be replayed. ``close`` drops them all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ...graph.ir import Conv, Element, Identity, Node, Pool, Relu, SepConv
+from .conv import ConvKey
+from .errors import GpuRuntimeError
+from .kernels import batch_stride
+from .plan import BufferPlan, Loc, aligned, input_slice, plan_buffers, term_locs
+
+# (node, parameter name, shape) -> device float32 array
+WeightSource = Callable[[Node, str, tuple], object]
+
+Step = Callable[[int], None]  # enqueues work on the current stream; the argument is the stream index
+
+
+def graph_weights(node: Node, pname: str, shape: tuple):
+    """Weights from ``node.params`` (numpy), copied to the device once."""
+    import cupy
+    value = node.params.get(pname)
+    if value is None:
+        raise GpuRuntimeError(f"{node.display()} has no {pname!r}; call graph.init_weights() first")
+    arr = np.ascontiguousarray(value, dtype=np.float32)
+    if arr.shape != tuple(shape):
+        raise GpuRuntimeError(f"{node.display()}: {pname!r} has shape {arr.shape}, expected {tuple(shape)}")
+    return cupy.asarray(arr)
+
+
+@dataclass
+class _Lowered:
+    node: Node
+    steps: List[Step]
+
+
+class Program:
+    """Device-resident form of ``stages`` (each a list of groups, each a list of nodes).
+
+    Args:
+        ctx: the GpuContext (streams, handles, conv plans, kernels).
+        stages: the stages in run order; the groups of a stage run concurrently, one stream each.
+        external: nodes whose outputs are fed in (a placeholder, or a profiled stage's inputs).
+        batch_size: the batch.
+        weights: where parameters come from (``graph_weights`` by default).
+        external_arrays: optional device arrays (N, C, H, W) to use as the externals' storages.
+        poison: fill every buffer with NaN first (tests: an unwritten element shows up).
+    Raises:
+        GpuRuntimeError: an op the runtime cannot lower (unsupported conv, bad layout, ...).
+    """
+
+    def __init__(self, ctx, stages: Sequence[Sequence[Sequence[Node]]], external: Sequence[Node], batch_size: int,
+                 weights: WeightSource = graph_weights, external_arrays: Optional[Dict[str, object]] = None,
+                 poison: bool = False):
+        import cupy
+        if batch_size < 1:
+            raise GpuRuntimeError(f"batch_size must be at least 1, got {batch_size}")
+        self.ctx = ctx
+        self.batch_size = int(batch_size)
+        self.stages = [[list(g) for g in stage] for stage in stages]
+        if any(not stage or any(not g for g in stage) for stage in self.stages):
+            raise GpuRuntimeError("every stage needs at least one non-empty group")
+        order = [n for stage in self.stages for g in stage for n in g]
+        self.plan: BufferPlan = plan_buffers(order, external, self.batch_size)
+        self._keep: List[object] = []   # scratch buffers, weights, workspaces: alive while graphs are
+        self._events: List[object] = []
+        self._graphs: List[object] = []
+        external_arrays = dict(external_arrays or {})
+        ctx.ensure_streams(max(len(stage) for stage in self.stages))
+        with ctx.device:
+            self.storages = []
+            for (c, h, w), owner in zip(self.plan.storages, self.plan.owners):
+                given = external_arrays.get(owner)
+                if given is not None:
+                    if tuple(given.shape) != (self.batch_size, c, h, w) or given.dtype != np.float32 \
+                            or not given.flags.c_contiguous:
+                        raise GpuRuntimeError(f"external {owner!r}: expected a contiguous float32 array of shape "
+                                              f"{(self.batch_size, c, h, w)}, got {given.shape} {given.dtype}")
+                    self.storages.append(given)
+                    continue
+                buf = cupy.empty((self.batch_size, c, h, w), dtype=cupy.float32)
+                if poison:
+                    buf.fill(np.nan)
+                self.storages.append(buf)
+            self._weights = weights
+            self._lowered: Dict[int, _Lowered] = {}
+            for n in order:
+                self._lowered[id(n)] = _Lowered(n, self._lower(n))
+
+    # ----- views ------------------------------------------------------------------------------------
+    def view(self, loc: Loc):
+        """The (N, channels, H, W) slice ``loc`` of its storage."""
+        return self.storages[loc.storage][:, loc.offset:loc.offset + loc.channels]
+
+    def output(self, node: Node):
+        """The device view holding ``node``'s output."""
+        return self.view(self.plan.loc(node))
+
+    def _scratch(self, c: int, h: int, w: int):
+        import cupy
+        buf = cupy.empty((self.batch_size, c, h, w), dtype=cupy.float32)
+        self._keep.append(buf)
+        return buf
+
+    def _param(self, node: Node, pname: str, shape: tuple):
+        arr = self._weights(node, pname, tuple(shape))
+        self._keep.append(arr)
+        return arr
+
+    def _cudnn_ready(self, loc: Loc) -> bool:
+        c_total, h, w = self.plan.storages[loc.storage]
+        return aligned(loc.offset, c_total, h * w, self.batch_size)
+
+    # ----- lowering ---------------------------------------------------------------------------------
+    def _gather(self, node: Node, act: str, steps: List[Step], for_cudnn: bool):
+        """The node's input (terms summed, concatenated) as one view, gathering a copy when needed."""
+        kernels = self.ctx.kernels
+        if act == "identity":
+            loc = input_slice(node, self.plan)
+            if loc is not None and (not for_cudnn or self._cudnn_ready(loc)):
+                return self.view(loc)
+        c, h, w = node.input_shape()
+        out = self._scratch(c, h, w)
+        offset = 0
+        for locs in term_locs(node, self.plan):
+            length = locs[0].channels
+            dst = out[:, offset:offset + length]
+            srcs = [self.view(l) for l in locs]
+            steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act))
+            offset += length
+        return out
+
+    def _conv_step(self, x, y, weight, bias, stride, padding, groups, act) -> Step:
+        n, c, h, w = x.shape
+        k, _, kh, kw = weight.shape
+        key = ConvKey(n, c, h, w, batch_stride(x), k, kh, kw, tuple(stride), tuple(padding), int(groups),
+                      batch_stride(y), act)
+        cg = self.ctx.conv_plans.get(key)
+        if (n, k, *key.out_hw) != tuple(y.shape):
+            raise GpuRuntimeError(f"conv output view has shape {y.shape}, expected {(n, k, *key.out_hw)}")
+        ws_ptr = 0
+        if cg.workspace_size:
+            import cupy
+            ws = cupy.empty(cg.workspace_size, dtype=cupy.uint8)
+            self._keep.append(ws)
+            ws_ptr = ws.data.ptr
+        handles = self.ctx.handles
+        kernels = self.ctx.kernels
+        ptrs = (x.data.ptr, weight.data.ptr, bias.data.ptr, y.data.ptr)
+
+        def step(si: int) -> None:
+            cg.execute(*ptrs, ws_ptr, handles[si])
+            if not cg.fused:
+                kernels.bias_act(y, bias, act)
+        return step
+
+    def _lower(self, node: Node) -> List[Step]:
+        steps: List[Step] = []
+        kernels = self.ctx.kernels
+        out = self.output(node)
+        if isinstance(node, Conv):
+            x = self._gather(node, "identity", steps, for_cudnn=True)
+            wshape = node.weight_shapes()
+            weight = self._param(node, "weight", wshape["weight"])
+            bias = self._param(node, "bias", wshape["bias"])
+            steps.append(self._conv_step(x, out, weight, bias, node.stride, node.padding, node.groups, node.act))
+        elif isinstance(node, SepConv):
+            x = self._gather(node, node.pre_act, steps, for_cudnn=True)
+            c = x.shape[1]
+            shapes = node.weight_shapes()
+            _, oh, ow = node.output_shape
+            mid = self._scratch(c, oh, ow)
+            dw_w = self._param(node, "dw_weight", shapes["dw_weight"])
+            dw_b = self._param(node, "dw_bias", shapes["dw_bias"])
+            pw_w = self._param(node, "pw_weight", shapes["pw_weight"])
+            pw_b = self._param(node, "pw_bias", shapes["pw_bias"])
+            steps.append(self._conv_step(x, mid, dw_w, dw_b, node.stride, node.padding, c, "identity"))
+            steps.append(self._conv_step(mid, out, pw_w, pw_b, (1, 1), (0, 0), 1, node.act))
+        elif isinstance(node, Pool):
+            x = self._gather(node, "identity", steps, for_cudnn=False)
+            steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, node.stride, node.padding))
+        elif isinstance(node, Relu):
+            offset = 0
+            for locs in term_locs(node, self.plan):
+                length = locs[0].channels
+                dst = out[:, offset:offset + length]
+                srcs = [self.view(l) for l in locs]
+                steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", "relu"))
+                offset += length
+        elif isinstance(node, Element):
+            operands = []
+            for locs in term_locs(node, self.plan):
+                if len(locs) == 1:
+                    operands.append(self.view(locs[0]))
+                    continue
+                _, h, w = node.output_shape
+                tmp = self._scratch(locs[0].channels, h, w)
+                srcs = [self.view(l) for l in locs]
+                steps.append(lambda si, tmp=tmp, srcs=srcs: kernels.nary(tmp, srcs, "add"))
+                operands.append(tmp)
+            steps.append(lambda si: kernels.nary(out, operands, node.op_type))
+        elif isinstance(node, Identity):
+            if node.name not in self.plan.in_place:
+                base = self.plan.loc(node)
+                offset = 0
+                for locs in term_locs(node, self.plan):
+                    length = locs[0].channels
+                    dest = Loc(base.storage, base.offset + offset, length)
+                    if not (len(locs) == 1 and locs[0] == dest):
+                        dst = self.view(dest)
+                        srcs = [self.view(l) for l in locs]
+                        steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add"))
+                    offset += length
+        else:
+            raise GpuRuntimeError(f"{node.display()}: the GPU runtime has no kernel for op type {node.type!r}")
+        return steps
+
+    # ----- running ----------------------------------------------------------------------------------
+    def enqueue(self, stage_indices: Optional[Sequence[int]] = None) -> None:
+        """Enqueue the stages (all by default) on the context's streams, starting from stream 0."""
+        import cupy
+        streams = self.ctx.streams
+        main = streams[0]
+        indices = range(len(self.stages)) if stage_indices is None else stage_indices
+        for si in indices:
+            groups = self.stages[si]
+            if len(groups) == 1:
+                with main:
+                    for n in groups[0]:
+                        for step in self._lowered[id(n)].steps:
+                            step(0)
+                continue
+            start = cupy.cuda.Event(disable_timing=True)
+            start.record(main)
+            self._events.append(start)
+            for gi, group in enumerate(groups):
+                stream = streams[gi]
+                if gi:
+                    stream.wait_event(start)
+                with stream:
+                    for n in group:
+                        for step in self._lowered[id(n)].steps:
+                            step(gi)
+                if gi:
+                    done = cupy.cuda.Event(disable_timing=True)
+                    done.record(stream)
+                    main.wait_event(done)
+                    self._events.append(done)
+
+    def run_eager(self) -> None:
+        """Run every stage once without a graph (loads modules, warms plans) and wait for it."""
+        with self.ctx.device:
+            self.enqueue()
+            self.ctx.main_stream.synchronize()
+            self._events.clear()
+
+    def capture(self, stage_indices: Optional[Sequence[int]] = None):
+        """A CUDA graph of the stages (all by default), launched on stream 0 with ``graph.launch``."""
+        main = self.ctx.main_stream
+        with self.ctx.device:
+            main.begin_capture()
+            try:
+                self.enqueue(stage_indices)
+            finally:
+                graph = main.end_capture()
+            graph.upload(main)
+        self._graphs.append(graph)
+        return graph
+
+    def close(self) -> None:
+        """Drop every graph and buffer (their memory returns to CuPy's pool)."""
+        self._graphs.clear()
+        self._events.clear()
+        self._keep.clear()
+        self._lowered = {}
+        self.storages = []
+
+
+def time_graph(graph, stream, warmup: int, number: int, repeat: int) -> List[float]:
+    """Per-repeat latency in ms: ``warmup`` replays, then ``repeat`` times ``number`` replays timed with events."""
+    import cupy
+    if warmup < 0 or number < 1 or repeat < 1:
+        raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {repeat}")
+    for _ in range(warmup):
+        graph.launch(stream)
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    out = []
+    for _ in range(repeat):
+        start.record(stream)
+        for _ in range(number):
+            graph.launch(stream)
+        end.record(stream)
+        end.synchronize()
+        out.append(cupy.cuda.get_elapsed_time(start, end) / number)
+    return out
