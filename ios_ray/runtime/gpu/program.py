@@ -83,7 +83,9 @@ class Program:
         self._graphs: List[object] = []
         external_arrays = dict(external_arrays or {})
         ctx.ensure_streams(max(len(stage) for stage in self.stages))
-        with ctx.device:
+        # set up on stream 0, which every stage starts from, and wait for it: the uploads must be
+        # complete before any other (non-blocking) stream reads them
+        with ctx.device, ctx.main_stream:
             self.storages = []
             for (c, h, w), owner in zip(self.plan.storages, self.plan.owners):
                 given = external_arrays.get(owner)
@@ -102,6 +104,7 @@ class Program:
             self._lowered: Dict[int, _Lowered] = {}
             for n in order:
                 self._lowered[id(n)] = _Lowered(n, self._lower(n))
+            ctx.main_stream.synchronize()
 
     # ----- views ------------------------------------------------------------------------------------
     def view(self, loc: Loc):

@@ -1,0 +1,204 @@
+"""GPU latency of the IOS benchmark networks under each schedule, on our runtime and on PyTorch.
+
+One run on one GPU::
+
+    python benchmarks/gpu_latency.py [--models inception_v3,randwire,nasnet,squeezenet] [--big inception_v3:16]
+                                     [--math fp32,tf32] [--budget-s 480] [--out benchmarks/results/gpu_latency.json]
+
+For each network and batch size (batch 1 for all, plus batch 16 for Inception-v3) and each math mode
+(strict fp32, TF32): the latency of the Sequential and Greedy schedules and, when ``ios_ray.optimize``
+exists, of IOS-Merge / IOS-Parallel / IOS-Both (profiled on this GPU by GpuProfiler, one cost table per
+math mode, so the three optimizations share measurements), all on our runtime (one CUDA graph per
+schedule); and PyTorch eager and PyTorch CUDA-graph latency of the same architecture and weights
+(benchmarks/torch_from_ir.py, cudnn.benchmark on). Latency: median over ``repeat`` repeats of
+``number`` replays after ``warmup``, timed with CUDA events. Every schedule's output is compared with
+the Sequential one and PyTorch's with ours (relative L2 error, reported).
+
+Large search spaces are pruned per network (``PRUNING``: the paper's r and s) and the whole run keeps
+to ``--budget-s``: IOS optimizations that would start after it are skipped and say so.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ios_ray.models import get_model  # noqa: E402
+
+# (max_group_size r, max_num_groups s) per network: the paper's defaults where the space is small
+PRUNING = {"squeezenet": (3, 8), "inception_v3": (3, 8), "randwire": (2, 4), "nasnet": (1, 4), "sample": (3, 8)}
+OPT_TYPES = [("IOS-Merge", "dp_merge"), ("IOS-Parallel", "dp_parallel"), ("IOS-Both", "dp_parallel_merge")]
+
+
+def rel_l2(a, b) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def find_optimize():
+    try:
+        from ios_ray.optimizer import optimize
+        return optimize
+    except ImportError:
+        return None
+
+
+def stats(samples):
+    return {"median_ms": float(np.median(samples)), "min_ms": float(min(samples)), "max_ms": float(max(samples)),
+            "samples": len(samples)}
+
+
+def ours(ctx, graph, batch, x, settings):
+    from ios_ray.runtime.gpu.executor import GpuExecutor
+    t0 = time.perf_counter()
+    ex = GpuExecutor(graph, batch, context=ctx)
+    build_s = time.perf_counter() - t0
+    out = ex.run(x)
+    seq, _ = ex.latency(*settings, x=x)
+    n_stages = ex.num_stages
+    ex.close()
+    return stats(seq), out, build_s, n_stages
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="squeezenet,inception_v3,randwire,nasnet")
+    p.add_argument("--big", default="inception_v3:16", help="extra model:batch runs, comma separated")
+    p.add_argument("--math", default="fp32,tf32")
+    p.add_argument("--ios-math", default="fp32,tf32", help="math modes in which IOS schedules are optimized")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--number", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--budget-s", type=float, default=480.0)
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_latency.json"))
+    args = p.parse_args(argv)
+    t_start = time.perf_counter()
+
+    import cupy
+    from ios_ray.profile.gpu import GpuProfiler, gpu_device_info
+    from ios_ray.runtime.gpu.context import GpuContext
+    optimize = find_optimize()
+    runs = [(m, 1) for m in args.models.split(",") if m]
+    runs += [(m.split(":")[0], int(m.split(":")[1])) for m in args.big.split(",") if m]
+    settings = (args.warmup, args.number, args.repeat)
+    info = gpu_device_info(0)
+    doc = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+           "device": info.__dict__, "python": platform.python_version(), "cupy": cupy.__version__,
+           "timing": {"warmup": args.warmup, "number": args.number, "repeat": args.repeat,
+                      "statistic": "median over repeats of (elapsed / number), CUDA events"},
+           "pruning": PRUNING, "optimize_available": optimize is not None, "results": [], "skipped": []}
+    try:
+        import torch
+        doc["torch"] = torch.__version__
+        doc["torch_cudnn"] = torch.backends.cudnn.version()
+    except ImportError:
+        args.no_torch = True
+
+    def save():
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+        if os.environ.get("OUT"):
+            Path(os.environ["OUT"], Path(args.out).name).write_text(json.dumps(doc, indent=1))
+
+    tables = tempfile.mkdtemp(prefix="ios_ray_costs_")
+    for math in args.math.split(","):
+        tf32 = math == "tf32"
+        ctx = GpuContext(0, tf32=tf32)
+        profiler = None
+        for model, batch in runs:
+            g = get_model(model)
+            g.init_weights(0)
+            x = np.random.default_rng(0).standard_normal((batch, *g.input.output_shape), dtype=np.float32)
+            base = {"model": model, "batch": batch, "math": math, "ops": g.num_operators()}
+            g.sequential_schedule()
+            st, ref_out, build_s, n = ours(ctx, g, batch, x, settings)
+            doc["results"].append({**base, "runtime": "ios_ray", "schedule": "Sequential", **st, "stages": n,
+                                   "build_s": build_s, "rel_err_vs_sequential": 0.0})
+            g.greedy_schedule()
+            st, out, build_s, n = ours(ctx, g, batch, x, settings)
+            doc["results"].append({**base, "runtime": "ios_ray", "schedule": "Greedy", **st, "stages": n,
+                                   "build_s": build_s, "rel_err_vs_sequential": rel_l2(out, ref_out)})
+            save()
+            if optimize is not None and math in args.ios_math.split(","):
+                from ios_ray.costs.table import CostTable
+                if profiler is None:
+                    profiler = GpuProfiler(0, tf32=tf32)
+                table = CostTable(os.path.join(tables, math))
+                r, s = PRUNING.get(model, (3, 8))
+                for label, opt_type in OPT_TYPES:
+                    if time.perf_counter() - t_start > args.budget_s:
+                        doc["skipped"].append(f"{label} {model} b{batch} {math}: over the time budget")
+                        continue
+                    t0 = time.perf_counter()
+                    try:
+                        og = optimize(g, batch, opt_type, compute_weight=True, cost=profiler, cost_table=table,
+                                      max_group_size=r, max_num_groups=s)
+                    except Exception as exc:  # noqa: BLE001 -- report and go on
+                        doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}")
+                        continue
+                    opt_s = time.perf_counter() - t0
+                    rep = getattr(og, "optimization_report", None)
+                    st, out, build_s, n = ours(ctx, og, batch, x, settings)
+                    row = {**base, "runtime": "ios_ray", "schedule": label, **st, "stages": n, "build_s": build_s,
+                           "rel_err_vs_sequential": rel_l2(out, ref_out), "optimize_s": opt_s, "r": r, "s": s}
+                    if rep is not None:
+                        row.update({"predicted_ms": rep.predicted_latency_ms, "unique_stages": rep.unique_stages,
+                                    "measured_stages": rep.measured, "cache_hits": rep.cache_hits,
+                                    "errors": rep.errors, "seconds": rep.seconds})
+                    doc["results"].append(row)
+                    save()
+            if not args.no_torch:
+                from torch_from_ir import torch_latency
+                for label, cg in (("PyTorch eager", False), ("PyTorch CUDA graph", True)):
+                    try:
+                        times, out, _ = torch_latency(g, batch, tf32, cg, *settings)
+                    except Exception as exc:  # noqa: BLE001
+                        doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}")
+                        continue
+                    doc["results"].append({**base, "runtime": "pytorch", "schedule": label, **stats(times),
+                                           "rel_err_vs_sequential": rel_l2(out, ref_out)})
+                save()
+        del ctx, profiler
+        cupy.get_default_memory_pool().free_all_blocks()
+    doc["wall_s"] = time.perf_counter() - t_start
+    save()
+    print_table(doc)
+    return 0
+
+
+def print_table(doc) -> None:
+    rows = doc["results"]
+    keys = []
+    for r in rows:
+        k = (r["model"], r["batch"], r["math"])
+        if k not in keys:
+            keys.append(k)
+    cols = ["Sequential", "Greedy", "IOS-Merge", "IOS-Parallel", "IOS-Both", "PyTorch eager", "PyTorch CUDA graph"]
+    print(f"device: {doc['device']['name']} ({doc['device']['library']}); median ms")
+    print(f"{'model':14s} {'b':>3s} {'math':5s} " + " ".join(f"{c[:13]:>13s}" for c in cols) + "  opt(s)")
+    for k in keys:
+        by = {r["schedule"]: r for r in rows if (r["model"], r["batch"], r["math"]) == k}
+        cells = [f"{by[c]['median_ms']:13.3f}" if c in by else f"{'-':>13s}" for c in cols]
+        opt = sum(r.get("optimize_s", 0.0) for r in by.values())
+        print(f"{k[0]:14s} {k[1]:3d} {k[2]:5s} " + " ".join(cells) + f"  {opt:6.1f}")
+    worst = max((r.get("rel_err_vs_sequential", 0.0) for r in rows), default=0.0)
+    print(f"largest relative L2 difference from the Sequential output: {worst:.2e}")
+    for s in doc["skipped"]:
+        print("skipped:", s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Translate an ios_ray Graph into a ``torch.nn.Module`` with the same shapes and weights (a baseline).
+
+Data flow: Graph (weights set) -> TorchFromIR(graph): every node's parameters registered as buffers
+-> forward(x): nodes in block / dependency order, inputs gathered with IOS term semantics (values of a
+term summed, terms concatenated on channels) -> the last block's exit node.
+
+This is PyTorch's eager execution of exactly our architecture (and, captured with
+``torch.cuda.CUDAGraph``, its CUDA-graph execution): the comparison point for our runtime.
+Only imported by the benchmark; torch is not a dependency of ios_ray.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+
+from ios_ray.graph.ir import Conv, Element, Graph, Identity, Node, Pool, Relu, SepConv, topo_order
+
+
+def _act(x: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "relu":
+        return F.relu(x)
+    if act == "tanh":
+        return torch.tanh(x)
+    if act == "sigmoid":
+        return torch.sigmoid(x)
+    if act == "identity":
+        return x
+    raise ValueError(f"unknown activation {act!r}")
+
+
+class TorchFromIR(torch.nn.Module):
+    """``graph`` as a torch module; weights copied from ``node.params`` (call graph.init_weights first)."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        if not graph.has_weights():
+            raise ValueError(f"graph {graph.name} has no weights; call graph.init_weights() first")
+        self.graph = graph
+        self.order: List[Node] = [n for b in graph.blocks for n in topo_order(b)]
+        self._names: Dict[int, Dict[str, str]] = {}
+        for i, node in enumerate(self.order):
+            names = {}
+            for pname, value in node.params.items():
+                buf = f"p{i}_{pname}"
+                self.register_buffer(buf, torch.from_numpy(value.copy()))
+                names[pname] = buf
+            self._names[id(node)] = names
+
+    def _p(self, node: Node, pname: str) -> torch.Tensor:
+        return getattr(self, self._names[id(node)][pname])
+
+    @staticmethod
+    def _terms(node: Node, env: Dict[int, torch.Tensor]) -> List[torch.Tensor]:
+        out = []
+        for term in node.inputs:
+            acc = None
+            for v in term:
+                t = env[id(v.node)]
+                if v.begin != 0 or v.end != t.shape[1]:
+                    t = t[:, v.begin:v.end]
+                acc = t if acc is None else acc + t
+            out.append(acc)
+        return out
+
+    def _input(self, node: Node, env) -> torch.Tensor:
+        terms = self._terms(node, env)
+        return terms[0] if len(terms) == 1 else torch.cat(terms, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        env: Dict[int, torch.Tensor] = {id(self.graph.input): x}
+        for node in self.order:
+            if isinstance(node, Conv):
+                y = F.conv2d(self._input(node, env), self._p(node, "weight"), self._p(node, "bias"), node.stride,
+                             node.padding, 1, node.groups)
+                y = _act(y, node.act)
+            elif isinstance(node, SepConv):
+                h = self._input(node, env)
+                if node.pre_act == "relu":
+                    h = F.relu(h)
+                h = F.conv2d(h, self._p(node, "dw_weight"), self._p(node, "dw_bias"), node.stride, node.padding, 1,
+                             h.shape[1])
+                y = _act(F.conv2d(h, self._p(node, "pw_weight"), self._p(node, "pw_bias")), node.act)
+            elif isinstance(node, Pool):
+                h = self._input(node, env)
+                if node.pool_type == "global_avg":
+                    y = F.adaptive_avg_pool2d(h, 1)
+                elif node.pool_type == "max":
+                    y = F.max_pool2d(h, node.kernel, node.stride, node.padding)
+                else:
+                    y = F.avg_pool2d(h, node.kernel, node.stride, node.padding, count_include_pad=True)
+            elif isinstance(node, Relu):
+                y = F.relu(self._input(node, env))
+            elif isinstance(node, Element):
+                terms = self._terms(node, env)
+                y = terms[0]
+                for t in terms[1:]:
+                    y = y + t if node.op_type == "add" else y * t
+            elif isinstance(node, Identity):
+                y = self._input(node, env)
+            else:
+                raise ValueError(f"{node.display()}: no torch translation for op type {node.type!r}")
+            env[id(node)] = y
+        return env[id(self.graph.blocks[-1].exit_node)]
+
+
+def torch_latency(graph: Graph, batch_size: int, tf32: bool, cuda_graph: bool, warmup: int = 10, number: int = 20,
+                  repeat: int = 10):
+    """(per-repeat latencies in ms, output for a fixed input) of PyTorch running ``graph``.
+
+    cuDNN autotuning (``cudnn.benchmark``) is on; ``tf32`` sets PyTorch's cuDNN and matmul TF32 flags.
+    """
+    import numpy as np
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = bool(tf32)
+    torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
+    dev = torch.device("cuda")
+    model = TorchFromIR(graph).to(dev).eval()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, *graph.input.output_shape),
+                                                                    dtype=np.float32)).to(dev)
+    with torch.no_grad():
+        if cuda_graph:
+            static_x = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    model(static_x)
+            torch.cuda.current_stream().wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                static_y = model(static_x)
+            run = g.replay
+            out = static_y
+        else:
+            holder = {}
+
+            def run():
+                holder["y"] = model(x)
+        for _ in range(warmup):
+            run()
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(repeat):
+            start.record()
+            for _ in range(number):
+                run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / number)
+        out = (static_y if cuda_graph else holder["y"]).float().cpu().numpy()
+    return times, out, x.cpu().numpy()
