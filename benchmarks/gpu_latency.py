@@ -113,6 +113,13 @@ def main(argv=None) -> int:
         if os.environ.get("OUT"):
             Path(os.environ["OUT"], Path(args.out).name).write_text(json.dumps(doc, indent=1))
 
+    def add(row):
+        doc["results"].append(row)
+        extra = f"  optimize {row['optimize_s']:.1f}s ({row.get('unique_stages', '?')} stages)" if "optimize_s" in row else ""
+        print(f"[{time.perf_counter() - t_start:6.1f}s] {row['model']} b{row['batch']} {row['math']} "
+              f"{row['schedule']}: {row['median_ms']:.3f} ms{extra}", flush=True)
+        save()
+
     tables = tempfile.mkdtemp(prefix="ios_ray_costs_")
     for math in args.math.split(","):
         tf32 = math == "tf32"
@@ -125,13 +132,12 @@ def main(argv=None) -> int:
             base = {"model": model, "batch": batch, "math": math, "ops": g.num_operators()}
             g.sequential_schedule()
             st, ref_out, build_s, n = ours(ctx, g, batch, x, settings)
-            doc["results"].append({**base, "runtime": "ios_ray", "schedule": "Sequential", **st, "stages": n,
-                                   "build_s": build_s, "rel_err_vs_sequential": 0.0})
+            add({**base, "runtime": "ios_ray", "schedule": "Sequential", **st, "stages": n, "build_s": build_s,
+                 "rel_err_vs_sequential": 0.0})
             g.greedy_schedule()
             st, out, build_s, n = ours(ctx, g, batch, x, settings)
-            doc["results"].append({**base, "runtime": "ios_ray", "schedule": "Greedy", **st, "stages": n,
-                                   "build_s": build_s, "rel_err_vs_sequential": rel_l2(out, ref_out)})
-            save()
+            add({**base, "runtime": "ios_ray", "schedule": "Greedy", **st, "stages": n, "build_s": build_s,
+                 "rel_err_vs_sequential": rel_l2(out, ref_out)})
             if optimize is not None and math in args.ios_math.split(","):
                 from ios_ray.costs.table import CostTable
                 if profiler is None:
@@ -148,6 +154,7 @@ def main(argv=None) -> int:
                                       max_group_size=r, max_num_groups=s)
                     except Exception as exc:  # noqa: BLE001 -- report and go on
                         doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}")
+                        print("skipped:", doc["skipped"][-1], flush=True)
                         continue
                     opt_s = time.perf_counter() - t0
                     rep = getattr(og, "optimization_report", None)
@@ -158,8 +165,7 @@ def main(argv=None) -> int:
                         row.update({"predicted_ms": rep.predicted_latency_ms, "unique_stages": rep.unique_stages,
                                     "measured_stages": rep.measured, "cache_hits": rep.cache_hits,
                                     "errors": rep.errors, "seconds": rep.seconds})
-                    doc["results"].append(row)
-                    save()
+                    add(row)
             if not args.no_torch:
                 from torch_from_ir import torch_latency
                 for label, cg in (("PyTorch eager", False), ("PyTorch CUDA graph", True)):
@@ -168,9 +174,8 @@ def main(argv=None) -> int:
                     except Exception as exc:  # noqa: BLE001
                         doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}")
                         continue
-                    doc["results"].append({**base, "runtime": "pytorch", "schedule": label, **stats(times),
-                                           "rel_err_vs_sequential": rel_l2(out, ref_out)})
-                save()
+                    add({**base, "runtime": "pytorch", "schedule": label, **stats(times),
+                         "rel_err_vs_sequential": rel_l2(out, ref_out)})
         del ctx, profiler
         cupy.get_default_memory_pool().free_all_blocks()
     doc["wall_s"] = time.perf_counter() - t_start

@@ -217,6 +217,7 @@ CONV_CASES = [
 def _conv_on_device(ctx, cp, x, wt, bias, stride, padding, groups, act):
     from ios_ray.runtime.gpu.conv import ConvKey
     from ios_ray.runtime.gpu.kernels import batch_stride
+    assert x.dtype == wt.dtype == bias.dtype == np.float32   # raw pointers: cuDNN would misread others
     n, c, h, w = x.shape
     k, _, kh, kw = wt.shape
     xbig, xv = _slice_of_bigger(cp, x, before=4, after=4)
@@ -247,7 +248,8 @@ def test_cudnn_conv_is_strict_fp32(ctx, case):
     n, c, h, w, k, kernel, stride, padding, groups, act = case
     rng = np.random.default_rng(3)
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
-    wt = rng.standard_normal((k, c // groups, *kernel), dtype=np.float32) / np.sqrt(c // groups * kernel[0] * kernel[1])
+    fan_in = c // groups * kernel[0] * kernel[1]
+    wt = (rng.standard_normal((k, c // groups, *kernel)) / np.sqrt(fan_in)).astype(np.float32)
     bias = rng.standard_normal(k, dtype=np.float32)
     out, _ = _conv_on_device(ctx, cp, x, wt, bias, stride, padding, groups, act)
     ref64 = ref_conv(x.astype(np.float64), wt.astype(np.float64), bias.astype(np.float64), stride, padding, groups,
@@ -265,7 +267,7 @@ def test_tf32_is_an_explicit_option():
     tctx = GpuContext(0, tf32=True)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 256, 28, 28), dtype=np.float32)
-    wt = rng.standard_normal((256, 256, 3, 3), dtype=np.float32) / 48
+    wt = (rng.standard_normal((256, 256, 3, 3)) / 48).astype(np.float32)
     bias = np.zeros(256, dtype=np.float32) + 0.1
     out, cg = _conv_on_device(tctx, cp, x, wt, bias, (1, 1), (1, 1), 1, "identity")
     ref64 = ref_conv(x.astype(np.float64), wt.astype(np.float64), bias.astype(np.float64), (1, 1), (1, 1), 1,
