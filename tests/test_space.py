@@ -85,7 +85,7 @@ def test_transitions_are_exactly_the_valid_stages(seed):
     (part,), = graph_parts(graph, SpaceOptions())
     nodes = part.nodes
     for opts in option_grid(n):
-        space, specs = enumerate_part(part, opts)
+        space = enumerate_part(part, opts)
         got = transition_sets(space)
         assert set(got) == set(space.states)
         for state, entries in got.items():
@@ -98,13 +98,12 @@ def test_transitions_are_exactly_the_valid_stages(seed):
                 # every reachable state is ancestor-closed
                 assert is_ideal(nodes, bits(state ^ used))
             assert entries == want, (opts, state)
-        assert set(space.stage_keys) == set(specs)
 
 
 def test_merge_stages_need_two_sink_convs_on_one_value():
     graph = sample_network()
     (part,), = graph_parts(graph, SpaceOptions())
-    space, _ = enumerate_part(part, SpaceOptions("dp_merge"))
+    space = enumerate_part(part, SpaceOptions("dp_merge"))
     merges = {space.stage(i).groups for i in range(space.num_stages) if space.stage_strategies[i] is Strategy.MERGE}
     # conv1, conv2, conv3 read the input; conv4 reads conv1, so conv1 is never a sink with conv4 pending
     assert merges == {(("conv1",), ("conv2",)), (("conv1",), ("conv3",)), (("conv2",), ("conv3",)),
@@ -173,16 +172,30 @@ def test_shards_in_any_order_assemble_to_the_whole_part():
     graph = random_graph(3, 9)
     opts = SpaceOptions(max_group_size=2, max_num_groups=3)
     (part,), = graph_parts(graph, opts)
-    whole, _ = enumerate_part(part, opts)
+    whole = enumerate_part(part, opts)
     states = part_states(part)
     random.Random(0).shuffle(states)
     shards = [enumerate_transitions(part, states[i::3], opts) for i in range(3)]
+    assert sum(len(s.states) for s in shards) == len(states)
     shards = [pickle.loads(pickle.dumps(s)) for s in reversed(shards)]  # as if returned by workers
     merged = assemble_part(part, shards)
     assert merged.states == whole.states
     assert transition_sets(merged) == transition_sets(whole)
-    assert set(merged.stage_keys) == set().union(*(s.specs for s in shards))
-    with pytest.raises(ValueError, match="missing"):
-        assemble_part(part, shards[:2])
+    assert set(merged.stage_keys) == {key for s in shards for _, _, key in s.stages}
+    with pytest.raises(ValueError, match="miss 1"):
+        assemble_part(part, [enumerate_transitions(part, states[0::3], opts),
+                             enumerate_transitions(part, states[1::3][1:] + states[2::3], opts)])
     with pytest.raises(ValueError, match="in two shards"):
         assemble_part(part, shards + shards[:1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spec_table_rebuilds_each_key_from_its_stage(seed):
+    graph = random_graph(300 + seed, 9, num_blocks=2, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(max_part_size=6))
+    assert len(space.specs) == space.counts.unique_stages > 0
+    for key in space.specs:
+        assert space.specs[key].key == key
+    all_keys = {k for parts in space.blocks for p in parts for k in p.stage_keys}
+    assert all_keys == set(space.specs)
+    assert "0" * 32 not in space.specs

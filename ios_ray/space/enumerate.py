@@ -3,8 +3,10 @@
 Data flow::
 
     Graph --graph_parts--> PartGraph (bitmasks) --part_states--> states (ideals)
-          --enumerate_transitions(part, states)--> PartShard (plain, picklable; one per worker)
-          --assemble_part(part, shards)--> PartSpace --> GraphSpace (+ specs of distinct keys)
+          --enumerate_transitions(part, some states)--> PartShard (plain data; one per worker)
+          --assemble_part(part, shards)--> PartSpace --assemble_graph--> GraphSpace (+ specs by key)
+
+``enumerate_graph`` runs all of it in this process.
 
 A transition ``S -> S - S'`` removes an ending ``S'`` of ``S`` (no edge from ``S'`` back into
 ``S - S'``), run as the *last* stage of ``S``:
@@ -12,30 +14,35 @@ A transition ``S -> S - S'`` removes an ending ``S'`` of ``S`` (no edge from ``S
 * PARALLEL: ``S'`` is a union of disjoint groups, each ``closure_S(u) = desc(u) & S`` for a generator
   ``u``, with at most ``max_group_size`` ops per group and ``max_num_groups`` groups. A union of
   descendant-closed sets is an ending, and the generators of ``S'`` are exactly its minimal nodes, so
-  every ending is produced once and the group split depends on ``S'`` alone.
+  every such ending is produced once and its split into groups depends on ``S'`` alone.
 * MERGE: ``S'`` is a set of at least two sink convolutions of ``S`` that ``can_merge`` (same input
   value, stride, activation, output size, centrable kernels). Single ops are PARALLEL stages.
 
-A stage is identified by (group masks, strategy) within its part and specced once per identity; its
-cost is the latency of ``stage_spec(...).key``, shared by identical stages anywhere in the graph.
+A stage is identified by (group masks, strategy) within its part and keyed once per identity; its cost
+is the latency of ``stage_spec(...).key``, shared by identical stages anywhere in the graph.
 """
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..graph.ir import Conv, Graph, Node
 from ..graph.schedule import Strategy
-from .keys import GroupInfo, StageKeyer, group_info
+from .keys import GroupTemplate, StageKeyer, group_template
 from .options import SpaceOptions
 from .parts import PartGraph, graph_parts, part_states
-from .stage import StageSpec, can_merge
+from .stage import StageSpec, can_merge, stage_spec
 
-__all__ = ["StageCandidate", "PartShard", "PartSpace", "SpaceCounts", "GraphSpace", "enumerate_transitions",
-           "assemble_part", "enumerate_graph", "enumerate_part", "graph_parts", "part_states"]
+__all__ = ["StageCandidate", "PartShard", "PartSpace", "SpaceCounts", "SpecTable", "GraphSpace",
+           "enumerate_transitions", "assemble_part", "assemble_graph", "enumerate_part", "enumerate_graph",
+           "graph_parts", "part_states"]
+
+# A stage table entry: (masks of its groups in generator order, strategy, spec key).
+StageEntry = Tuple[Tuple[int, ...], Strategy, str]
 
 
 @dataclass(frozen=True)
@@ -50,26 +57,21 @@ class StageCandidate:
     key: str
 
 
-# A stage's identity inside a part: (masks of its groups in generator order, strategy).
-StageIdentity = Tuple[Tuple[int, ...], Strategy]
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PartShard:
-    """Transitions of some states of one part: plain data, so workers can return it.
+    """Transitions of some states of one part: plain data (ints, tuples, numpy arrays) for workers.
 
-    ``states[i]`` has ``counts[i]`` transitions; they are the next run of ``next_states`` and
-    ``stage_refs`` (indices into ``stages``). ``specs`` holds a spec for every key in ``stages``.
+    ``states[i]`` has ``counts[i]`` transitions; they are the next run of ``next_index`` (positions in
+    ``part_states(part)``) and ``stage_refs`` (indices into this shard's ``stages``).
     """
 
     block_index: int
     part_index: int
     states: Tuple[int, ...]
-    counts: Tuple[int, ...]
-    next_states: Tuple[int, ...]
-    stage_refs: Tuple[int, ...]
-    stages: Tuple[Tuple[Tuple[int, ...], Strategy, str], ...]
-    specs: Mapping[str, StageSpec]
+    counts: np.ndarray
+    next_index: np.ndarray
+    stage_refs: np.ndarray
+    stages: Tuple[StageEntry, ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +131,31 @@ class PartSpace:
         return list(zip(self.next_index[lo:hi].tolist(), self.stage_index[lo:hi].tolist()))
 
 
+class SpecTable(Mapping[str, StageSpec]):
+    """``key -> StageSpec`` of every distinct stage of a space, built on access.
+
+    Holding one spec object per distinct key would cost more than the enumeration itself (RandWire
+    has ~10^5-10^6), so each key keeps one representative stage and its spec is rebuilt on demand.
+    """
+
+    def __init__(self, sources: Dict[str, Tuple[PartGraph, Tuple[int, ...], Strategy]]):
+        self._sources = sources
+
+    def __getitem__(self, key: str) -> StageSpec:
+        part, groups, strategy = self._sources[key]
+        nodes = part.nodes
+        return stage_spec([[nodes[i] for i in range(g.bit_length()) if g >> i & 1] for g in groups], strategy)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._sources
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+
 @dataclass(frozen=True)
 class SpaceCounts:
     states: int
@@ -144,7 +171,7 @@ class GraphSpace:
 
     options: SpaceOptions
     blocks: Tuple[Tuple[PartSpace, ...], ...]
-    specs: Mapping[str, StageSpec]
+    specs: SpecTable
 
     @property
     def counts(self) -> SpaceCounts:
@@ -155,7 +182,7 @@ class GraphSpace:
 
 
 class _PartEnumerator:
-    """Transitions of one part's states; caches stage ids, group signatures and merge checks."""
+    """Expands states of one part; caches stage ids, group templates and merge checks."""
 
     def __init__(self, part: PartGraph, opts: SpaceOptions, keyer: StageKeyer):
         self.part = part
@@ -164,11 +191,10 @@ class _PartEnumerator:
         self.r = opts.max_group_size if parallel else 1
         self.s = opts.max_num_groups if parallel else 1
         self.merge = opts.opt_type.merge
-        self.stage_ids: Dict[StageIdentity, int] = {}
-        self.stages: List[Tuple[Tuple[int, ...], Strategy, str]] = []
+        self.stages: List[StageEntry] = []
         self.parallel_ids: Dict[int, int] = {}           # union mask -> stage id
         self.merge_ids: Dict[int, Optional[int]] = {}    # member mask -> stage id, None if not mergeable
-        self.group_infos: Dict[int, GroupInfo] = {}
+        self.templates: Dict[int, GroupTemplate] = {}    # group mask -> template
         # merge class per node: convs that could merge share (input value, stride, act, output size)
         classes: Dict[tuple, int] = {}
         self.merge_class = [-1] * part.size
@@ -190,37 +216,30 @@ class _PartEnumerator:
             mask ^= low
         return out
 
-    def _info(self, gmask: int) -> GroupInfo:
-        info = self.group_infos.get(gmask)
-        if info is None:
-            info = self.group_infos[gmask] = group_info(self._nodes(gmask))
-        return info
-
-    def _add_stage(self, groups: Tuple[int, ...], strategy: Strategy, key: str) -> int:
-        sid = len(self.stages)
-        self.stage_ids[(groups, strategy)] = sid
-        self.stages.append((groups, strategy, key))
-        return sid
+    def _template(self, gmask: int) -> GroupTemplate:
+        t = self.templates.get(gmask)
+        if t is None:
+            t = self.templates[gmask] = group_template(self._nodes(gmask))
+        return t
 
     def parallel_stage(self, union: int) -> int:
-        """Stage id of the PARALLEL stage removing ``union`` (groups: closures of its minimal nodes)."""
-        preds, desc = self.part.preds, self.part.desc
+        """Stage id of the PARALLEL stage removing ``union``, added to the table if new."""
+        desc = self.part.desc
         groups = []
         m = union
-        while m:
+        while m:  # the lowest node left is a generator: it precedes the rest of its closure
             low = m & -m
-            i = low.bit_length() - 1
-            if preds[i] & union == 0:
-                groups.append(desc[i] & union)
-            m ^= low
+            g = desc[low.bit_length() - 1] & union
+            groups.append(g)
+            m &= ~g
         groups_t = tuple(groups)
-        key = self.keyer.parallel_key([self._info(g) for g in groups_t], [self._nodes(g) for g in groups_t])
-        sid = self._add_stage(groups_t, Strategy.PARALLEL, key)
-        self.parallel_ids[union] = sid
+        key = self.keyer.parallel_key([self._template(g) for g in groups_t])
+        sid = self.parallel_ids[union] = len(self.stages)
+        self.stages.append((groups_t, Strategy.PARALLEL, key))
         return sid
 
     def merge_stage(self, members: int) -> Optional[int]:
-        """Stage id of merging the convs of ``members``, or None if they can't merge."""
+        """Stage id of merging the convs of ``members`` (None if they can't merge), added if new."""
         convs = self._nodes(members)
         sid = None
         if can_merge(convs):
@@ -230,49 +249,68 @@ class _PartEnumerator:
                 low = m & -m
                 groups.append(low)
                 m ^= low
-            key = self.keyer.merge_key([self._info(g) for g in groups], convs)
-            sid = self._add_stage(tuple(groups), Strategy.MERGE, key)
+            key = self.keyer.merge_key([self._template(g) for g in groups], convs)
+            sid = len(self.stages)
+            self.stages.append((tuple(groups), Strategy.MERGE, key))
         self.merge_ids[members] = sid
         return sid
 
     # ----- transitions -------------------------------------------------------------------------
-    def transitions(self, state: int, next_states: List[int], stage_refs: List[int]) -> None:
-        """Append every transition of ``state`` to the two lists."""
+    def expand(self, states: Sequence[int], index: Mapping[int, int]) -> PartShard:
+        """Transitions of ``states``; ``index`` maps every state of the part to its position."""
         desc = self.part.desc
         r, s = self.r, self.s
-        cands = []   # closures small enough to be a group
-        m = state
-        while m:
-            low = m & -m
-            c = desc[low.bit_length() - 1] & state
-            if c.bit_count() <= r:
-                cands.append(c)
-            m ^= low
-        k = len(cands)
-        parallel_ids = self.parallel_ids
-        parallel_stage = self.parallel_stage
-        append_next, append_ref = next_states.append, stage_refs.append
+        n = self.part.size
+        full = self.part.full
+        # A union of chosen closures carries its number of groups above the node bits: closures
+        # are disjoint, so adding one is ``u + c + one`` and "fewer than s groups" is ``u < limit``.
+        one = 1 << n
+        limit = s << n
+        ids_get = self.parallel_ids.get
+        index_get = index.__getitem__
+        counts = array("i")
+        next_index = array("i")
+        stage_refs = array("i")
+        for state in states:
+            if not state:
+                counts.append(0)
+                continue
+            cands = []  # closures small enough to be a group
+            m = state
+            while m:
+                low = m & -m
+                c = desc[low.bit_length() - 1] & state
+                if c.bit_count() <= r:
+                    cands.append(c)
+                m ^= low
+            unions = [0]
+            if s >= len(cands):
+                for c in cands:
+                    unions += [u | c for u in unions if not u & c]
+                del unions[0]
+            else:
+                for c in cands:
+                    cc = c + one
+                    unions += [u + cc for u in unions if not u & c and u < limit]
+                del unions[0]
+                unions = [u & full for u in unions]
+            sids = list(map(ids_get, unions))
+            if None in sids:
+                for k, sid in enumerate(sids):
+                    if sid is None:
+                        sids[k] = self.parallel_stage(unions[k])
+            nexts = [state ^ u for u in unions]
+            if self.merge:
+                self._merges(state, nexts, sids)
+            counts.append(len(nexts))
+            next_index.extend(map(index_get, nexts))
+            stage_refs.extend(sids)
+        return PartShard(self.part.block_index, self.part.part_index, tuple(states),
+                         np.frombuffer(counts, dtype=np.int32).copy(),
+                         np.frombuffer(next_index, dtype=np.int32).copy(),
+                         np.frombuffer(stage_refs, dtype=np.int32).copy(), tuple(self.stages))
 
-        def extend(start: int, used: int, depth: int) -> None:
-            # every choice of further disjoint closures from cands[start:], with used already taken
-            for j in range(start, k):
-                c = cands[j]
-                if c & used:
-                    continue
-                union = used | c
-                sid = parallel_ids.get(union)
-                if sid is None:
-                    sid = parallel_stage(union)
-                append_next(state ^ union)
-                append_ref(sid)
-                if depth < s:
-                    extend(j + 1, union, depth + 1)
-
-        extend(0, 0, 1)
-        if self.merge:
-            self._merge_transitions(state, append_next, append_ref)
-
-    def _merge_transitions(self, state: int, append_next, append_ref) -> None:
+    def _merges(self, state: int, nexts: List[int], sids: List[int]) -> None:
         desc = self.part.desc
         buckets: Dict[int, int] = defaultdict(int)   # merge class -> mask of its sink convs in state
         m = state & self.mergeable
@@ -289,13 +327,10 @@ class _PartEnumerator:
             sub = members
             while sub:   # every subset of the bucket with at least two convs
                 if sub & (sub - 1):
-                    if sub in merge_ids:
-                        sid = merge_ids[sub]
-                    else:
-                        sid = self.merge_stage(sub)
+                    sid = merge_ids[sub] if sub in merge_ids else self.merge_stage(sub)
                     if sid is not None:
-                        append_next(state ^ sub)
-                        append_ref(sid)
+                        nexts.append(state ^ sub)
+                        sids.append(sid)
                 sub = (sub - 1) & members
 
 
@@ -310,20 +345,15 @@ def enumerate_transitions(part: PartGraph, states: Sequence[int], opts: SpaceOpt
         keyer: a key cache to share across calls in one process (a new one if None).
     Returns:
         A ``PartShard``; combine the shards of a part with ``assemble_part``.
+    Raises:
+        ValueError: a state is not a state of the part.
     """
-    keyer = keyer if keyer is not None else StageKeyer()
-    enumerator = _PartEnumerator(part, opts, keyer)
-    next_states: List[int] = []
-    stage_refs: List[int] = []
-    counts = []
-    for state in states:
-        before = len(next_states)
-        if state:
-            enumerator.transitions(state, next_states, stage_refs)
-        counts.append(len(next_states) - before)
-    keys = {key for _, _, key in enumerator.stages}
-    return PartShard(part.block_index, part.part_index, tuple(states), tuple(counts), tuple(next_states),
-                     tuple(stage_refs), tuple(enumerator.stages), {k: keyer.specs[k] for k in keys})
+    index = {s: i for i, s in enumerate(part_states(part))}
+    bad = [s for s in states if s not in index]
+    if bad:
+        raise ValueError(f"part {part.block_index}.{part.part_index}: {len(bad)} given states are not states of "
+                         f"the part (not ancestor-closed or outside it), e.g. {hex(bad[0])}")
+    return _PartEnumerator(part, opts, keyer if keyer is not None else StageKeyer()).expand(states, index)
 
 
 def assemble_part(part: PartGraph, shards: Sequence[PartShard]) -> PartSpace:
@@ -332,78 +362,85 @@ def assemble_part(part: PartGraph, shards: Sequence[PartShard]) -> PartSpace:
     Raises:
         ValueError: a shard belongs to another part, or the shards miss or repeat states.
     """
-    where: Dict[int, Tuple[int, int, int]] = {}   # state -> (shard, first transition, count)
+    states = part_states(part)
+    index = {s: i for i, s in enumerate(states)}
+    where: List[Optional[Tuple[int, int, int]]] = [None] * len(states)   # (shard, first transition, count)
     for si, shard in enumerate(shards):
         if (shard.block_index, shard.part_index) != (part.block_index, part.part_index):
             raise ValueError(f"shard of part {shard.block_index}.{shard.part_index} given for part "
                              f"{part.block_index}.{part.part_index}")
-        pos = 0
-        for state, count in zip(shard.states, shard.counts):
-            if state in where:
+        starts = np.concatenate(([0], np.cumsum(shard.counts)))
+        for k, state in enumerate(shard.states):
+            i = index.get(state)
+            if i is None:
+                raise ValueError(f"part {part.block_index}.{part.part_index}: shard state {state:#x} is not a state")
+            if where[i] is not None:
                 raise ValueError(f"part {part.block_index}.{part.part_index}: state {state:#x} is in two shards")
-            where[state] = (si, pos, count)
-            pos += count
-    states = part_states(part)
-    if len(where) != len(states) or any(s not in where for s in states):
-        missing = [s for s in states if s not in where]
-        raise ValueError(f"part {part.block_index}.{part.part_index}: shards cover {len(where)} states, the part "
-                         f"has {len(states)} ({len(missing)} missing, e.g. {[hex(s) for s in missing[:3]]})")
-    index = {s: i for i, s in enumerate(states)}
+            where[i] = (si, int(starts[k]), int(shard.counts[k]))
+    missing = [states[i] for i, w in enumerate(where) if w is None]
+    if missing:
+        raise ValueError(f"part {part.block_index}.{part.part_index}: the shards miss {len(missing)} of its "
+                         f"{len(states)} states, e.g. {[hex(s) for s in missing[:3]]}")
     # the union of the shards' stage tables, each identity once
-    ids: Dict[StageIdentity, int] = {}
-    table: List[Tuple[Tuple[int, ...], Strategy, str]] = []
-    remap: List[List[int]] = []
+    ids: Dict[Tuple[Tuple[int, ...], Strategy], int] = {}
+    table: List[StageEntry] = []
+    remaps = []
     for shard in shards:
-        local = []
-        for entry in shard.stages:
+        local = np.empty(len(shard.stages), dtype=np.int32)
+        for k, entry in enumerate(shard.stages):
             ident = (entry[0], entry[1])
             gid = ids.get(ident)
             if gid is None:
                 gid = ids[ident] = len(table)
                 table.append(entry)
-            local.append(gid)
-        remap.append(local)
-    offsets = [0]
-    next_index: List[int] = []
-    stage_index: List[int] = []
-    for state in states:
-        si, pos, count = where[state]
-        shard = shards[si]
-        next_index.extend(map(index.__getitem__, shard.next_states[pos:pos + count]))
-        stage_index.extend(map(remap[si].__getitem__, shard.stage_refs[pos:pos + count]))
-        offsets.append(len(next_index))
+            local[k] = gid
+        remaps.append(local)
+    global_refs = [remap[shard.stage_refs] for remap, shard in zip(remaps, shards)]
+    counts = np.array([w[2] for w in where], dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    if len(shards) == 1 and shards[0].states == tuple(states):
+        next_index, stage_index = shards[0].next_index, global_refs[0]
+    else:
+        next_index = np.concatenate([shards[si].next_index[a:a + c] for si, a, c in where])
+        stage_index = np.concatenate([global_refs[si][a:a + c] for si, a, c in where])
     level_offsets = [0] * (part.size + 2)
     for state in states:
         level_offsets[state.bit_count() + 1] += 1
     for k in range(1, len(level_offsets)):
         level_offsets[k] += level_offsets[k - 1]
-    return PartSpace(part.block_index, part.part_index, part.names, tuple(states),
-                     np.asarray(offsets, dtype=np.int64), np.asarray(next_index, dtype=np.int32),
-                     np.asarray(stage_index, dtype=np.int32), tuple(e[0] for e in table),
-                     tuple(e[1] for e in table), tuple(e[2] for e in table), tuple(level_offsets))
+    return PartSpace(part.block_index, part.part_index, part.names, tuple(states), offsets.astype(np.int64),
+                     next_index.astype(np.int32, copy=False), stage_index.astype(np.int32, copy=False),
+                     tuple(e[0] for e in table), tuple(e[1] for e in table), tuple(e[2] for e in table),
+                     tuple(level_offsets))
 
 
-def enumerate_part(part: PartGraph, opts: SpaceOptions, keyer: Optional[StageKeyer] = None
-                   ) -> Tuple[PartSpace, Mapping[str, StageSpec]]:
-    """The whole ``PartSpace`` of one part in this process, and the specs of its keys."""
-    shard = enumerate_transitions(part, part_states(part), opts, keyer)
-    return assemble_part(part, [shard]), shard.specs
+def assemble_graph(opts: SpaceOptions, parts: Sequence[Sequence[PartGraph]],
+                   spaces: Sequence[Sequence[PartSpace]]) -> GraphSpace:
+    """The ``GraphSpace`` of per-block parts (``graph_parts``) and their assembled ``PartSpace``s."""
+    sources: Dict[str, Tuple[PartGraph, Tuple[int, ...], Strategy]] = {}
+    for block_parts, block_spaces in zip(parts, spaces):
+        for part, space in zip(block_parts, block_spaces):
+            if (part.block_index, part.part_index) != (space.block_index, space.part_index):
+                raise ValueError(f"part {part.block_index}.{part.part_index} paired with the space of part "
+                                 f"{space.block_index}.{space.part_index}")
+            for groups, strategy, key in zip(space.stage_groups, space.stage_strategies, space.stage_keys):
+                if key not in sources:
+                    sources[key] = (part, groups, strategy)
+    return GraphSpace(opts, tuple(tuple(b) for b in spaces), SpecTable(sources))
+
+
+def enumerate_part(part: PartGraph, opts: SpaceOptions, keyer: Optional[StageKeyer] = None) -> PartSpace:
+    """The whole ``PartSpace`` of one part, in this process."""
+    return assemble_part(part, [enumerate_transitions(part, part_states(part), opts, keyer)])
 
 
 def enumerate_graph(graph: Graph, opts: SpaceOptions) -> GraphSpace:
     """Enumerate every part of every block of ``graph`` in this process.
 
     Returns:
-        A ``GraphSpace``: its ``specs`` has one ``StageSpec`` per distinct key (what to measure).
+        A ``GraphSpace``; its ``specs`` has one ``StageSpec`` per distinct key (what to measure).
     """
     keyer = StageKeyer()
-    blocks = []
-    specs: Dict[str, StageSpec] = {}
-    for parts in graph_parts(graph, opts):
-        spaces = []
-        for part in parts:
-            space, part_specs = enumerate_part(part, opts, keyer)
-            specs.update(part_specs)
-            spaces.append(space)
-        blocks.append(tuple(spaces))
-    return GraphSpace(opts, tuple(blocks), specs)
+    parts = graph_parts(graph, opts)
+    spaces = [[enumerate_part(part, opts, keyer) for part in block_parts] for block_parts in parts]
+    return assemble_graph(opts, parts, spaces)

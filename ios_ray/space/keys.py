@@ -1,74 +1,139 @@
-"""Spec keys of candidate stages, computing each distinct ``StageSpec`` once.
+"""Spec keys of candidate stages without building a ``StageSpec`` per stage.
 
-Data flow: groups of nodes (from the enumerator) -> a cheap structural signature -> ``stage_spec`` (only
-for a signature not seen before) -> ``.key``.
+Data flow: a group of nodes -> ``GroupTemplate`` (once per group) -> per stage: sort the templates,
+number the externals -> structural signature -> (first time only) canonical JSON -> blake2b key.
 
 ``stage_spec`` orders groups by ``group_signature`` (stably) and numbers external inputs by first use in
-that order. The structural signature here is exactly what that produces: the sorted group signatures
-(op types, attributes, shapes, group-local wiring and externals by shape) plus the sequence of external
-indices. It determines the spec, so two stages with the same signature get the same key without
-building, serialising and hashing the spec again. Nodes of other blocks and parts share signatures, so
-repeated cells (NASNet, RandWire) are specced once.
+that order; ``StageSpec.key`` hashes the canonical JSON. A group's JSON is the same in every stage
+except for the numbers of its externals, so it is kept as fragments around those numbers and the
+stage's JSON is assembled from them: byte for byte what ``StageSpec.canonical_json`` gives (the tests
+compare every key with ``stage_spec(...).key``). The structural signature (sorted group signatures plus
+the external numbering) determines the JSON, so a stage whose signature was seen gets its key from a
+dict lookup: repeated cells (NASNet, RandWire) are hashed once.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 from ..graph.ir import Node
 from ..graph.schedule import Strategy
-from .stage import StageSpec, group_signature, stage_spec
+from .stage import SPEC_VERSION, OpSpec, _freeze, group_signature, stage_spec
 
-# (signature text, identities of the external producers in the order stage_spec meets them)
-GroupInfo = Tuple[str, Tuple[int, ...]]
+_SLOT = "\x00ext\x00"                     # stands for an external's number while building a template
+_SLOT_JSON = json.dumps(_SLOT)            # how it appears in the JSON text
+_JSON = dict(sort_keys=True, separators=(",", ":"))
 
 
-def group_info(group: Sequence[Node]) -> GroupInfo:
-    """Signature and external producers of one group (nodes in run order)."""
-    members = {id(n) for n in group}
-    ext = tuple(id(v.node) for n in group for term in n.inputs for v in term if id(v.node) not in members)
-    return group_signature(group), ext
+@dataclass(frozen=True)
+class GroupTemplate:
+    """One group's part of a stage's spec.
+
+    Attributes:
+        signature: ``group_signature`` of the group (the sort key of groups in a stage).
+        producers: identity of the producer of each external reference, in JSON order.
+        shapes: JSON of each producer's output shape (parallel to ``producers``).
+        fragments: the group's JSON split at the external numbers (``len(producers) + 1`` pieces).
+    """
+
+    signature: str
+    producers: Tuple[int, ...]
+    shapes: Tuple[str, ...]
+    fragments: Tuple[str, ...]
+
+
+def group_template(group: Sequence[Node]) -> GroupTemplate:
+    """Template of ``group`` (its nodes in run order), following ``stage_spec``'s construction."""
+    local = {id(n): j for j, n in enumerate(group)}
+    producers: List[int] = []
+    shapes: List[str] = []
+    ops = []
+    for node in group:
+        terms = []
+        for term in node.inputs:
+            refs = []
+            for v in term:
+                j = local.get(id(v.node))
+                if j is not None:
+                    refs.append(("o", j, v.begin, v.end))
+                else:
+                    producers.append(id(v.node))
+                    shapes.append(json.dumps(list(v.node.output_shape), **_JSON))
+                    refs.append(("e", _SLOT, v.begin, v.end))
+            terms.append(tuple(refs))
+        attrs = tuple(sorted((k, _freeze(a)) for k, a in node.attrs().items()))
+        ops.append(OpSpec(node.type, attrs, tuple(terms), tuple(node.output_shape)).to_json())
+    fragments = tuple(json.dumps(ops, **_JSON).split(_SLOT_JSON))
+    if len(fragments) != len(producers) + 1:  # a node attribute happened to contain the marker
+        raise ValueError(f"group {[n.display() for n in group]}: cannot template its JSON")
+    return GroupTemplate(group_signature(group), tuple(producers), tuple(shapes), fragments)
 
 
 class StageKeyer:
-    """Computes and caches spec keys; ``specs`` collects one ``StageSpec`` per distinct key.
+    """Keys of PARALLEL and MERGE stages, with a cache by structural signature.
 
-    One instance serves one enumeration call (it holds node identities, so it must not outlive the
-    graph it was used on).
+    One instance serves one enumeration (it identifies externals by ``id(node)``, so it must not
+    outlive the graph).
     """
 
     def __init__(self) -> None:
-        self.specs: Dict[str, StageSpec] = {}
         self._by_structure: Dict[tuple, str] = {}
 
-    def parallel_key(self, infos: Sequence[GroupInfo], groups: Sequence[Sequence[Node]]) -> str:
-        """Key of running ``groups`` concurrently; ``infos[i]`` is ``group_info(groups[i])``."""
-        order = sorted(range(len(infos)), key=lambda i: infos[i][0])
+    def parallel_key(self, groups: Sequence[GroupTemplate]) -> str:
+        """Key of ``stage_spec`` of the groups of ``groups`` in this order."""
+        order = sorted(groups, key=_signature) if len(groups) > 1 else groups
         numbering: Dict[int, int] = {}
         seq: List[int] = []
-        for i in order:
-            for producer in infos[i][1]:
+        for g in order:
+            for producer in g.producers:
                 idx = numbering.get(producer)
                 if idx is None:
                     idx = numbering[producer] = len(numbering)
                 seq.append(idx)
-        structure = (tuple(infos[i][0] for i in order), tuple(seq))
+        structure = (tuple(g.signature for g in order), tuple(seq))
         key = self._by_structure.get(structure)
         if key is None:
-            key = self._add(stage_spec(groups, Strategy.PARALLEL))
-            self._by_structure[structure] = key
+            key = self._by_structure[structure] = _hash(_stage_json(order, seq))
         return key
 
-    def merge_key(self, infos: Sequence[GroupInfo], convs: Sequence[Node]) -> str:
-        """Key of merging ``convs`` (which read one input value) into one conv."""
-        # the merged conv depends only on the multiset of member convs (all read the same value)
-        structure = ("merge", tuple(sorted(info[0] for info in infos)))
+    def merge_key(self, groups: Sequence[GroupTemplate], convs: Sequence[Node]) -> str:
+        """Key of merging ``convs`` (one-node groups ``groups``, all reading one value) into one conv."""
+        # the merged conv depends only on the multiset of member convs (they read the same value)
+        structure = ("merge", tuple(sorted(g.signature for g in groups)))
         key = self._by_structure.get(structure)
         if key is None:
-            key = self._add(stage_spec([[c] for c in convs], Strategy.MERGE))
-            self._by_structure[structure] = key
+            key = self._by_structure[structure] = stage_spec([[c] for c in convs], Strategy.MERGE).key
         return key
 
-    def _add(self, spec: StageSpec) -> str:
-        key = spec.key
-        self.specs.setdefault(key, spec)
-        return key
+
+def _signature(g: GroupTemplate) -> str:
+    return g.signature
+
+
+def _stage_json(order: Sequence[GroupTemplate], seq: Sequence[int]) -> str:
+    """``StageSpec.canonical_json`` of the groups in ``order`` with externals numbered ``seq``."""
+    parts = ['{"groups":[']
+    shapes: List[str] = []
+    k = 0
+    for gi, g in enumerate(order):
+        if gi:
+            parts.append(",")
+        frags = g.fragments
+        parts.append(frags[0])
+        for ri in range(len(g.producers)):
+            idx = seq[k]
+            if idx == len(shapes):
+                shapes.append(g.shapes[ri])
+            parts.append(str(idx))
+            parts.append(frags[ri + 1])
+            k += 1
+    parts.append('],"inputs":[')
+    parts.append(",".join(shapes))
+    parts.append(f'],"v":{SPEC_VERSION}}}')
+    return "".join(parts)
+
+
+def _hash(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
