@@ -167,7 +167,7 @@ def profile_graph_space(space: Any, *, num_workers: int, cost_cfg: SourceSpec, b
 
         results: Dict[str, Measurement] = dict(hits)
         pool_report = None
-        writer = _TableWriter(table, specs, device, batch_size, dtype, settings, append_chunk, append_interval_s)
+        writer = _TableWriter(table, todo, device, batch_size, dtype, settings, append_chunk, append_interval_s)
         t0 = time.perf_counter()
         if todo:
             if pool is None:

@@ -3,33 +3,34 @@
 Data flow::
 
     Graph --graph_parts, part_states (driver: cheap)--> states per part
-          --shard plan: small parts whole, large parts cut into strided state subsets-->
-          EnumerateWorker.shard(block, part, states) on actors (each holds the graph once, and one
-          StageKeyer per options, so a key is specced once per actor)
-          --PartShard (plain data)--> assemble_part (driver) --> GraphSpace{blocks, specs}
+          --plan_shards: small parts whole, large parts cut into strided state subsets-->
+          EnumerateWorker.shard(task) on actors (each holds the graph once, and one StageKeyer per
+          options, so a stage key is computed once per actor)
+          --PartShard (numpy arrays)--> assemble_part + canonical_stage_order (driver)
+          --assemble_graph--> GraphSpace{blocks, specs (built lazily in the driver from the parts)}
 
 States are dealt to shards with a stride (shard j of k gets ``states[j::k]``): states are sorted by
 size and large states have far more transitions, so strided shards carry similar work. The DP cannot
-tell the result from a local ``enumerate_graph``: same parts, same states in the same order, same
-transitions and keys (a part's stage table may list its stages in another order, which the DP never
-relies on).
+tell the result from a local ``enumerate_graph``: each assembled part's stage table is renumbered in
+the order a local enumeration discovers stages, so parts are equal array for array.
 """
 from __future__ import annotations
 
 import collections
 import math
 import time
-from dataclasses import dataclass
-from typing import Deque, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Deque, Dict, List, Sequence, Tuple
 
+import numpy as np
 import ray
 
+from ..costs.factory import CostConfig
 from ..graph.ir import Graph
-from ..space.enumerate import (GraphSpace, PartShard, assemble_part, enumerate_transitions, graph_parts,
-                               part_states)
+from ..space.enumerate import (GraphSpace, PartShard, PartSpace, assemble_graph, assemble_part,
+                               enumerate_transitions, graph_parts, part_states)
 from ..space.keys import StageKeyer
 from ..space.options import SpaceOptions
-from ..space.stage import StageSpec
 from .cluster import check_resources
 from .profiler_pool import WORKER_LOST_ERRORS
 
@@ -48,7 +49,7 @@ class ShardTask:
 
     @property
     def weight(self) -> float:
-        """Rough work: transitions grow fast with a state's size."""
+        """Rough work: a state's transitions grow fast with its size."""
         return float(sum(1 + s.bit_count() ** 2 for s in self.states))
 
 
@@ -56,9 +57,9 @@ class ShardTask:
 class EnumerateReport:
     num_parts: int
     num_shards: int
-    per_worker: Dict[str, int]
+    per_worker: Dict[str, int]   # shards expanded by each worker id
     retries: int
-    seconds: Dict[str, float]   # plan, enumerate (on workers), assemble
+    seconds: Dict[str, float]    # plan, enumerate (on workers, incl. start-up), assemble
 
 
 class EnumerateWorker:
@@ -71,7 +72,7 @@ class EnumerateWorker:
         self._keyers: Dict[SpaceOptions, StageKeyer] = {}
 
     def shard(self, task: ShardTask, opts: SpaceOptions) -> Tuple[str, int, PartShard]:
-        """``(worker id, shard index, PartShard)`` of the task's states."""
+        """``(worker id, shard index, PartShard)`` of the task's states (plain arrays: cheap to ship)."""
         parts = self._parts.get(opts)
         if parts is None:
             parts = self._parts[opts] = graph_parts(self._graph, opts)
@@ -79,6 +80,29 @@ class EnumerateWorker:
         part = parts[task.block_index][task.part_index]
         return self._worker_id, task.shard_index, enumerate_transitions(part, task.states, opts,
                                                                         self._keyers[opts])
+
+
+def canonical_stage_order(space: PartSpace) -> PartSpace:
+    """Renumber a part's stage table by first use in its transitions (states in order).
+
+    That is the order a single-process enumeration discovers stages in, so a part assembled from
+    shards becomes identical to the locally enumerated one, stage ids included.
+    """
+    if space.num_stages == 0:
+        return space
+    used, first = np.unique(space.stage_index, return_index=True)
+    order = used[np.argsort(first, kind="stable")]
+    if len(order) != space.num_stages:   # a stage no transition uses: keep it, after the used ones
+        order = np.concatenate([order, np.setdiff1d(np.arange(space.num_stages), order)])
+    if np.array_equal(order, np.arange(space.num_stages)):
+        return space
+    new_id = np.empty(space.num_stages, dtype=np.int32)
+    new_id[order] = np.arange(space.num_stages, dtype=np.int32)
+    ids = order.tolist()
+    return replace(space, stage_index=new_id[space.stage_index],
+                   stage_groups=tuple(space.stage_groups[i] for i in ids),
+                   stage_strategies=tuple(space.stage_strategies[i] for i in ids),
+                   stage_keys=tuple(space.stage_keys[i] for i in ids))
 
 
 def plan_shards(states_by_part: Dict[Tuple[int, int], Sequence[int]], num_workers: int, *,
@@ -123,7 +147,7 @@ def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers
     """Enumerate ``graph``'s state space on ``num_workers`` Ray actors.
 
     Args:
-        graph: the graph (sent once to each actor through the object store).
+        graph: the graph (sent once, through the object store, to each actor).
         opts: pruning and strategies, as for ``enumerate_graph``.
         num_workers: actors to start (Ray must be connected: ``cluster.connect``).
         cpus_per_worker: CPUs each actor reserves.
@@ -139,7 +163,6 @@ def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers
         InsufficientResourcesError: the cluster lacks ``num_workers * cpus_per_worker`` CPUs.
         EnumerationError: a shard's worker died more than ``max_retries`` times.
     """
-    from ..costs.factory import CostConfig
     check_resources(num_workers, CostConfig(), cpus_per_worker=cpus_per_worker)
     seconds: Dict[str, float] = {}
     t0 = time.perf_counter()
@@ -150,7 +173,7 @@ def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers
     seconds["plan"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    workers = min(num_workers, len(tasks)) or 1
+    workers = max(1, min(num_workers, len(tasks)))
     actor_cls = ray.remote(EnumerateWorker).options(num_cpus=cpus_per_worker, max_restarts=0)
     graph_ref = ray.put(graph)
     actors = [actor_cls.remote(graph_ref, f"e{i}") for i in range(workers)]
@@ -162,19 +185,13 @@ def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers
     seconds["enumerate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    blocks = []
-    specs: Dict[str, StageSpec] = {}
-    for ps in parts:
-        spaces = []
-        for part in ps:
-            pid = (part.block_index, part.part_index)
-            part_shards = [shards[(pid, j)] for j in sorted(j for (q, j) in shards if q == pid)]
-            spaces.append(assemble_part(part, part_shards))
-            for sh in part_shards:
-                for key, spec in sh.specs.items():
-                    specs.setdefault(key, spec)
-        blocks.append(tuple(spaces))
-    space = GraphSpace(opts, tuple(blocks), specs)
+    by_part: Dict[Tuple[int, int], List[Tuple[int, PartShard]]] = collections.defaultdict(list)
+    for (pid, j), shard in shards.items():
+        by_part[pid].append((j, shard))
+    spaces = [[canonical_stage_order(assemble_part(
+                   part, [sh for _, sh in sorted(by_part[(part.block_index, part.part_index)], key=lambda t: t[0])]))
+               for part in block_parts] for block_parts in parts]
+    space = assemble_graph(opts, parts, spaces)
     seconds["assemble"] = time.perf_counter() - t0
     if return_report:
         return space, EnumerateReport(len(states), len(tasks), per_worker, retries, seconds)

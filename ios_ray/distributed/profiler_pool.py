@@ -202,7 +202,10 @@ class ProfilerPool:
                  batches_per_worker: int = 4, inflight_per_worker: int = 2,
                  task_timeout_s: Optional[float] = None, check: bool = True,
                  cost_estimate: Callable[[StageSpec], float] = estimate_cost):
-        """Start ``num_workers`` actors (Ray must be connected: see ``cluster.connect``).
+        """A pool of ``num_workers`` actors (Ray must be connected: see ``cluster.connect``).
+
+        The first actor starts at once; the others when ``measure``, ``devices`` or ``actor_handles``
+        first needs them, so a run that finds every stage in the cost table starts only one.
 
         Args:
             num_workers: actors to start.
@@ -245,13 +248,20 @@ class ProfilerPool:
         self._actor_cls = ray.remote(ProfileWorker).options(
             num_cpus=self._resources.num_cpus, num_gpus=self._resources.num_gpus, max_restarts=0,
             max_task_retries=0)
-        self._slots = [self._start(i, 0) for i in range(num_workers)]
+        # One actor now (enough for the device probe, which may find everything cached); the rest start
+        # when there is something to measure.
+        self._slots = [self._start(0, 0)]
 
     # ----- lifecycle ------------------------------------------------------------------------------
     def _start(self, index: int, generation: int) -> _Slot:
         worker_id = f"w{index}" if generation == 0 else f"w{index}.r{generation}"
         handle = self._actor_cls.remote(self._source, worker_id)
         return _Slot(index, handle, worker_id, generation, ready_ref=handle.ready.remote())
+
+    def _grow(self) -> None:
+        """Start the actors not started yet."""
+        while len(self._slots) < self._num_workers:
+            self._slots.append(self._start(len(self._slots), 0))
 
     def shutdown(self) -> None:
         """Kill every actor; the pool cannot be used afterwards."""
@@ -271,7 +281,8 @@ class ProfilerPool:
         return self._num_workers
 
     def actor_handles(self) -> List["ray.actor.ActorHandle"]:
-        """Handles of the live actors (e.g. to kill one in a fault-injection test)."""
+        """Handles of the live actors, all started (e.g. to kill one in a fault-injection test)."""
+        self._grow()
         return [s.handle for s in self._slots if s.alive]
 
     # ----- probing --------------------------------------------------------------------------------
@@ -294,7 +305,8 @@ class ProfilerPool:
         raise WorkersExhaustedError(f"no profiling worker answered the device probe: {last}")
 
     def devices(self, timeout_s: float = 600.0) -> Dict[str, DeviceInfo]:
-        """Device of every live worker, by worker id (to detect a mixed cluster)."""
+        """Device of every live worker, by worker id (to detect a mixed cluster); starts them all."""
+        self._grow()
         live = [s for s in self._slots if s.alive]
         try:
             infos = ray.get([s.handle.device.remote() for s in live], timeout=timeout_s)
@@ -353,6 +365,8 @@ class _Run:
     def run(self) -> Tuple[Dict[str, Measurement], PoolReport]:
         start = time.perf_counter()
         pool = self.pool
+        if self.specs:
+            pool._grow()
         for i, slot in enumerate(pool._slots):  # actors lost in an earlier call come back first
             if not slot.alive and self.restarts < pool._max_restarts:
                 self.restarts += 1

@@ -1,0 +1,208 @@
+"""Profiling wall time and speedup against the number of Ray workers, and the driver's own overhead.
+
+Profile mode (default): for each worker count, profile every distinct stage of ``--model`` into a
+fresh (cold) cost table, then run again on the same table (warm: everything is a cache hit). The
+speedup is the cold wall time at the smallest worker count divided by the cold wall time at N.
+
+    python benchmarks/scaling.py --model squeezenet --workers 1,2 --cost cpu
+    python benchmarks/scaling.py --model inception_v3 --workers 1,2,4 --cost analytic
+
+Simulate mode: the analytic model wrapped to *sleep* ``--sim-ms`` per stage, as a stand-in for a real
+profiler's time per stage; workers reserve almost no CPU, so many fit on a small machine. With the
+ideal wall time being (stages x sim-ms) / N, what remains is the driver's and Ray's overhead;
+``dispatch_us_per_stage`` is the driver's own CPU time per stage (ordering, batching, ray.wait,
+submission, bookkeeping).
+
+    python benchmarks/scaling.py --model inception_v3 --simulate 2,4,8,16,32,64 --sim-ms 5
+
+Results are printed as a table and saved as JSON under ``benchmarks/results/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import ray
+
+from ios_ray.costs.analytic import AnalyticCostModel
+from ios_ray.costs.factory import CostConfig
+from ios_ray.costs.measurement import MeasureSettings
+from ios_ray.costs.table import CostTable
+from ios_ray.distributed import ProfilerPool, connect, profile_graph_space
+from ios_ray.models import MODELS, get_model
+from ios_ray.space.enumerate import enumerate_graph
+from ios_ray.space.options import SpaceOptions
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class SleepingAnalytic:
+    """The analytic model's numbers, delivered after sleeping ``sim_ms`` per stage (a simulated profiler)."""
+
+    def __init__(self, sim_ms: float, gpu: str = "H200"):
+        self.sim_s = sim_ms / 1e3
+        self.model = AnalyticCostModel(gpu)
+
+    def device(self):
+        return self.model.device()
+
+    def measure(self, specs, batch_size, settings):
+        out = []
+        for spec in specs:
+            if self.sim_s:
+                time.sleep(self.sim_s)
+            out.append(self.model.measure([spec], batch_size, settings)[0])
+        return out
+
+
+class _Factory:
+    """Picklable zero-argument factory of ``SleepingAnalytic`` (what the pool sends its actors)."""
+
+    def __init__(self, sim_ms: float):
+        self.sim_ms = sim_ms
+
+    def __call__(self):
+        return SleepingAnalytic(self.sim_ms)
+
+
+def _ints(text: str) -> List[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be >= 1, got {text!r}")
+    return values
+
+
+def _specs(args) -> Dict:
+    opts = SpaceOptions(max_group_size=args.max_group_size, max_num_groups=args.max_num_groups)
+    specs = dict(enumerate_graph(get_model(args.model), opts).specs)
+    if args.max_stages and len(specs) > args.max_stages:
+        specs = dict(sorted(specs.items())[: args.max_stages])  # a fixed, reproducible subset
+    return specs
+
+
+def _machine() -> dict:
+    return {"host_cpus": os.cpu_count(), "ray_cpus": ray.cluster_resources().get("CPU", 0),
+            "ray_gpus": ray.cluster_resources().get("GPU", 0), "ray": ray.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def run_profile(args) -> dict:
+    cfg = CostConfig.parse(args.cost)
+    specs = _specs(args)
+    settings = MeasureSettings(args.warmup, args.number, args.repeat)
+    rows = []
+    for n in args.workers:
+        with tempfile.TemporaryDirectory(prefix="ios_ray_scaling_") as tmp:
+            table = CostTable(os.path.join(tmp, "costs"))
+            t0 = time.perf_counter()
+            _, cold = profile_graph_space(specs, num_workers=n, cost_cfg=cfg, batch_size=args.batch_size,
+                                          settings=settings, table=table, progress=args.progress)
+            cold_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _, warm = profile_graph_space(specs, num_workers=n, cost_cfg=cfg, batch_size=args.batch_size,
+                                          settings=settings, table=table, progress=False)
+            warm_s = time.perf_counter() - t0
+        rows.append({"workers": n, "stages": len(specs), "cold_s": cold_s, "cold_measure_s": cold.seconds["measure"],
+                     "cold_start_s": cold.seconds.get("probe", 0) + cold.seconds.get("start", 0),
+                     "append_s": cold.seconds.get("append", 0.0), "warm_s": warm_s, "warm_measured": warm.measured,
+                     "warm_cache_hits": warm.cache_hits, "errors": cold.errors, "per_worker": cold.per_worker,
+                     "device": cold.device.name})
+    base = rows[0]
+    for r in rows:
+        r["speedup"] = base["cold_s"] / r["cold_s"]
+        r["speedup_measure"] = base["cold_measure_s"] / r["cold_measure_s"]
+    header = (f"{'workers':>7} {'stages':>7} {'cold s':>8} {'measure s':>9} {'start s':>8} {'speedup':>8} "
+              f"{'speedup(measure)':>16} {'warm s':>7} {'warm measured':>13}")
+    print(f"model {args.model}, cost {args.cost} ({base['device']}), batch {args.batch_size}, settings {settings}")
+    print(header)
+    for r in rows:
+        print(f"{r['workers']:>7} {r['stages']:>7} {r['cold_s']:>8.2f} {r['cold_measure_s']:>9.2f} "
+              f"{r['cold_start_s']:>8.2f} {r['speedup']:>7.2f}x {r['speedup_measure']:>15.2f}x {r['warm_s']:>7.2f} "
+              f"{r['warm_measured']:>13}")
+    return {"mode": "profile", "model": args.model, "cost": args.cost, "batch_size": args.batch_size,
+            "settings": {"warmup": args.warmup, "number": args.number, "repeat": args.repeat},
+            "machine": _machine(), "rows": rows}
+
+
+def run_simulate(args) -> dict:
+    specs = _specs(args)
+    rows = []
+    for n in args.simulate:
+        # 1/(4n) CPU each: the workers sleep, so they need no real CPU, and any count fits on this machine.
+        pool = ProfilerPool(n, _Factory(args.sim_ms), cpus_per_worker=min(1.0, 1.0 / (4 * n)))
+        try:
+            t0 = time.perf_counter()
+            pool.devices()  # wait until every actor is up: start-up is not dispatch overhead
+            start_s = time.perf_counter() - t0
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            results, report = pool.measure(specs, args.batch_size, MeasureSettings(0, 1, 1))
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+        finally:
+            pool.shutdown()
+        ideal = len(specs) * args.sim_ms / 1e3 / n
+        rows.append({"workers": n, "stages": len(specs), "start_s": start_s, "wall_s": wall, "ideal_s": ideal,
+                     "efficiency": ideal / wall if wall > 0 else math.nan,
+                     "overhead_ms_per_stage": (wall - ideal) * 1e3 / len(specs),
+                     "dispatch_us_per_stage": cpu * 1e6 / len(specs), "batches": report.batches,
+                     "errors": report.errors, "per_worker_min": min(report.per_worker.values()),
+                     "per_worker_max": max(report.per_worker.values())})
+    print(f"simulated profiling: model {args.model}, {len(specs)} stages, {args.sim_ms} ms per stage")
+    print(f"{'workers':>7} {'start s':>8} {'wall s':>8} {'ideal s':>8} {'efficiency':>10} {'overhead ms/stage':>17} "
+          f"{'driver CPU us/stage':>19} {'batches':>7} {'stages/worker':>13}")
+    for r in rows:
+        print(f"{r['workers']:>7} {r['start_s']:>8.2f} {r['wall_s']:>8.2f} {r['ideal_s']:>8.2f} {r['efficiency']:>9.0%} "
+              f"{r['overhead_ms_per_stage']:>17.3f} {r['dispatch_us_per_stage']:>19.1f} {r['batches']:>7} "
+              f"{r['per_worker_min']:>6}-{r['per_worker_max']:<6}")
+    return {"mode": "simulate", "model": args.model, "sim_ms": args.sim_ms, "machine": _machine(), "rows": rows}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="squeezenet", choices=sorted(MODELS))
+    p.add_argument("--workers", type=_ints, default=[1, 2, 4], help="worker counts, e.g. 1,2,4")
+    p.add_argument("--cost", default="cpu", help="cpu, analytic[:GPU] or gpu")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--max-group-size", type=int, default=3, help="r")
+    p.add_argument("--max-num-groups", type=int, default=8, help="s")
+    p.add_argument("--max-stages", type=int, default=0, help="profile only this many stages (0: all)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--number", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--simulate", type=_ints, default=None, help="worker counts for the simulated-profiler mode")
+    p.add_argument("--sim-ms", type=float, default=5.0, help="simulated profiling time per stage")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    p.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
+    p.add_argument("--progress", action="store_true", help="show the progress bar during cold runs")
+    p.add_argument("--out", default=None, help="JSON output path (default: benchmarks/results/scaling_*.json)")
+    args = p.parse_args(argv)
+
+    if args.simulate is None:
+        need = max(args.workers)
+        num_cpus = args.num_cpus or (None if args.address else max(need, os.cpu_count() or 1))
+    else:
+        num_cpus = args.num_cpus
+    connect(args.address, num_cpus=num_cpus)
+    result = run_simulate(args) if args.simulate is not None else run_profile(args)
+    suffix = f"simulate_{args.model}" if args.simulate is not None else f"{args.model}_{args.cost.replace(':', '-')}"
+    out = Path(args.out) if args.out else RESULTS / f"scaling_{suffix}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result["command"] = " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
