@@ -1,4 +1,5 @@
 """The `ray job submit` round trip: a real local head on 127.0.0.1, a submitted optimization, its outputs."""
+import json
 import os
 import shutil
 import socket
@@ -85,8 +86,9 @@ def test_ray_job_submit_round_trip(ray_head, tmp_path):
     ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     out = tmp_path / "schedule.json"
     table = tmp_path / "table"
-    cmd = [ray_bin, "job", "submit", "--address", url, "--working-dir", str(REPO), "--",
-           "python", "-m", "ios_ray.cli", "optimize", "sample", "--workers", "1", "--cost", "cpu",
+    runtime_env = json.dumps({"excludes": [".git", ".venv", ".whl", ".gpuwhl", ".site", "benchmarks/results"]})
+    cmd = [ray_bin, "job", "submit", "--address", url, "--working-dir", str(REPO), "--runtime-env-json",
+           runtime_env, "--", sys.executable, "-m", "ios_ray.cli", "optimize", "sample", "--workers", "1", "--cost", "cpu",
            "--warmup", "0", "--number", "1", "--repeat", "1", "--table", str(table), "--out", str(out),
            "--no-progress"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(REPO))
