@@ -199,3 +199,20 @@ def test_spec_table_rebuilds_each_key_from_its_stage(seed):
     all_keys = {k for parts in space.blocks for p in parts for k in p.stage_keys}
     assert all_keys == set(space.specs)
     assert "0" * 32 not in space.specs
+
+
+def test_parts_of_more_than_62_nodes_use_python_ints():
+    # a chain of 70 convs: state k holds the first k convs; the last stage takes 1..r convs off the end
+    x = B.placeholder((4, 4, 4))
+    block = Block(x.node)
+    v = x
+    for i in range(70):
+        v = B.conv2d(block, [[v]], 4, (1, 1), is_exit=i == 69, name=f"c{i}")
+    graph = Graph("chain", x.node, [block])
+    space = enumerate_graph(graph, SpaceOptions(max_part_size=100, max_group_size=3))
+    (part,), = space.blocks
+    assert part.num_states == 71 and part.states[-1] == (1 << 70) - 1
+    assert part.num_transitions == 1 + 2 + 3 * 68
+    assert all(part.states[i] - part.states[j] == part.states[i] ^ part.states[j] and 1 <= i - j <= 3
+               for i in range(71) for j, _ in part.transitions(i))
+    assert len(space.specs) == 3  # one, two or three identical convs in a row

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..graph.ir import Conv, Graph, Node
 from ..graph.schedule import Strategy
-from .keys import GroupTemplate, StageKeyer, group_template
+from .keys import GroupTemplate, StageKeyer
 from .options import SpaceOptions
 from .parts import PartGraph, graph_parts, part_states
 from .stage import StageSpec, can_merge, stage_spec
@@ -219,7 +219,7 @@ class _PartEnumerator:
     def _template(self, gmask: int) -> GroupTemplate:
         t = self.templates.get(gmask)
         if t is None:
-            t = self.templates[gmask] = group_template(self._nodes(gmask))
+            t = self.templates[gmask] = self.keyer.template(self._nodes(gmask))
         return t
 
     def parallel_stage(self, union: int) -> int:
@@ -267,9 +267,8 @@ class _PartEnumerator:
         one = 1 << n
         limit = s << n
         ids_get = self.parallel_ids.get
-        index_get = index.__getitem__
         counts = array("i")
-        next_index = array("i")
+        next_masks = array("q") if n <= 62 else []   # next states, mapped to indices at the end
         stage_refs = array("i")
         for state in states:
             if not state:
@@ -303,11 +302,17 @@ class _PartEnumerator:
             if self.merge:
                 self._merges(state, nexts, sids)
             counts.append(len(nexts))
-            next_index.extend(map(index_get, nexts))
+            next_masks.extend(nexts)
             stage_refs.extend(sids)
+        if isinstance(next_masks, array):
+            by_mask = np.array(sorted(index), dtype=np.int64)
+            positions = np.array([index[m] for m in by_mask.tolist()], dtype=np.int32)
+            found = np.searchsorted(by_mask, np.frombuffer(next_masks, dtype=np.int64))
+            next_index = positions[found] if len(next_masks) else np.empty(0, dtype=np.int32)
+        else:
+            next_index = np.array([index[m] for m in next_masks], dtype=np.int32)
         return PartShard(self.part.block_index, self.part.part_index, tuple(states),
-                         np.frombuffer(counts, dtype=np.int32).copy(),
-                         np.frombuffer(next_index, dtype=np.int32).copy(),
+                         np.frombuffer(counts, dtype=np.int32).copy(), next_index,
                          np.frombuffer(stage_refs, dtype=np.int32).copy(), tuple(self.stages))
 
     def _merges(self, state: int, nexts: List[int], sids: List[int]) -> None:

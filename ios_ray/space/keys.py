@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Dict, List, Sequence, Tuple
 
 from ..graph.ir import Node
@@ -35,13 +36,13 @@ class GroupTemplate:
         signature: ``group_signature`` of the group (the sort key of groups in a stage).
         producers: identity of the producer of each external reference, in JSON order.
         shapes: JSON of each producer's output shape (parallel to ``producers``).
-        fragments: the group's JSON split at the external numbers (``len(producers) + 1`` pieces).
+        form: the group's JSON as a ``str.format`` pattern with one ``{}`` per external number.
     """
 
     signature: str
     producers: Tuple[int, ...]
     shapes: Tuple[str, ...]
-    fragments: Tuple[str, ...]
+    form: str
 
 
 def group_template(group: Sequence[Node]) -> GroupTemplate:
@@ -68,7 +69,8 @@ def group_template(group: Sequence[Node]) -> GroupTemplate:
     fragments = tuple(json.dumps(ops, **_JSON).split(_SLOT_JSON))
     if len(fragments) != len(producers) + 1:  # a node attribute happened to contain the marker
         raise ValueError(f"group {[n.display() for n in group]}: cannot template its JSON")
-    return GroupTemplate(group_signature(group), tuple(producers), tuple(shapes), fragments)
+    form = "{}".join(f.replace("{", "{{").replace("}", "}}") for f in fragments)
+    return GroupTemplate(group_signature(group), tuple(producers), tuple(shapes), form)
 
 
 class StageKeyer:
@@ -80,22 +82,25 @@ class StageKeyer:
 
     def __init__(self) -> None:
         self._by_structure: Dict[tuple, str] = {}
+        self._shape: Dict[int, str] = {}                    # producer -> JSON of its output shape
+        self._filled: Dict[Tuple[str, tuple], str] = {}     # (group form, its numbers) -> JSON text
+
+    def template(self, group: Sequence[Node]) -> GroupTemplate:
+        """``group_template(group)``, remembering the shapes of its externals for the JSON."""
+        t = group_template(group)
+        self._shape.update(zip(t.producers, t.shapes))
+        return t
 
     def parallel_key(self, groups: Sequence[GroupTemplate]) -> str:
         """Key of ``stage_spec`` of the groups of ``groups`` in this order."""
         order = sorted(groups, key=_signature) if len(groups) > 1 else groups
         numbering: Dict[int, int] = {}
-        seq: List[int] = []
-        for g in order:
-            for producer in g.producers:
-                idx = numbering.get(producer)
-                if idx is None:
-                    idx = numbering[producer] = len(numbering)
-                seq.append(idx)
-        structure = (tuple(g.signature for g in order), tuple(seq))
+        number = numbering.setdefault
+        seq = tuple([number(p, len(numbering)) for g in order for p in g.producers])
+        structure = (tuple([g.signature for g in order]), seq)
         key = self._by_structure.get(structure)
         if key is None:
-            key = self._by_structure[structure] = _hash(_stage_json(order, seq))
+            key = self._by_structure[structure] = _hash(self._stage_json(order, seq, numbering))
         return key
 
     def merge_key(self, groups: Sequence[GroupTemplate], convs: Sequence[Node]) -> str:
@@ -107,32 +112,26 @@ class StageKeyer:
             key = self._by_structure[structure] = stage_spec([[c] for c in convs], Strategy.MERGE).key
         return key
 
+    def _stage_json(self, order: Sequence[GroupTemplate], seq: Sequence[int], numbering: Dict[int, int]) -> str:
+        """``StageSpec.canonical_json`` of the groups in ``order`` with externals numbered ``seq``
+        (``numbering`` maps each producer to its number, in first-use order)."""
+        filled = self._filled
+        texts = []
+        k = 0
+        for g in order:
+            n = len(g.producers)
+            numbers = seq[k:k + n]
+            k += n
+            text = filled.get((g.form, numbers))
+            if text is None:
+                text = filled[(g.form, numbers)] = g.form.format(*numbers)
+            texts.append(text)
+        shape = self._shape
+        return (f'{{"groups":[{",".join(texts)}],"inputs":[{",".join([shape[p] for p in numbering])}],'
+                f'"v":{SPEC_VERSION}}}')
 
-def _signature(g: GroupTemplate) -> str:
-    return g.signature
 
-
-def _stage_json(order: Sequence[GroupTemplate], seq: Sequence[int]) -> str:
-    """``StageSpec.canonical_json`` of the groups in ``order`` with externals numbered ``seq``."""
-    parts = ['{"groups":[']
-    shapes: List[str] = []
-    k = 0
-    for gi, g in enumerate(order):
-        if gi:
-            parts.append(",")
-        frags = g.fragments
-        parts.append(frags[0])
-        for ri in range(len(g.producers)):
-            idx = seq[k]
-            if idx == len(shapes):
-                shapes.append(g.shapes[ri])
-            parts.append(str(idx))
-            parts.append(frags[ri + 1])
-            k += 1
-    parts.append('],"inputs":[')
-    parts.append(",".join(shapes))
-    parts.append(f'],"v":{SPEC_VERSION}}}')
-    return "".join(parts)
+_signature = attrgetter("signature")
 
 
 def _hash(text: str) -> str:
