@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from ios_ray.models import get_model  # noqa: E402
 
 # (max_group_size r, max_num_groups s) per network: the paper's defaults where the space is small
-PRUNING = {"squeezenet": (3, 8), "inception_v3": (3, 8), "randwire": (2, 4), "nasnet": (1, 4), "sample": (3, 8)}
+PRUNING = {"squeezenet": (3, 8), "inception_v3": (3, 8), "randwire": (1, 4), "nasnet": (1, 4), "sample": (3, 8)}
 OPT_TYPES = [("IOS-Merge", "dp_merge"), ("IOS-Parallel", "dp_parallel"), ("IOS-Both", "dp_parallel_merge")]
 
 
@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--big", default="inception_v3:16", help="extra model:batch runs, comma separated")
     p.add_argument("--math", default="fp32,tf32")
     p.add_argument("--ios-math", default="fp32,tf32", help="math modes in which IOS schedules are optimized")
+    p.add_argument("--ios-models", default="", help="only these networks get IOS schedules (default: all)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--number", type=int, default=20)
     p.add_argument("--repeat", type=int, default=15)
@@ -138,7 +139,8 @@ def main(argv=None) -> int:
             st, out, build_s, n = ours(ctx, g, batch, x, settings)
             add({**base, "runtime": "ios_ray", "schedule": "Greedy", **st, "stages": n, "build_s": build_s,
                  "rel_err_vs_sequential": rel_l2(out, ref_out)})
-            if optimize is not None and math in args.ios_math.split(","):
+            ios_models = [m for m in args.ios_models.split(",") if m]
+            if optimize is not None and math in args.ios_math.split(",") and (not ios_models or model in ios_models):
                 from ios_ray.costs.table import CostTable
                 if profiler is None:
                     profiler = GpuProfiler(0, tf32=tf32)
