@@ -10,7 +10,7 @@ from ios_ray.graph.ir import Block, Graph, topo_order
 from ios_ray.graph.schedule import Strategy
 from ios_ray.space.enumerate import (assemble_part, enumerate_graph, enumerate_part, enumerate_transitions)
 from ios_ray.space.options import OptType, SpaceOptions
-from ios_ray.space.parts import graph_parts, part_states
+from ios_ray.space.parts import graph_parts, part_states, part_width
 from ios_ray.space.reference import is_ideal, valid_stages
 from ios_ray.space.stage import stage_spec
 from ios_ray.space.synthetic import random_graph
@@ -216,3 +216,13 @@ def test_parts_of_more_than_62_nodes_use_python_ints():
     assert all(part.states[i] - part.states[j] == part.states[i] ^ part.states[j] and 1 <= i - j <= 3
                for i in range(71) for j, _ in part.transitions(i))
     assert len(space.specs) == 3  # one, two or three identical convs in a row
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_part_width_is_the_largest_antichain(seed):
+    graph = random_graph(400 + seed, 9)
+    (part,), = graph_parts(graph, SpaceOptions())
+    n = part.size
+    independent = [c for k in range(1, n + 1) for c in combinations(range(n), k)
+                   if all(not (part.desc[u] >> v & 1) for u in c for v in c if u != v)]
+    assert part_width(part) == max(len(c) for c in independent)

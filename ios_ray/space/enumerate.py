@@ -26,6 +26,7 @@ from __future__ import annotations
 from array import array
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -233,7 +234,8 @@ class _PartEnumerator:
             groups.append(g)
             m &= ~g
         groups_t = tuple(groups)
-        key = self.keyer.parallel_key([self._template(g) for g in groups_t])
+        known = self.templates.get
+        key = self.keyer.parallel_key([known(g) or self._template(g) for g in groups_t])
         sid = self.parallel_ids[union] = len(self.stages)
         self.stages.append((groups_t, Strategy.PARALLEL, key))
         return sid
@@ -428,9 +430,8 @@ def assemble_graph(opts: SpaceOptions, parts: Sequence[Sequence[PartGraph]],
             if (part.block_index, part.part_index) != (space.block_index, space.part_index):
                 raise ValueError(f"part {part.block_index}.{part.part_index} paired with the space of part "
                                  f"{space.block_index}.{space.part_index}")
-            for groups, strategy, key in zip(space.stage_groups, space.stage_strategies, space.stage_keys):
-                if key not in sources:
-                    sources[key] = (part, groups, strategy)
+            # any stage with a key represents it: they all have that spec
+            sources.update(zip(space.stage_keys, zip(repeat(part), space.stage_groups, space.stage_strategies)))
     return GraphSpace(opts, tuple(tuple(b) for b in spaces), SpecTable(sources))
 
 

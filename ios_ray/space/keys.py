@@ -94,7 +94,7 @@ class StageKeyer:
     def parallel_key(self, groups: Sequence[GroupTemplate]) -> str:
         """Key of ``stage_spec`` of the groups of ``groups`` in this order."""
         order = sorted(groups, key=_signature) if len(groups) > 1 else groups
-        numbering: Dict[int, int] = {}
+        numbering: Dict[int, int] = {}   # producer -> its number, by first use
         number = numbering.setdefault
         seq = tuple([number(p, len(numbering)) for g in order for p in g.producers])
         structure = (tuple([g.signature for g in order]), seq)

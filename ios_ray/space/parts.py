@@ -115,3 +115,24 @@ def part_states(part: PartGraph) -> List[int]:
                 stack.append((g, u))
     found.sort(key=lambda s: (s.bit_count(), s))
     return found
+
+
+def part_width(part: PartGraph) -> int:
+    """The largest set of mutually independent operators of the part (its maximum antichain).
+
+    By Dilworth's theorem it is ``size - (maximum matching of u -> v for v a strict descendant of u)``.
+    """
+    n = part.size
+    later = [[v for v in range(n) if v != u and part.desc[u] >> v & 1] for u in range(n)]
+    match_of: List[int] = [-1] * n  # descendant v -> the u it is matched with
+
+    def augment(u: int, seen: List[bool]) -> bool:
+        for v in later[u]:
+            if not seen[v]:
+                seen[v] = True
+                if match_of[v] < 0 or augment(match_of[v], seen):
+                    match_of[v] = u
+                    return True
+        return False
+
+    return n - sum(augment(u, [False] * n) for u in range(n))
