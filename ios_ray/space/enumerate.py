@@ -284,8 +284,10 @@ class _PartEnumerator:
                 if c.bit_count() <= r:
                     cands.append(c)
                 m ^= low
+            # Every set of pairwise disjoint closures, each built once: closure j is only added to
+            # sets made of closures before it. unions[0] (nothing chosen) is dropped afterwards.
             unions = [0]
-            if s >= len(cands):
+            if s >= len(cands):  # the group count cannot exceed s
                 for c in cands:
                     unions += [u | c for u in unions if not u & c]
                 del unions[0]
