@@ -34,11 +34,11 @@ import numpy as np
 from ..graph.ir import Conv, Graph, Node
 from ..graph.schedule import Strategy
 from .keys import GroupTemplate, StageKeyer
-from .options import SpaceOptions
+from .options import OptType, SpaceOptions
 from .parts import PartGraph, graph_parts, part_states
 from .stage import StageSpec, can_merge, stage_spec
 
-__all__ = ["StageCandidate", "PartShard", "PartSpace", "SpaceCounts", "SpecTable", "GraphSpace",
+__all__ = ["OptType", "SpaceOptions", "StageCandidate", "PartShard", "PartSpace", "SpaceCounts", "SpecTable", "GraphSpace",
            "enumerate_transitions", "assemble_part", "assemble_graph", "enumerate_part", "enumerate_graph",
            "graph_parts", "part_states"]
 
