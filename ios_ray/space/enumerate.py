@@ -38,9 +38,9 @@ from .options import OptType, SpaceOptions
 from .parts import PartGraph, graph_parts, part_states
 from .stage import StageSpec, can_merge, stage_spec
 
-__all__ = ["OptType", "SpaceOptions", "StageCandidate", "PartShard", "PartSpace", "SpaceCounts", "SpecTable", "GraphSpace",
-           "enumerate_transitions", "assemble_part", "assemble_graph", "enumerate_part", "enumerate_graph",
-           "graph_parts", "part_states"]
+__all__ = ["OptType", "SpaceOptions", "StageCandidate", "PartShard", "PartSpace", "SpaceCounts", "SpecTable",
+           "GraphSpace", "enumerate_transitions", "assemble_part", "assemble_graph", "enumerate_part",
+           "enumerate_graph", "graph_parts", "part_states"]
 
 # A stage table entry: (masks of its groups in generator order, strategy, spec key).
 StageEntry = Tuple[Tuple[int, ...], Strategy, str]
