@@ -89,3 +89,19 @@ def test_zoo_optimized_output_equals_original(name, batches):
     check_schedule(opt)
     for b in batches:
         _outputs_match(g, opt, b)
+
+
+def test_exit_conv_is_never_merged():
+    """Regression: an exit conv merged with a sibling would hand the next block extra channels."""
+    v = ios.placeholder((8, 6, 6))
+    b1 = ios.Block(v.node)
+    side = ios.conv2d(b1, [[v]], out_channels=8, kernel=1)
+    ios.pool2d(b1, [[side]], pool_type="max", kernel=1)
+    out = ios.conv2d(b1, [[v]], out_channels=8, kernel=1, is_exit=True)
+    b2 = ios.Block(out.node)
+    ios.conv2d(b2, [[out]], out_channels=4, kernel=1, is_exit=True)
+    g = ios.Graph("exit_merge", v.node, [b1, b2])
+    g.init_weights(0)
+    opt = ios.optimize(g, opt_type="dp_merge", cost="analytic:V100", compute_weight=True)
+    assert opt.blocks[0].exit_node.output_shape == (8, 6, 6)
+    _outputs_match(g, opt, 1)

@@ -201,6 +201,8 @@ class _PartEnumerator:
         self.merge_class = [-1] * part.size
         self.mergeable = 0
         for i, node in enumerate(part.nodes):
+            if (part.fixed >> i) & 1:
+                continue  # the block's exit keeps its own output: the next block reads all of it
             if isinstance(node, Conv) and node.groups == 1 and len(node.inputs) == 1 and len(node.inputs[0]) == 1:
                 v = node.inputs[0][0]
                 key = (id(v.node), v.begin, v.end, node.stride, node.act, tuple(node.output_shape[1:]))

@@ -11,7 +11,7 @@ ideal is reachable from the full part: the states are exactly the ideals.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from ..graph.ir import Graph, Node, topo_order
 from .options import SpaceOptions
@@ -34,6 +34,7 @@ class PartGraph:
     nodes: Tuple[Node, ...]
     preds: Tuple[int, ...]
     desc: Tuple[int, ...]
+    fixed: int = 0  # nodes that must keep their own output (the block's exit): never merged
     names: Tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
@@ -58,8 +59,8 @@ class PartGraph:
         return tuple(out)
 
 
-def make_part(block_index: int, part_index: int, nodes: List[Node]) -> PartGraph:
-    """Bitmask description of ``nodes`` (which must be in dependency order)."""
+def make_part(block_index: int, part_index: int, nodes: List[Node], keep: Optional[Node] = None) -> PartGraph:
+    """Bitmask description of ``nodes`` (which must be in dependency order); ``keep`` is never merged."""
     index = {id(n): i for i, n in enumerate(nodes)}
     preds = []
     for i, node in enumerate(nodes):
@@ -79,7 +80,8 @@ def make_part(block_index: int, part_index: int, nodes: List[Node]) -> PartGraph
             low = pm & -pm
             desc[low.bit_length() - 1] |= desc[i]
             pm ^= low
-    return PartGraph(block_index, part_index, tuple(nodes), tuple(preds), tuple(desc))
+    fixed = sum(1 << i for i, n in enumerate(nodes) if n is keep)
+    return PartGraph(block_index, part_index, tuple(nodes), tuple(preds), tuple(desc), fixed)
 
 
 def graph_parts(graph: Graph, opts: SpaceOptions) -> List[List[PartGraph]]:
@@ -88,7 +90,7 @@ def graph_parts(graph: Graph, opts: SpaceOptions) -> List[List[PartGraph]]:
     for bi, block in enumerate(graph.blocks):
         order = topo_order(block)
         size = opts.max_part_size
-        out.append([make_part(bi, pi, order[start:start + size])
+        out.append([make_part(bi, pi, order[start:start + size], keep=block.exit_node)
                     for pi, start in enumerate(range(0, len(order), size))])
     return out
 
