@@ -44,14 +44,15 @@ class Executor(Protocol):
 
 
 def _resolve(device: Union[Device, str]) -> Device:
-    """The concrete device for a request: AUTO is the CPU reference until the GPU executor is the default."""
+    """The concrete device for a request: AUTO is the GPU when CuPy, CUDA and cuDNN work, else the CPU."""
     try:
         device = device if isinstance(device, Device) else Device(str(device).lower())
     except ValueError:
         raise ValueError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
-    # To make the GPU the default where it works, resolve AUTO to GPU here when
-    # ios_ray.runtime.gpu.unavailable_reason() == "".
-    return Device.CPU if device is Device.AUTO else device
+    if device is Device.AUTO:
+        from .runtime.gpu import available  # never imports CuPy unless it is there
+        return Device.GPU if available() else Device.CPU
+    return device
 
 
 def _executor_for(graph: Graph, batch_size: int, device: Union[Device, str]) -> Executor:
