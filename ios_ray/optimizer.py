@@ -199,7 +199,7 @@ def _open_table(cost_table, resolved):
 def _measure_local(specs, resolved, batch_size, settings, table, show):
     source = make_cost_source(resolved) if isinstance(resolved, CostConfig) else resolved
     device: DeviceInfo = source.device()
-    dtype = resolved.dtype if isinstance(resolved, CostConfig) else "float32"
+    dtype = resolved.dtype if isinstance(resolved, CostConfig) else source_dtype(source)
     found: Dict[str, Measurement] = {}
     if table is not None:
         found = table.lookup(list(specs), device.name, batch_size, dtype)
@@ -219,6 +219,13 @@ def _measure_local(specs, resolved, batch_size, settings, table, show):
         bar.close()
     per_worker = {"local": len(todo)} if todo else {}
     return found, device, len(specs) - len(todo), per_worker, 0
+
+
+def source_dtype(source: CostSource) -> str:
+    """The math mode a cost-source object measures in (the cost table keys rows by it)."""
+    if getattr(getattr(source, "ctx", None), "tf32", False) or getattr(source, "tf32", False):
+        return "tf32"
+    return str(getattr(source, "dtype", "float32"))
 
 
 def _progress(total: int, hits: int, show: bool):
