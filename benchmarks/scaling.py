@@ -15,6 +15,10 @@ submission, bookkeeping).
 
     python benchmarks/scaling.py --model inception_v3 --simulate 2,4,8,16,32,64 --sim-ms 5
 
+Enumerate mode: wall time of the distributed state-space enumeration against the local one.
+
+    python benchmarks/scaling.py --model randwire --enumerate 1,4,8,15
+
 Results are printed as a table and saved as JSON under ``benchmarks/results/``.
 """
 from __future__ import annotations
@@ -36,7 +40,7 @@ from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.costs.factory import CostConfig
 from ios_ray.costs.measurement import MeasureSettings
 from ios_ray.costs.table import CostTable
-from ios_ray.distributed import ProfilerPool, connect, profile_graph_space
+from ios_ray.distributed import ProfilerPool, connect, enumerate_graph_distributed, profile_graph_space
 from ios_ray.models import MODELS, get_model
 from ios_ray.space.enumerate import enumerate_graph
 from ios_ray.space.options import SpaceOptions
@@ -168,6 +172,33 @@ def run_simulate(args) -> dict:
     return {"mode": "simulate", "model": args.model, "sim_ms": args.sim_ms, "machine": _machine(), "rows": rows}
 
 
+def run_enumerate(args) -> dict:
+    graph = get_model(args.model)
+    opts = SpaceOptions(max_group_size=args.max_group_size, max_num_groups=args.max_num_groups)
+    t0 = time.perf_counter()
+    local = enumerate_graph(graph, opts)
+    local_s = time.perf_counter() - t0
+    counts = local.counts
+    del local
+    rows = []
+    for n in args.enumerate:
+        t0 = time.perf_counter()
+        _, rep = enumerate_graph_distributed(graph, opts, num_workers=n, return_report=True)
+        wall = time.perf_counter() - t0
+        rows.append({"workers": n, "wall_s": wall, "speedup_vs_local": local_s / wall, "shards": rep.num_shards,
+                     "seconds": rep.seconds, "per_worker": rep.per_worker})
+    print(f"enumeration: model {args.model}, r={opts.max_group_size} s={opts.max_num_groups}: {counts.states:,} "
+          f"states, {counts.transitions:,} transitions, {counts.unique_stages:,} unique stages; "
+          f"local {local_s:.2f} s")
+    print(f"{'workers':>7} {'wall s':>8} {'speedup':>8} {'shards':>6} {'plan s':>7} {'workers s':>9} {'assemble s':>10}")
+    for r in rows:
+        sec = r["seconds"]
+        print(f"{r['workers']:>7} {r['wall_s']:>8.2f} {r['speedup_vs_local']:>7.2f}x {r['shards']:>6} "
+              f"{sec['plan']:>7.2f} {sec['enumerate']:>9.2f} {sec['assemble']:>10.2f}")
+    return {"mode": "enumerate", "model": args.model, "local_s": local_s, "counts": counts.__dict__,
+            "machine": _machine(), "rows": rows}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="squeezenet", choices=sorted(MODELS))
@@ -181,6 +212,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--number", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--simulate", type=_ints, default=None, help="worker counts for the simulated-profiler mode")
+    p.add_argument("--enumerate", type=_ints, default=None,
+                   help="worker counts for timing distributed state-space enumeration instead of profiling")
     p.add_argument("--sim-ms", type=float, default=5.0, help="simulated profiling time per stage")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     p.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
@@ -188,14 +221,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default=None, help="JSON output path (default: benchmarks/results/scaling_*.json)")
     args = p.parse_args(argv)
 
-    if args.simulate is None:
-        need = max(args.workers)
-        num_cpus = args.num_cpus or (None if args.address else max(need, os.cpu_count() or 1))
-    else:
-        num_cpus = args.num_cpus
+    counts = args.enumerate or args.workers if args.simulate is None else [1]
+    num_cpus = args.num_cpus or (None if args.address else max(max(counts), os.cpu_count() or 1))
     connect(args.address, num_cpus=num_cpus)
-    result = run_simulate(args) if args.simulate is not None else run_profile(args)
-    suffix = f"simulate_{args.model}" if args.simulate is not None else f"{args.model}_{args.cost.replace(':', '-')}"
+    if args.simulate is not None:
+        result, suffix = run_simulate(args), f"simulate_{args.model}"
+    elif args.enumerate is not None:
+        result, suffix = run_enumerate(args), f"enumerate_{args.model}"
+    else:
+        result, suffix = run_profile(args), f"{args.model}_{args.cost.replace(':', '-')}"
     out = Path(args.out) if args.out else RESULTS / f"scaling_{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result["command"] = " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))

@@ -25,6 +25,8 @@ from ios_ray.costs.measurement import DeviceInfo, ErrorKind, Measurement, Measur
 from ios_ray.costs.table import CostTable
 from ios_ray.distributed import (InsufficientResourcesError, ProfilerPool, ProgressBar, check_resources, connect,
                                  enumerate_graph_distributed, estimate_cost, make_batches, profile_graph_space)
+from ios_ray.distributed.enumerate import plan_shards
+from ios_ray.distributed.profiler_pool import WorkerStartError
 from ios_ray.models import get_model
 from ios_ray.space.enumerate import enumerate_graph
 from ios_ray.space.options import SpaceOptions
@@ -242,7 +244,9 @@ def test_spec_that_always_kills_its_worker_ends_as_worker_died(ray_local, specs)
         results, report = pool.measure(specs, 1, SETTINGS)
     assert results[bad].error is ErrorKind.WORKER_DIED and math.isinf(results[bad].cost)
     assert "died 3 times" in results[bad].message
-    assert report.died_specs == (bad,) and report.worker_deaths == 3  # first try + max_retries
+    # first try + max_retries; one more when the first crash is blamed on the batch queued before it
+    # (its reply can be lost with the process), after which the spec runs alone and is blamed exactly
+    assert report.died_specs == (bad,) and 3 <= report.worker_deaths <= 4
     assert all(m.error is ErrorKind.NONE for k, m in results.items() if k != bad)
     assert set(results) == set(specs)
 
@@ -256,6 +260,19 @@ def test_hung_batch_is_killed_after_timeout(ray_local, specs):
     assert results[hang].error is ErrorKind.WORKER_DIED and "task_timeout_s" in results[hang].message
     assert report.worker_deaths == 2 and time.perf_counter() - t0 < 30
     assert all(results[k].error is ErrorKind.NONE for k in few if k != hang)
+
+
+class _BrokenSource:
+    def __init__(self):
+        raise RuntimeError("no such device here")
+
+
+def test_worker_that_cannot_build_its_source_fails_fast_with_the_reason(ray_local, specs):
+    with ProfilerPool(2, _BrokenSource) as pool:
+        with pytest.raises(WorkerStartError, match="no such device here"):
+            pool.device()
+        with pytest.raises(WorkerStartError, match="no such device here"):
+            pool.measure(specs, 1, SETTINGS)
 
 
 # ----- the driver -----------------------------------------------------------------------------------
@@ -310,6 +327,19 @@ def assert_same_space(dist, local):
                 assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, name
     assert list(dist.specs) == list(local.specs)
     assert all(dist.specs[k] == local.specs[k] for k in list(local.specs)[::7])
+
+
+def test_plan_shards_covers_every_state_once_heaviest_first():
+    states = {(0, 0): list(range(1000)), (0, 1): list(range(10)), (1, 0): list(range(300))}
+    tasks = plan_shards(states, num_workers=4, shards_per_worker=2, min_shard_states=50)
+    for pid, sts in states.items():
+        mine = [t for t in tasks if (t.block_index, t.part_index) == pid]
+        assert sorted(s for t in mine for s in t.states) == sorted(sts)
+        assert {t.num_shards for t in mine} == {len(mine)}
+        assert sorted(t.shard_index for t in mine) == list(range(len(mine)))
+    assert len([t for t in tasks if t.part_id == (0, 0)]) > 1 and len([t for t in tasks if t.part_id == (0, 1)]) == 1
+    weights = [t.weight for t in tasks]
+    assert weights == sorted(weights, reverse=True)
 
 
 @pytest.mark.parametrize("model,opts", [

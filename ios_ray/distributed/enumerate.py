@@ -4,10 +4,13 @@ Data flow::
 
     Graph --graph_parts, part_states (driver: cheap)--> states per part
           --plan_shards: small parts whole, large parts cut into strided state subsets-->
-          EnumerateWorker.shard(task) on actors (each holds the graph once, and one StageKeyer per
+          EnumerateWorker.expand(task) on actors (each holds the graph once, and one StageKeyer per
           options, so a stage key is computed once per actor)
-          --PartShard (numpy arrays)--> assemble_part + canonical_stage_order (driver)
-          --assemble_graph--> GraphSpace{blocks, specs (built lazily in the driver from the parts)}
+              whole part  --> assemble_part + canonical_stage_order on the worker --> PartSpace
+              one shard   --> PartShard, left in the object store
+          --all shards of a part done--> EnumerateWorker.assemble(part, *shard refs) on an idle actor
+              (the shards go worker to worker; the driver never unpickles them) --> PartSpace
+          --assemble_graph (driver)--> GraphSpace{blocks, specs (built lazily from the parts)}
 
 States are dealt to shards with a stride (shard j of k gets ``states[j::k]``): states are sorted by
 size and large states have far more transitions, so strided shards carry similar work. The DP cannot
@@ -20,7 +23,7 @@ import collections
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Deque, Dict, List, Sequence, Tuple
+from typing import Deque, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import ray
@@ -46,6 +49,11 @@ class ShardTask:
     part_index: int
     shard_index: int
     states: Tuple[int, ...]
+    num_shards: int = 1   # shards of this part; 1: the task covers the whole part
+
+    @property
+    def part_id(self) -> Tuple[int, int]:
+        return self.block_index, self.part_index
 
     @property
     def weight(self) -> float:
@@ -57,13 +65,14 @@ class ShardTask:
 class EnumerateReport:
     num_parts: int
     num_shards: int
-    per_worker: Dict[str, int]   # shards expanded by each worker id
+    per_worker: Dict[str, int]   # tasks (shards, whole parts, assemblies) done by each worker id
     retries: int
     seconds: Dict[str, float]    # plan, enumerate (on workers, incl. start-up), assemble
 
 
 class EnumerateWorker:
-    """Expands state subsets of the parts of one graph. A plain class made remote by the driver."""
+    """Expands state subsets of the parts of one graph and assembles parts. A plain class made remote
+    by ``enumerate_graph_distributed``."""
 
     def __init__(self, graph: Graph, worker_id: str):
         self._graph = graph
@@ -71,15 +80,26 @@ class EnumerateWorker:
         self._parts: Dict[SpaceOptions, list] = {}
         self._keyers: Dict[SpaceOptions, StageKeyer] = {}
 
-    def shard(self, task: ShardTask, opts: SpaceOptions) -> Tuple[str, int, PartShard]:
-        """``(worker id, shard index, PartShard)`` of the task's states (plain arrays: cheap to ship)."""
+    def _part(self, opts: SpaceOptions, block_index: int, part_index: int):
         parts = self._parts.get(opts)
         if parts is None:
             parts = self._parts[opts] = graph_parts(self._graph, opts)
             self._keyers[opts] = StageKeyer()
-        part = parts[task.block_index][task.part_index]
-        return self._worker_id, task.shard_index, enumerate_transitions(part, task.states, opts,
-                                                                        self._keyers[opts])
+        return parts[block_index][part_index]
+
+    def expand(self, task: ShardTask, opts: SpaceOptions) -> Tuple[str, Union[PartSpace, PartShard]]:
+        """``(worker id, PartSpace)`` for a whole part, ``(worker id, PartShard)`` for one shard of it."""
+        part = self._part(opts, task.block_index, task.part_index)
+        shard = enumerate_transitions(part, task.states, opts, self._keyers[opts])
+        if task.num_shards == 1:
+            return self._worker_id, canonical_stage_order(assemble_part(part, [shard]))
+        return self._worker_id, shard
+
+    def assemble(self, block_index: int, part_index: int, opts: SpaceOptions, *shards: PartShard
+                 ) -> Tuple[str, PartSpace]:
+        """``(worker id, PartSpace)`` of a part from all its shards (Ray resolves the shard refs here)."""
+        part = self._part(opts, block_index, part_index)
+        return self._worker_id, canonical_stage_order(assemble_part(part, list(shards)))
 
 
 def canonical_stage_order(space: PartSpace) -> PartSpace:
@@ -136,7 +156,7 @@ def plan_shards(states_by_part: Dict[Tuple[int, int], Sequence[int]], num_worker
         if k <= 1:
             tasks.append(task)
         else:
-            tasks.extend(ShardTask(pid[0], pid[1], j, states[j::k]) for j in range(k))
+            tasks.extend(ShardTask(pid[0], pid[1], j, states[j::k], k) for j in range(k))
     tasks.sort(key=lambda t: (-t.weight, t.block_index, t.part_index, t.shard_index))
     return tasks
 
@@ -178,19 +198,14 @@ def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers
     graph_ref = ray.put(graph)
     actors = [actor_cls.remote(graph_ref, f"e{i}") for i in range(workers)]
     try:
-        shards, per_worker, retries = _run(tasks, actors, actor_cls, graph_ref, opts, max_retries)
+        done, per_worker, retries = _run(tasks, actors, actor_cls, graph_ref, opts, max_retries)
     finally:
         for a in actors:
             ray.kill(a, no_restart=True)
     seconds["enumerate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    by_part: Dict[Tuple[int, int], List[Tuple[int, PartShard]]] = collections.defaultdict(list)
-    for (pid, j), shard in shards.items():
-        by_part[pid].append((j, shard))
-    spaces = [[canonical_stage_order(assemble_part(
-                   part, [sh for _, sh in sorted(by_part[(part.block_index, part.part_index)], key=lambda t: t[0])]))
-               for part in block_parts] for block_parts in parts]
+    spaces = [[done[(p.block_index, p.part_index)] for p in block_parts] for block_parts in parts]
     space = assemble_graph(opts, parts, spaces)
     seconds["assemble"] = time.perf_counter() - t0
     if return_report:
@@ -198,39 +213,62 @@ def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers
     return space
 
 
+@dataclass(frozen=True)
+class _Assemble:
+    """Assemble part ``part_id`` from its finished shards (refs in shard order)."""
+    part_id: Tuple[int, int]
+    shard_refs: Tuple["ray.ObjectRef", ...]
+
+
 def _run(tasks: List[ShardTask], actors: list, actor_cls, graph_ref, opts: SpaceOptions, max_retries: int):
-    """Hand tasks to idle actors (one at a time each); replace a dead actor and retry its task."""
-    queue: Deque[ShardTask] = collections.deque(tasks)
-    inflight: Dict["ray.ObjectRef", Tuple[int, ShardTask]] = {}
+    """Hand work to idle actors (one item at a time each): shard tasks, then each part's assembly as soon
+    as its last shard is done. A dead actor is replaced and its item retried (bounded)."""
+    queue: Deque[Union[ShardTask, _Assemble]] = collections.deque(tasks)
+    inflight: Dict["ray.ObjectRef", Tuple[int, Union[ShardTask, _Assemble], "ray.ObjectRef"]] = {}
     idle = list(range(len(actors)))
-    losses: Dict[Tuple[int, int, int], int] = collections.Counter()
-    shards: Dict[Tuple[Tuple[int, int], int], PartShard] = {}
+    losses: Dict[tuple, int] = collections.Counter()
+    shard_refs: Dict[Tuple[int, int], Dict[int, "ray.ObjectRef"]] = collections.defaultdict(dict)
+    done: Dict[Tuple[int, int], PartSpace] = {}
     per_worker: Dict[str, int] = collections.Counter()
     retries = 0
     generation = [0] * len(actors)
     while queue or inflight:
         while queue and idle:
             i = idle.pop()
-            task = queue.popleft()
-            inflight[actors[i].shard.remote(task, opts)] = (i, task)
+            item = queue.popleft()
+            if isinstance(item, ShardTask):
+                # two returns: the worker id (small: fetched, surfaces errors) and the payload, which for
+                # a shard stays in the object store until an assembling worker reads it
+                meta, payload = actors[i].expand.options(num_returns=2).remote(item, opts)
+            else:
+                meta, payload = actors[i].assemble.options(num_returns=2).remote(*item.part_id, opts,
+                                                                                  *item.shard_refs)
+            inflight[meta] = (i, item, payload)
         ready, _ = ray.wait(list(inflight), num_returns=1)
         for ref in ready:
-            i, task = inflight.pop(ref)
+            i, item, payload = inflight.pop(ref)
             try:
-                worker_id, shard_index, shard = ray.get(ref)
+                worker_id = ray.get(ref)
             except WORKER_LOST_ERRORS as exc:
-                ident = (task.block_index, task.part_index, task.shard_index)
+                ident = (item.part_id, item.shard_index if isinstance(item, ShardTask) else "assemble")
                 losses[ident] += 1
                 if losses[ident] > max_retries:
-                    raise EnumerationError(f"part {task.block_index}.{task.part_index} shard {task.shard_index}: "
-                                           f"its worker died {losses[ident]} times ({exc})") from exc
+                    raise EnumerationError(f"part {item.part_id[0]}.{item.part_id[1]} ({ident[1]}): its worker "
+                                           f"died {losses[ident]} times ({exc})") from exc
                 retries += 1
-                queue.appendleft(task)
+                queue.appendleft(item)
                 generation[i] += 1
                 actors[i] = actor_cls.remote(graph_ref, f"e{i}.r{generation[i]}")
                 idle.append(i)
                 continue
-            shards[((shard.block_index, shard.part_index), shard_index)] = shard
             per_worker[worker_id] += 1
             idle.append(i)
-    return shards, dict(per_worker), retries
+            if isinstance(item, ShardTask) and item.num_shards > 1:
+                refs = shard_refs[item.part_id]
+                refs[item.shard_index] = payload
+                if len(refs) == item.num_shards:   # the part's last shard: assemble it next
+                    queue.appendleft(_Assemble(item.part_id, tuple(refs[j] for j in range(item.num_shards))))
+                    del shard_refs[item.part_id]
+            else:
+                done[item.part_id] = ray.get(payload)
+    return done, dict(per_worker), retries

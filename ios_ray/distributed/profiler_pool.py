@@ -7,12 +7,14 @@ Data flow::
         --> ProfileWorker.measure (in the actor: its own cost source, built from the CostConfig)
         --> [Measurement] streamed to ``on_result`` as each batch lands --> {key: Measurement}, PoolReport
 
-Failure handling (as Alpa's profiling workers, with bounds): a batch lost to a dead actor
+Failure handling (as Alpa's profiling workers, with bounds): when an actor dies
 (``RayActorError``/``ActorDiedError``/``WorkerCrashedError``, or a batch over ``task_timeout_s``, whose
-actor is then killed) is put back as single specs, and the actor replaced (at most
-``max_worker_restarts`` times per call). The batch the actor was running is charged one loss per spec;
-batches queued behind it go back uncharged. A spec lost more than ``max_retries`` times comes back as an
-error measurement (``ErrorKind.WORKER_DIED``) instead of killing workers forever. A batch whose
+actor is then killed) it is replaced (at most ``max_worker_restarts`` times per call); results it had
+finished are kept; the batch it was running is charged one loss per spec; and every spec it held goes
+back as a *suspect*: a single spec that later runs alone on an idle actor, with nothing queued behind
+it, so that a further death is charged to exactly the spec that caused it. A spec lost more than
+``max_retries`` times comes back as an error measurement (``ErrorKind.WORKER_DIED``) instead of killing
+workers forever. A batch whose
 ``measure`` raised (a cost-source bug: sources report failures as error measurements) is retried as
 single specs, and a single spec that raises becomes an ``ErrorKind.RUNTIME`` measurement.
 """
@@ -181,7 +183,8 @@ class _Slot:
     worker_id: str
     generation: int = 0
     alive: bool = True
-    inflight: Deque[Tuple["ray.ObjectRef", List[str]]] = field(default_factory=collections.deque)
+    # (ref, keys, suspect) in submission order: an actor runs its tasks in order, so the first is running
+    inflight: Deque[Tuple["ray.ObjectRef", List[str], bool]] = field(default_factory=collections.deque)
     busy_since: float = 0.0   # when the oldest in-flight batch became the one the actor is running
     ready_ref: Optional["ray.ObjectRef"] = None   # answers once the actor has built its cost source
     ready: bool = False
@@ -359,6 +362,7 @@ class _Run:
         self.losses: Dict[str, int] = collections.Counter()
         self.where: Dict["ray.ObjectRef", _Slot] = {}
         self.queue: Deque[List[str]] = collections.deque()
+        self.suspects: Deque[str] = collections.deque()   # keys held by an actor that died: run alone
         self.batches = self.retries = self.deaths = self.restarts = 0
         self.died: List[str] = []
 
@@ -387,10 +391,10 @@ class _Run:
                 if slot is not None:  # else: dropped with its dead actor meanwhile
                     self._collect(ref, slot)
             self._fill()
-            if self.queue and not self.where:
+            if (self.queue or self.suspects) and not self.where:
                 raise WorkersExhaustedError(
                     f"all profiling workers died and the restart budget ({pool._max_restarts}) is spent; "
-                    f"{sum(len(b) for b in self.queue)} stages were not measured")
+                    f"{sum(len(b) for b in self.queue) + len(self.suspects)} stages were not measured")
         per_worker = collections.Counter(m.worker for m in self.results.values() if m.worker)
         report = PoolReport(num_specs=len(self.specs), num_workers=pool.num_workers, per_worker=dict(per_worker),
                             batches=self.batches, retries=self.retries, worker_deaths=self.deaths,
@@ -401,25 +405,30 @@ class _Run:
 
     # ----- dispatch -------------------------------------------------------------------------------
     def _fill(self) -> None:
-        """Top every live actor up to its in-flight depth: idle actors pull the next batch."""
+        """Top every live actor up to its in-flight depth: idle actors pull the next batch. A suspect
+        goes only to an actor with nothing in flight, and nothing is queued behind it."""
         progress = True
-        while self.queue and progress:
+        while (self.queue or self.suspects) and progress:
             progress = False
             for slot in sorted((s for s in self.pool._slots if s.alive), key=lambda s: len(s.inflight)):
-                if self.queue and len(slot.inflight) < self.pool._depth:
+                if self.suspects and not slot.inflight:
+                    self._submit(slot, [self.suspects.popleft()], suspect=True)
+                    progress = True
+                elif (self.queue and len(slot.inflight) < self.pool._depth
+                      and not any(sus for _, _, sus in slot.inflight)):
                     self._submit(slot, self.queue.popleft())
                     progress = True
 
-    def _submit(self, slot: _Slot, batch: List[str]) -> None:
+    def _submit(self, slot: _Slot, batch: List[str], suspect: bool = False) -> None:
         ref = slot.handle.measure.remote([self.specs[k] for k in batch], self.batch_size, self.settings)
         if not slot.inflight:
             slot.busy_since = time.monotonic()
-        slot.inflight.append((ref, batch))
+        slot.inflight.append((ref, batch, suspect))
         self.where[ref] = slot
 
     def _pop(self, slot: _Slot, ref) -> Tuple[List[str], bool]:
         """Remove ``ref`` from the slot; returns its batch and whether it was the one running."""
-        for i, (r, batch) in enumerate(slot.inflight):
+        for i, (r, batch, _) in enumerate(slot.inflight):
             if r == ref:
                 del slot.inflight[i]
                 del self.where[ref]
@@ -461,25 +470,41 @@ class _Run:
                                    worker=slot.worker_id)])
 
     def _worker_lost(self, slot: _Slot, ref, reason: str) -> None:
-        """The actor behind ``slot`` is gone: re-queue its batches, charge the running one, replace it."""
+        """The actor behind ``slot`` is gone: keep what it finished, charge the batch it was running,
+        re-queue the rest, replace it."""
         if ref is not None and ref not in self.where:
             return
         self.deaths += 1
         slot.alive = False
-        running = True
-        lost: List[Tuple[List[str], bool]] = []
-        while slot.inflight:
-            r, batch = slot.inflight.popleft()
+        entries = list(slot.inflight)
+        slot.inflight.clear()
+        for r, _, _ in entries:
             self.where.pop(r, None)
-            lost.append((batch, running))
-            running = False
-        requeue: List[List[str]] = []
-        for batch, was_running in lost:
-            if not was_running:
-                requeue.append(batch)  # never started: goes back whole, uncharged
+        # A batch may have finished just before the crash, its result not collected yet: it is not lost.
+        # The refs of a dead actor all resolve promptly (to a result or an error).
+        ray.wait([r for r, _, _ in entries], num_returns=len(entries), timeout=1.0)
+        lost: List[Tuple[List[str], bool]] = []
+        running = True
+        for r, batch, _ in entries:
+            try:
+                measurements = ray.get(r, timeout=0)
+            except RayTaskError as exc:
+                if not isinstance(exc, WORKER_LOST_ERRORS):
+                    self._task_failed(slot, batch, exc)
+                    continue
+                lost.append((batch, running))
+            except (*WORKER_LOST_ERRORS, ray.exceptions.GetTimeoutError):
+                lost.append((batch, running))
+            else:
+                self.batches += 1
+                self._deliver(measurements)
                 continue
+            running = False
+        requeue: List[str] = []
+        for batch, was_running in lost:
             for key in batch:
-                self.losses[key] += 1
+                if was_running:
+                    self.losses[key] += 1
                 if self.losses[key] > self.pool._max_retries:
                     self.died.append(key)
                     self._deliver([Measurement(
@@ -488,8 +513,8 @@ class _Run:
                                 f"(last: {reason})"[:2000])])
                 else:
                     self.retries += 1
-                    requeue.append([key])
-        self.queue.extendleft(reversed(requeue))
+                    requeue.append(key)
+        self.suspects.extendleft(reversed(requeue))
         if self.restarts < self.pool._max_restarts:
             self.restarts += 1
             new = self.pool._start(slot.index, slot.generation + 1)
