@@ -26,7 +26,7 @@ from ios_ray.costs.table import CostTable
 from ios_ray.distributed import (InsufficientResourcesError, ProfilerPool, ProgressBar, check_resources, connect,
                                  enumerate_graph_distributed, estimate_cost, make_batches, profile_graph_space)
 from ios_ray.distributed.enumerate import plan_shards
-from ios_ray.distributed.profiler_pool import WorkerStartError
+from ios_ray.distributed.profiler_pool import WorkersExhaustedError, WorkerStartError
 from ios_ray.models import get_model
 from ios_ray.space.enumerate import enumerate_graph
 from ios_ray.space.options import SpaceOptions
@@ -42,11 +42,12 @@ SETTINGS = MeasureSettings(warmup=0, number=1, repeat=3)
 class FlopsSource:
     """Deterministic CostSource: latency = flops / 1e9 ms at batch 1, scaled by batch size."""
 
-    def __init__(self, log_dir=None, delay_s=0.0, crash_keys=(), hang_keys=()):
+    def __init__(self, log_dir=None, delay_s=0.0, crash_keys=(), hang_keys=(), raise_keys=()):
         self.log_dir = log_dir
         self.delay_s = delay_s
         self.crash_keys = frozenset(crash_keys)
         self.hang_keys = frozenset(hang_keys)
+        self.raise_keys = frozenset(raise_keys)
 
     def device(self):
         return DeviceInfo(name="test:flops", kind="cpu", library="test")
@@ -59,6 +60,8 @@ class FlopsSource:
                 os._exit(1)
             if key in self.hang_keys:
                 time.sleep(3600)
+            if key in self.raise_keys:
+                raise ZeroDivisionError("a cost-source bug")
             if self.log_dir is not None:
                 with open(os.path.join(self.log_dir, f"{os.getpid()}.log"), "a") as f:
                     f.write(key + "\n")
@@ -274,6 +277,21 @@ def test_worker_that_cannot_build_its_source_fails_fast_with_the_reason(ray_loca
             pool.device()
         with pytest.raises(WorkerStartError, match="no such device here"):
             pool.measure(specs, 1, SETTINGS)
+
+
+def test_source_that_raises_gives_a_runtime_error_for_that_stage_only(ray_local, specs):
+    bad = sorted(specs)[5]
+    with ProfilerPool(2, source(raise_keys=[bad])) as pool:
+        results, report = pool.measure(specs, 1, SETTINGS)
+    assert results[bad].error is ErrorKind.RUNTIME and "ZeroDivisionError: a cost-source bug" in results[bad].message
+    assert report.errors == 1 and report.worker_deaths == 0 and set(results) == set(specs)
+
+
+def test_exhausted_restart_budget_raises_instead_of_returning_partial_results(ray_local, specs):
+    few = dict(sorted(specs.items())[:4])
+    with ProfilerPool(1, source(crash_keys=list(few)), max_worker_restarts=1) as pool:
+        with pytest.raises(WorkersExhaustedError, match="restart budget"):
+            pool.measure(few, 1, SETTINGS)
 
 
 # ----- the driver -----------------------------------------------------------------------------------

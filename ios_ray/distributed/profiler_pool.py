@@ -382,19 +382,21 @@ class _Run:
                                            batches_per_worker=pool._batches_per_worker))
         self._fill()
         poll = None if pool._timeout is None else min(1.0, pool._timeout / 4)
+        last_check = time.monotonic()
         while self.where:
             ready, _ = ray.wait(list(self.where), num_returns=1, timeout=poll)
-            if not ready:
-                self._check_timeouts()
+            if poll is not None and time.monotonic() - last_check >= poll:
+                self._check_timeouts()   # also while other workers keep returning results
+                last_check = time.monotonic()
             for ref in ready:
                 slot = self.where.get(ref)
                 if slot is not None:  # else: dropped with its dead actor meanwhile
                     self._collect(ref, slot)
             self._fill()
-            if (self.queue or self.suspects) and not self.where:
-                raise WorkersExhaustedError(
-                    f"all profiling workers died and the restart budget ({pool._max_restarts}) is spent; "
-                    f"{sum(len(b) for b in self.queue) + len(self.suspects)} stages were not measured")
+        if self.queue or self.suspects:
+            raise WorkersExhaustedError(
+                f"all profiling workers died and the restart budget ({pool._max_restarts}) is spent; "
+                f"{sum(len(b) for b in self.queue) + len(self.suspects)} stages were not measured")
         per_worker = collections.Counter(m.worker for m in self.results.values() if m.worker)
         report = PoolReport(num_specs=len(self.specs), num_workers=pool.num_workers, per_worker=dict(per_worker),
                             batches=self.batches, retries=self.retries, worker_deaths=self.deaths,
