@@ -32,13 +32,13 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
     if ns.weights_out:
         graph.init_weights(ns.seed)
     table = False if ns.table == "none" else ns.table
-    workers = None if ns.workers == 0 else ns.workers
+    workers = _auto_workers(ns.cost) if ns.workers is None else (None if ns.workers == 0 else ns.workers)
     t0 = time.perf_counter()
     opt = optimize(graph, batch_size=ns.batch_size, opt_type=ns.opt_type, cost=ns.cost,
                    max_group_size=ns.r, max_num_groups=ns.s, max_part_size=ns.part_size,
                    warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
-                   compute_weight=bool(ns.weights_out))
+                   compute_weight=bool(ns.weights_out), wait_for_autoscaler=ns.wait_for_autoscaler)
     print(opt.optimization_report.format())
     print(opt)
     out = ns.out or f"{graph.name}_schedule.json"
@@ -48,6 +48,20 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
         save_weights(opt, ns.weights_out)
         print(f"weights written to {ns.weights_out}")
     return 0
+
+
+def _auto_workers(cost) -> int:
+    """One actor per local GPU for GPU profiling (each owns a whole GPU), else two CPU workers."""
+    from .costs.factory import CostConfig, CostKind
+    from .optimizer import resolve_cost
+    cfg = resolve_cost(cost)
+    if isinstance(cfg, CostConfig) and cfg.kind is CostKind.GPU:
+        try:
+            import cupy
+            return max(1, cupy.cuda.runtime.getDeviceCount())
+        except Exception:
+            return 1
+    return 2
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -93,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="find the IOS schedule of a model or graph JSON")
     o.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name or graph JSON (default {DEFAULT_MODEL})")
-    o.add_argument("--workers", type=int, default=2, help="Ray profiling actors; 0 = in this process (default 2)")
+    o.add_argument("--workers", type=int, default=None,
+                   help="Ray profiling actors; 0 = no Ray, in this process (default: one per local GPU, else 2)")
+    o.add_argument("--wait-for-autoscaler", action="store_true",
+                   help="wait for the cluster to grow instead of failing when it lacks the workers' GPUs/CPUs")
     o.add_argument("--batch-size", type=int, default=1)
     o.add_argument("--cost", default=None, help="cpu | gpu | gpu-tf32 | analytic[:H200|:V100] (default: gpu if present, else cpu)")
     o.add_argument("--opt-type", default="dp_parallel_merge", choices=["dp_parallel", "dp_merge", "dp_parallel_merge"])

@@ -86,7 +86,7 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
              cost: CostArg = None, max_group_size: int = 3, max_num_groups: int = 8, max_part_size: int = 50,
              warmup: int = 2, number: int = 6, repeat: int = 6, verbose: bool = False,
              num_workers: Optional[int] = None, cost_table=None, address: Optional[str] = None,
-             progress: Optional[bool] = None, cost_model=None) -> Graph:
+             progress: Optional[bool] = None, cost_model=None, wait_for_autoscaler: bool = False) -> Graph:
     """Find the IOS schedule of ``graph`` and return a new Graph carrying it.
 
     Args:
@@ -106,6 +106,8 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         address: a Ray cluster address (``auto`` or ``ray://...``); default starts a local instance.
         progress: show a progress bar (default: when ``verbose`` or on a TTY).
         cost_model: the original's name for ``cost``.
+        wait_for_autoscaler: when the cluster lacks the workers' CPUs/GPUs, wait for an autoscaler to
+            add them instead of failing at once.
 
     Returns:
         A new Graph with the optimized schedule; ``graph.optimization_report`` holds an OptimizeReport.
@@ -136,10 +138,15 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
     if num_workers is None:
         space = enumerate_graph(graph, opts)
     else:
-        from .distributed.cluster import connect
+        import ray
+
+        from .distributed.cluster import check_resources, connect
         from .distributed.enumerate import enumerate_graph_distributed
         connect(address)
-        space = enumerate_graph_distributed(graph, opts, num_workers=num_workers)
+        if isinstance(resolved, CostConfig):  # fail (or wait) before any work, not after enumeration
+            check_resources(num_workers, resolved, wait_for_autoscaler=wait_for_autoscaler)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        space = enumerate_graph_distributed(graph, opts, num_workers=max(1, min(num_workers, cpus)))
     seconds["enumerate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
