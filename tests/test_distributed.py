@@ -89,7 +89,10 @@ def strip(results):
 
 @pytest.fixture(scope="module")
 def ray_local():
-    started = connect(num_cpus=4)
+    """A 4-CPU cluster without GPUs, whatever the host has (the resource tests rely on it)."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield
     if started:
         ray.shutdown()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ray
 def ray_4cpu():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 

@@ -80,10 +80,17 @@ def test_op_without_kernel_is_unsupported():
     assert m.error is ErrorKind.UNSUPPORTED and "placeholder" in m.message
 
 
-def test_failure_while_running_is_a_runtime_error_measurement():
-    # an input far larger than any memory: the allocation fails inside the stage run
+def test_failure_while_running_is_a_runtime_error_measurement(monkeypatch):
+    # a kernel that fails while the stage runs (not a huge allocation: machines with overcommit and
+    # much memory would try to fill it instead of failing)
+    import ios_ray.profile.cpu as cpu
+
+    def broken(node, env):
+        raise MemoryError("Unable to allocate the stage's output")
+
+    monkeypatch.setattr(cpu, "run_node", broken)
     spec = specs_of(small_graph())[0]
-    (m,) = CpuProfiler().measure([spec], 10 ** 9, FAST)
+    (m,) = CpuProfiler().measure([spec], 1, FAST)
     assert m.error is ErrorKind.RUNTIME and "Memory" in m.message and m.cost == math.inf
 
 
