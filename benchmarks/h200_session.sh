@@ -12,7 +12,7 @@ python3 -c "import ray, cudnn, cupy; print('ray', ray.__version__, 'cudnn', cudn
 t0=$(date +%s)
 # the GPU tests and everything whose behaviour changes with a GPU present (the runtime picks it); the
 # CPU-only rest runs in CI. pytest-timeout (installed there) turns a hang into a failure.
-echo "== tests ==" ; python3 -m pytest -q -p no:cacheprovider -p pytest_timeout --timeout 150 -rfE \
+echo "== tests ==" ; python3 -m pytest -q -p no:cacheprovider --timeout 150 -rfE \
     tests/test_gpu.py tests/test_optimize.py tests/test_optimize_distributed.py tests/test_distributed.py \
     2>&1 | tee "$OUT/pytest.log" | tail -8
 echo "== main command: ios-ray optimize (defaults) ==" ; cd /tmp
