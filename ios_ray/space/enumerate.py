@@ -35,7 +35,7 @@ from ..graph.ir import Conv, Graph, Node
 from ..graph.schedule import Strategy
 from .keys import GroupTemplate, StageKeyer
 from .options import OptType, SpaceOptions
-from .parts import PartGraph, graph_parts, part_states
+from .parts import PartGraph, graph_parts, mask_names, part_states
 from .stage import StageSpec, can_merge, stage_spec
 
 __all__ = ["OptType", "SpaceOptions", "StageCandidate", "PartShard", "PartSpace", "SpaceCounts", "SpecTable",
@@ -114,12 +114,7 @@ class PartSpace:
         return len(self.stage_keys)
 
     def names_of(self, mask: int) -> Tuple[str, ...]:
-        out = []
-        while mask:
-            low = mask & -mask
-            out.append(self.names[low.bit_length() - 1])
-            mask ^= low
-        return tuple(out)
+        return mask_names(self.names, mask)
 
     def stage(self, stage_id: int) -> StageCandidate:
         """The stage table's entry ``stage_id`` with node names."""

@@ -51,12 +51,17 @@ class PartGraph:
 
     def names_of(self, mask: int) -> Tuple[str, ...]:
         """Node names of the bits of ``mask``, in dependency order."""
-        out = []
-        while mask:
-            low = mask & -mask
-            out.append(self.names[low.bit_length() - 1])
-            mask ^= low
-        return tuple(out)
+        return mask_names(self.names, mask)
+
+
+def mask_names(names: Tuple[str, ...], mask: int) -> Tuple[str, ...]:
+    """``names[i]`` for every set bit ``i`` of ``mask``, lowest bit first."""
+    out = []
+    while mask:
+        low = mask & -mask
+        out.append(names[low.bit_length() - 1])
+        mask ^= low
+    return tuple(out)
 
 
 def make_part(block_index: int, part_index: int, nodes: List[Node], keep: Optional[Node] = None) -> PartGraph:
