@@ -155,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return ns.func(ns)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # bad input or a missing/unreadable/unwritable file: no traceback
         print(f"ios-ray: error: {exc}", file=sys.stderr)
         return 2
 

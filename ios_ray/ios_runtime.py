@@ -131,6 +131,10 @@ def stage_latency(stage: Sequence[Sequence[Node]], batch_size: int = 1, warmup: 
     settings = MeasureSettings(warmup=warmup, number=number, repeat=repeat)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if isinstance(stage, Node) or not stage or any(
+            isinstance(g, Node) or not g or any(not isinstance(n, Node) for n in g) for g in stage):
+        raise ValueError(f"stage must be a non-empty list of non-empty groups of nodes, e.g. [[conv_a], [conv_b]]; "
+                         f"got {stage!r}")
     rng = np.random.default_rng(0)
     samples = time_built_stage(stage_spec(stage).build(), batch_size, settings,
                                lambda shape: rng.standard_normal(shape, dtype=np.float32))

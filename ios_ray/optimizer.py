@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
 from .costs.factory import CostConfig, CostKind, gpu_available, make_cost_source
-from .costs.measurement import CostSource, DeviceInfo, MeasureSettings, Measurement
+from .costs.measurement import CostSource, DeviceInfo, ErrorKind, MeasureSettings, Measurement
 from .graph.ir import Conv, Graph
 from .graph.schedule import Stage, Strategy, check_schedule
 from .graph.serialize import graph_from_dict, graph_to_dict
@@ -131,6 +131,9 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
                         max_part_size=max_part_size)
     settings = MeasureSettings(warmup=warmup, number=number, repeat=repeat)
     resolved = resolve_cost(cost)
+    if num_workers is not None and not isinstance(resolved, CostConfig):  # before Ray starts or work is done
+        raise ValueError("with num_workers, cost must be a CostConfig or its string form (actors build "
+                         "their own cost source), not a cost-source object")
     show = progress if progress is not None else (verbose or sys.stderr.isatty())
     seconds: Dict[str, float] = {}
 
@@ -155,9 +158,6 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         measurements, device, hits, per_worker, retries = _measure_local(
             space.specs, resolved, batch_size, settings, table, show)
     else:
-        if not isinstance(resolved, CostConfig):
-            raise ValueError("with num_workers, cost must be a CostConfig or its string form (actors build "
-                             "their own cost source), not a cost-source object")
         from .distributed.driver import profile_graph_space
         measurements, drep = profile_graph_space(space, num_workers=num_workers, cost_cfg=resolved,
                                                  batch_size=batch_size, settings=settings, table=table,
@@ -209,7 +209,8 @@ def _measure_local(specs, resolved, batch_size, settings, table, show):
     dtype = resolved.dtype if isinstance(resolved, CostConfig) else source_dtype(source)
     found: Dict[str, Measurement] = {}
     if table is not None:
-        found = table.lookup(list(specs), device.name, batch_size, dtype)
+        found = {k: m for k, m in table.lookup(list(specs), device.name, batch_size, dtype).items()
+                 if m.error is not ErrorKind.WORKER_DIED}  # as the driver: a dead worker is no verdict on the stage
     todo = [k for k in specs if k not in found]
     bar = _progress(len(todo), len(found), show)
     chunk = 64
@@ -256,12 +257,18 @@ def construct(graph: Graph, block_stages: List[List[Stage]], compute_weight: boo
     d = graph_to_dict(graph)
     d["name"] = f"{graph.name}_{opt_type}" if not graph.name.endswith(opt_type) else graph.name
     merged_weights = {}
+    if len(block_stages) != len(d["blocks"]):
+        raise ValueError(f"block_stages has {len(block_stages)} block schedules, graph {graph.name!r} has "
+                         f"{len(d['blocks'])} blocks")
     for bi, (bcfg, stages) in enumerate(zip(d["blocks"], block_stages)):
         cfg_by_name = {c["name"]: c for c in bcfg["nodes"]}
         rename: Dict[str, tuple] = {}  # member name -> (merged name, channel offset)
         new_nodes, new_stages = [], []
         for stage in stages:
             names = stage.node_names()
+            unknown = [n for n in names if n not in cfg_by_name]
+            if unknown:
+                raise ValueError(f"block {bi}: the schedule names {unknown[:5]}, which are not in this block")
             if stage.strategy is Strategy.MERGE and len(names) > 1:
                 convs = [src_nodes[n] for n in names]
                 if any(not isinstance(c, Conv) for c in convs):

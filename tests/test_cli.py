@@ -50,3 +50,11 @@ def test_bad_schedule_file_is_reported(tmp_path, capsys):
     bad.write_text("{}")
     assert main(["run", str(bad)]) == 2
     assert "not an ios_ray graph" in capsys.readouterr().err
+
+
+def test_missing_files_are_clear_errors_not_tracebacks(tmp_path, capsys):
+    """Regression: a missing schedule/weights file or a directory as the model raised OSError from main."""
+    assert main(["run", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert main(["optimize", str(tmp_path), "--workers", "0", "--cost", "analytic"]) == 2
+    assert "ios-ray: error" in capsys.readouterr().err

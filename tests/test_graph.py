@@ -197,3 +197,28 @@ def test_not_json_file(tmp_path):
     p.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="not an ios_ray graph"):
         load_graph(str(p))
+
+
+def test_json_duplicate_node_name_in_one_block_is_rejected_not_dropped():
+    """Regression: a second config with the same name silently replaced the first one on load."""
+    d = graph_to_dict(sample())
+    clone = dict(d["blocks"][0]["nodes"][0], out_channels=3)
+    d["blocks"][0]["nodes"].insert(0, clone)
+    with pytest.raises(ValueError, match="used twice"):
+        graph_from_dict(d)
+
+
+def test_json_without_input_is_a_clear_error():
+    d = graph_to_dict(sample())
+    del d["input"]
+    with pytest.raises(ValueError, match="no input placeholder"):
+        graph_from_dict(d)
+
+
+def test_schedule_of_name_lists_names_the_wrong_type():
+    """Regression: an IOS-style [[names]] stage was reported as 'needs a non-empty group'."""
+    g = sample()
+    g.sequential_schedule()
+    g.blocks[0].stages[0] = [[g.blocks[0].nodes[0].name]]
+    with pytest.raises(ValueError, match="expected a Stage, got list"):
+        check_schedule(g)

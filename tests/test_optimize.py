@@ -105,3 +105,46 @@ def test_exit_conv_is_never_merged():
     opt = ios.optimize(g, opt_type="dp_merge", cost="analytic:V100", compute_weight=True)
     assert opt.blocks[0].exit_node.output_shape == (8, 6, 6)
     _outputs_match(g, opt, 1)
+
+
+def test_construct_with_unknown_or_missing_block_schedules_is_a_clear_error():
+    """Regression: a stage naming a node outside its block raised KeyError, and a short list of block
+    schedules was silently truncated by zip."""
+    from ios_ray.graph.schedule import Stage
+    from ios_ray.optimizer import construct
+    g = get_model("sample")
+    g.sequential_schedule()
+    with pytest.raises(ValueError, match="not in this block"):
+        construct(g, [[Stage((("nope",),))] for _ in g.blocks])
+    with pytest.raises(ValueError, match="block schedules"):
+        construct(g, [list(b.stages) for b in g.blocks][:-1] if len(g.blocks) > 1 else [])
+
+
+def test_local_optimize_remeasures_cached_worker_deaths(tmp_path):
+    """Regression: the local path reused cached WORKER_DIED rows (the driver re-measures them), so one
+    crashed worker made those stages infinitely slow in every later local run."""
+    import math
+
+    from ios_ray.costs.measurement import ErrorKind, MeasureSettings, Measurement
+    from ios_ray.costs.table import CostTable
+    from ios_ray.costs.analytic import AnalyticCostModel
+    from ios_ray.space.enumerate import SpaceOptions, enumerate_graph
+    g = get_model("sample")
+    specs = enumerate_graph(g, SpaceOptions()).specs
+    table = CostTable(str(tmp_path / "costs"))
+    died = [Measurement(k, math.nan, error=ErrorKind.WORKER_DIED, message="worker died") for k in specs]
+    table.append(died, dict(specs), AnalyticCostModel("H200").device(), 1, "float32", MeasureSettings())
+    opt = ios.optimize(g, cost="analytic:H200", cost_table=table)
+    rep = opt.optimization_report
+    assert rep.cache_hits == 0 and rep.measured == rep.unique_stages and rep.errors == 0
+
+
+def test_cost_source_object_with_workers_fails_before_ray_starts():
+    """Regression: this was refused only after Ray had started and the space had been enumerated."""
+    import ray
+
+    from ios_ray.costs.analytic import AnalyticCostModel
+    was_running = ray.is_initialized()
+    with pytest.raises(ValueError, match="cost-source object"):
+        ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200"), num_workers=1)
+    assert ray.is_initialized() == was_running

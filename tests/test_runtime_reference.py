@@ -462,3 +462,12 @@ def test_stage_latency_times_a_stage_without_touching_its_weights():
     seq, per_stage = ios_runtime.stage_latency([[n["conv3"]]], repeat=2, profile_stage=True)
     assert seq == per_stage and len(seq) == 2
     np.testing.assert_array_equal(n["conv1"].weight, before)
+
+
+@pytest.mark.parametrize("bad", [[], [[]], "flat"])
+def test_stage_latency_of_an_empty_or_flat_stage_is_a_clear_error(bad):
+    """Regression: [] timed nothing and returned latencies; a flat [node] raised TypeError deep inside."""
+    n = sample_network(c=4, hw=6).node_by_name()
+    stage = [n["conv1"]] if bad == "flat" else bad
+    with pytest.raises(ValueError, match="non-empty list of non-empty groups"):
+        ios_runtime.stage_latency(stage, warmup=0, number=1, repeat=1)

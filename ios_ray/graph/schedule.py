@@ -79,7 +79,10 @@ def check_block_schedule(block: Block, bi: int = 0) -> None:
     members = {id(n) for n in block.nodes}
     seen: Dict[str, int] = {}
     for si, stage in enumerate(block.stages):
-        if not isinstance(stage, Stage) or not stage.groups or any(not g for g in stage.groups):
+        if not isinstance(stage, Stage):
+            raise ValueError(f"block {bi} stage {si}: expected a Stage, got {type(stage).__name__} {stage!r} "
+                             f"(wrap name lists with Stage.from_json)")
+        if not stage.groups or any(not g for g in stage.groups):
             raise ValueError(f"block {bi} stage {si}: a stage needs at least one non-empty group")
         in_stage: Dict[str, int] = {}
         for gi, group in enumerate(stage.groups):

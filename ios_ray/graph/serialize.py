@@ -45,6 +45,8 @@ def graph_from_dict(obj: dict) -> Graph:
                          f" expected {FORMAT!r})")
     if obj.get("version") != VERSION:
         raise ValueError(f"graph file version {obj.get('version')!r} is not supported (expected {VERSION})")
+    if not isinstance(obj.get("input"), dict):
+        raise ValueError(f"graph file has no input placeholder config (got {obj.get('input')!r})")
     name2node: Dict[str, Node] = {}
     inp = node_from_config(obj["input"], name2node)
     name2node[inp.name] = inp
@@ -88,6 +90,8 @@ def _dependency_order(cfgs: List[dict], known: set, bi: int) -> List[dict]:
     for c in cfgs:
         if not isinstance(c, dict) or not isinstance(c.get("name"), str):
             raise ValueError(f"block {bi}: every node needs a string name, got {c!r}")
+        if c["name"] in by_name:  # else the first config would be silently dropped
+            raise ValueError(f"block {bi}: node name {c['name']!r} is used twice")
         by_name[c["name"]] = c
     deps = {}
     for name, c in by_name.items():
