@@ -222,3 +222,15 @@ def test_schedule_of_name_lists_names_the_wrong_type():
     g.blocks[0].stages[0] = [[g.blocks[0].nodes[0].name]]
     with pytest.raises(ValueError, match="expected a Stage, got list"):
         check_schedule(g)
+
+
+def test_json_bad_attribute_value_names_the_node():
+    d = graph_to_dict(sample())
+    d["blocks"][0]["nodes"][0]["out_channels"] = "many"
+    with pytest.raises(ValueError, match="conv_1"):
+        graph_from_dict(d)
+
+
+def test_stage_given_as_a_flat_group_is_rejected():
+    with pytest.raises(ValueError, match="list of groups"):
+        Stage.from_json(["conv_1", "conv_2"])

@@ -148,3 +148,10 @@ def test_cost_source_object_with_workers_fails_before_ray_starts():
     with pytest.raises(ValueError, match="cost-source object"):
         ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200"), num_workers=1)
     assert ray.is_initialized() == was_running
+
+
+def test_cost_names_are_matched_exactly():
+    from ios_ray.costs.factory import CostConfig
+    assert CostConfig.parse("analytic:v100").gpu_model == "V100"
+    with pytest.raises(ValueError, match="unknown cost source"):
+        CostConfig.parse("analytics")

@@ -34,7 +34,7 @@ class CostConfig:
             return CostConfig(CostKind.GPU)
         if text in ("gpu-tf32", "cuda-tf32"):
             return CostConfig(CostKind.GPU, tf32=True)
-        if text.startswith("analytic"):
+        if text == "analytic" or text.startswith("analytic:"):
             _, _, model = text.partition(":")
             return CostConfig(CostKind.ANALYTIC, gpu_model=(model or "H200").upper())
         raise ValueError(f"unknown cost source {text!r}; use cpu, gpu, gpu-tf32, analytic or analytic:<GPU>")

@@ -471,7 +471,10 @@ def node_from_config(cfg: dict, name2node: Dict[str, Node]) -> Node:
     cls = NODE_TYPES[kind]
     try:
         return cls(name, inputs, **attrs, hint_name=cfg.get("hint_name"))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
+        msg = str(exc)
+        if msg.startswith(("conv", "pool2d", "sep_conv", "element", "placeholder")):
+            raise  # already names the node
         raise ValueError(f"node {name!r} ({kind}): bad attributes {sorted(attrs)}: {exc}") from None
 
 

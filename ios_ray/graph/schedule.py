@@ -33,6 +33,8 @@ class Stage:
     @staticmethod
     def from_json(obj) -> "Stage":
         if isinstance(obj, list):  # the original's [[names...], ...] form
+            if not all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in obj):
+                raise ValueError(f"bad stage record {obj!r}: a stage is a list of groups, each a list of node names")
             return Stage(tuple(tuple(g) for g in obj))
         try:
             strategy = Strategy(obj.get("strategy", "parallel"))
