@@ -231,18 +231,13 @@ def _measure_local(specs, resolved, batch_size, settings, table, show):
 
 def source_dtype(source: CostSource) -> str:
     """The math mode a cost-source object measures in (the cost table keys rows by it)."""
-    if getattr(getattr(source, "ctx", None), "tf32", False) or getattr(source, "tf32", False):
-        return "tf32"
     return str(getattr(source, "dtype", "float32"))
 
 
 def _progress(total: int, hits: int, show: bool):
     if not show or total == 0:
         return None
-    try:
-        from .distributed.progress import ProgressBar
-    except ImportError:
-        return None
+    from .distributed.progress import ProgressBar
     return ProgressBar(total=total, cache_hits=hits, desc="profiling stages")
 
 

@@ -11,6 +11,7 @@ from ios_ray.costs.measurement import CostSource, ErrorKind, MeasureSettings
 from ios_ray.graph import builder as b
 from ios_ray.graph.ir import Block
 from ios_ray.graph.schedule import Strategy
+from ios_ray.models import get_model
 from ios_ray.space.stage import OpSpec, StageSpec, stage_spec
 
 
@@ -24,15 +25,8 @@ def conv_stage(channels, out_channels, size, kernel=3, copies=1):
 
 
 def sample_network():
-    """The IOS README's sample network: three convs on the input, a fourth after the first, a concat."""
-    v = b.placeholder((375, 15, 15))
-    block = Block(v.node)
-    v1 = b.conv2d(block, [[v]], 375, (3, 3), padding=(1, 1))
-    v2 = b.conv2d(block, [[v]], 750, (3, 3), padding=(1, 1))
-    v3 = b.conv2d(block, [[v]], 375, (3, 3), padding=(1, 1))
-    v4 = b.conv2d(block, [[v1]], 750, (3, 3), padding=(1, 1))
-    out = b.identity(block, [[v4], [v2], [v3]], is_exit=True)
-    return [x.node for x in (v1, v2, v3, v4, out)]
+    """The IOS README's sample network's nodes: three convs on the input, a fourth after the first, a concat."""
+    return list(get_model("sample").blocks[0].nodes)
 
 
 def latency(model, spec, batch=1):
@@ -182,7 +176,6 @@ def test_sepconv_runs_as_depthwise_plus_pointwise_kernels():
                                             ("squeezenet", 0.86)])
 def test_v100_sequential_estimates_near_the_paper(name, paper_ms):
     """IOS paper, V100, sequential schedule, batch 1: the model lands within 40 % (calibration check)."""
-    from ios_ray.models import get_model
     graph = get_model(name)
     specs = [stage_spec([[n]]) for block in graph.blocks for n in block.nodes]
     total = sum(m.latency_ms for m in AnalyticCostModel("V100").measure(specs, 1, MeasureSettings()))

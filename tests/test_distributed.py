@@ -23,7 +23,7 @@ from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.costs.factory import CostConfig, CostKind
 from ios_ray.costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings
 from ios_ray.costs.table import CostTable
-from ios_ray.distributed import (InsufficientResourcesError, ProfilerPool, ProgressBar, check_resources, connect,
+from ios_ray.distributed import (InsufficientResourcesError, ProfilerPool, ProgressBar, check_resources,
                                  enumerate_graph_distributed, estimate_cost, make_batches, profile_graph_space)
 from ios_ray.distributed.enumerate import plan_shards
 from ios_ray.distributed.profiler_pool import WorkersExhaustedError, WorkerStartError

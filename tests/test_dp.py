@@ -5,8 +5,6 @@ import math
 import pytest
 
 from ios_ray.dp import MissingCostError, NoFeasibleScheduleError, solve
-from ios_ray.graph import builder as B
-from ios_ray.graph.ir import Block, Graph
 from ios_ray.graph.schedule import Stage, Strategy, check_schedule
 from ios_ray.space.enumerate import enumerate_graph
 from ios_ray.space.options import OptType, SpaceOptions
@@ -14,6 +12,7 @@ from ios_ray.space.parts import graph_parts
 from ios_ray.space.reference import all_schedules
 from ios_ray.space.stage import stage_spec
 from ios_ray.space.synthetic import random_graph
+from ios_ray.models.sample import sample_network
 
 
 def random_cost(seed: int):
@@ -98,17 +97,6 @@ def test_dp_over_parts_and_blocks_sums_part_optima():
     for block, stages in zip(graph.blocks, solution.block_stages):
         block.stages = list(stages)
     check_schedule(graph)  # PARALLEL-only schedules are directly runnable and cover every node once
-
-
-def sample_network() -> Graph:
-    v = B.placeholder((375, 15, 15))
-    block = Block(v.node)
-    v1 = B.conv2d(block, [[v]], 375, (3, 3), padding=(1, 1), name="conv1")
-    v2 = B.conv2d(block, [[v]], 750, (3, 3), padding=(1, 1), name="conv2")
-    v3 = B.conv2d(block, [[v]], 375, (3, 3), padding=(1, 1), name="conv3")
-    v1 = B.conv2d(block, [[v1]], 750, (3, 3), padding=(1, 1), name="conv4")
-    B.identity(block, [[v1], [v2], [v3]], is_exit=True, name="concat")
-    return Graph("demo", v.node, [block])
 
 
 def test_dp_merge_finds_the_merge_on_the_sample_network_when_merging_is_cheap():

@@ -9,6 +9,7 @@ import ios_ray as ios
 from ios_ray import ios_runtime
 from ios_ray.graph.ir import Conv, Value
 from ios_ray.graph.schedule import Stage, Strategy, greedy_schedule, sequential_schedule
+from ios_ray import models
 from ios_ray.runtime import (ReferenceExecutor, UnsupportedOpError, conv2d, gather_inputs, merged_conv_weights,
                              pool2d, run_node)
 
@@ -275,15 +276,8 @@ def test_merged_conv_weights_need_member_weights():
 # ----- executor -----------------------------------------------------------------------------------
 
 def sample_network(c=375, hw=15):
-    """The IOS sample network; ``c``/``hw`` shrink it with the same topology."""
-    v = ios.placeholder(output_shape=(c, hw, hw))
-    block = ios.Block(enter_node=v.node)
-    v1 = ios.conv2d(block, inputs=[[v]], out_channels=c, kernel=(3, 3), padding=(1, 1), name="conv1")
-    v2 = ios.conv2d(block, inputs=[[v]], out_channels=2 * c, kernel=(3, 3), padding=(1, 1), name="conv2")
-    v3 = ios.conv2d(block, inputs=[[v]], out_channels=c, kernel=(3, 3), padding=(1, 1), name="conv3")
-    v1 = ios.conv2d(block, inputs=[[v1]], out_channels=2 * c, kernel=(3, 3), padding=(1, 1), name="conv4")
-    ios.identity(block, inputs=[[v1], [v2], [v3]], is_exit=True, name="concat")
-    graph = ios.Graph(name="demo", input=v.node, blocks=[block])
+    """The IOS sample network with weights; ``c``/``hw`` shrink it with the same topology."""
+    graph = models.sample_network(c, hw)
     graph.init_weights()
     return graph
 

@@ -14,18 +14,7 @@ from ios_ray.space.parts import graph_parts, part_states, part_width
 from ios_ray.space.reference import is_ideal, valid_stages
 from ios_ray.space.stage import stage_spec
 from ios_ray.space.synthetic import random_graph
-
-
-def sample_network() -> Graph:
-    """The IOS README's sample network: three convs on the input, a conv after the first, a concat."""
-    v = B.placeholder((375, 15, 15))
-    block = Block(v.node)
-    v1 = B.conv2d(block, [[v]], 375, (3, 3), padding=(1, 1), name="conv1")
-    v2 = B.conv2d(block, [[v]], 750, (3, 3), padding=(1, 1), name="conv2")
-    v3 = B.conv2d(block, [[v]], 375, (3, 3), padding=(1, 1), name="conv3")
-    v1 = B.conv2d(block, [[v1]], 750, (3, 3), padding=(1, 1), name="conv4")
-    B.identity(block, [[v1], [v2], [v3]], is_exit=True, name="concat")
-    return Graph("demo", v.node, [block])
+from ios_ray.models.sample import sample_network
 
 
 def option_grid(n: int):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import List, Protocol, Sequence, runtime_checkable
 
 from ..space.stage import StageSpec
 

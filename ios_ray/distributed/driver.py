@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..costs.factory import CostConfig, CostKind, make_cost_source
 from ..costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings

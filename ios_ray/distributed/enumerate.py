@@ -32,7 +32,7 @@ import ray
 
 from ..costs.factory import CostConfig
 from ..graph.ir import Graph
-from ..space.enumerate import (GraphSpace, PartShard, PartSpace, assemble_graph, assemble_part,
+from ..space.enumerate import (PartShard, PartSpace, assemble_graph, assemble_part,
                                enumerate_transitions, graph_parts, part_states)
 from ..space.keys import StageKeyer
 from ..space.options import SpaceOptions

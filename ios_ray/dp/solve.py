@@ -12,7 +12,7 @@ from typing import List, Mapping, Tuple
 
 import numpy as np
 
-from ..graph.schedule import Stage, Strategy
+from ..graph.schedule import Stage
 from ..space.enumerate import GraphSpace, PartSpace
 
 

@@ -527,9 +527,6 @@ class Graph:
     def node_by_name(self) -> Dict[str, Node]:
         return {n.name: n for n in self.nodes()}
 
-    def block_topo_order(self, block: Block) -> List[Node]:
-        return topo_order(block)
-
     def check(self) -> None:
         """Name and number nodes, check block chaining, acyclicity, references and shapes."""
         if not isinstance(self.input, Placeholder):

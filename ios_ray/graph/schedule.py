@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .ir import Block, Graph, Node, topo_order
 
@@ -110,6 +110,24 @@ def check_block_schedule(block: Block, bi: int = 0) -> None:
     missing = [n for n in by_name if n not in seen]
     if missing:
         raise ValueError(f"block {bi}: the schedule misses nodes {missing[:8]}")
+
+
+def scheduled_groups(graph: Graph, stages: Optional[Sequence[Sequence[Stage]]] = None) -> List[List[List[Node]]]:
+    """Every stage of every block, in run order, as its groups of nodes; the schedule is checked first.
+
+    ``stages`` (one stage list per block) overrides the blocks' own schedules without modifying the graph:
+    executors run the same graph under several schedules.
+    """
+    if stages is not None and len(stages) != len(graph.blocks):
+        raise ValueError(f"stages has {len(stages)} block schedules, the graph has {len(graph.blocks)} blocks")
+    out: List[List[List[Node]]] = []
+    for bi, block in enumerate(graph.blocks):
+        block_stages = block.stages if stages is None else list(stages[bi])
+        # a throw-away Block over the same nodes lets the checker see the override
+        check_block_schedule(Block(block.enter_node, block.exit_node, block.inner_nodes, block_stages), bi)
+        by_name = {n.name: n for n in block.nodes}
+        out.extend([[by_name[name] for name in g] for g in stage.groups] for stage in block_stages)
+    return out
 
 
 def format_schedule(graph: Graph, indent: int = 2) -> str:

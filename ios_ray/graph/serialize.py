@@ -18,7 +18,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .ir import Block, Graph, Node, Value, node_from_config
+from .ir import Block, Graph, Node, node_from_config
 from .schedule import Stage, check_schedule
 
 FORMAT = "ios_ray.graph"
@@ -175,14 +175,4 @@ def load_weights(graph: Graph, path: str) -> None:
         by_name[name].params[p] = np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def copy_graph(graph: Graph) -> Graph:
-    """A structural copy (schedule included, weights shared by reference)."""
-    g = graph_from_dict(graph_to_dict(graph))
-    src = graph.node_by_name()
-    for n in g.nodes():
-        n.params = dict(src[n.name].params)
-    return g
-
-
-__all__ = ["graph_to_dict", "graph_from_dict", "save_graph", "load_graph", "save_weights", "load_weights",
-           "copy_graph", "Value"]
+__all__ = ["graph_to_dict", "graph_from_dict", "save_graph", "load_graph", "save_weights", "load_weights"]

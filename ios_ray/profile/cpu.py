@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,6 +21,7 @@ from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurem
 from ..graph.ir import Node, Placeholder
 from ..runtime.reference import UnsupportedOpError, run_node
 from ..space.stage import StageSpec
+from .inputs import InputCache
 
 InputShape = Tuple[int, int, int, int]
 
@@ -38,12 +38,10 @@ class CpuProfiler:
     """
 
     def __init__(self, seed: int = 0, max_cached_inputs: int = 32, worker: Optional[str] = None):
-        if max_cached_inputs < 1:
-            raise ValueError(f"max_cached_inputs must be at least 1, got {max_cached_inputs}")
+        self._input = InputCache(self._random_input, max_cached_inputs)
         self.seed = int(seed)
         self.max_cached_inputs = int(max_cached_inputs)
         self.worker = worker if worker is not None else f"{platform.node()}:{os.getpid()}"
-        self._inputs: "OrderedDict[InputShape, np.ndarray]" = OrderedDict()
 
     def device(self) -> DeviceInfo:
         cpu = platform.processor() or platform.machine() or "unknown"
@@ -52,19 +50,10 @@ class CpuProfiler:
     @property
     def cached_inputs(self) -> int:
         """Number of random input arrays currently cached."""
-        return len(self._inputs)
+        return len(self._input)
 
-    def _input(self, shape: InputShape) -> np.ndarray:
-        arr = self._inputs.get(shape)
-        if arr is not None:
-            self._inputs.move_to_end(shape)
-            return arr
-        rng = np.random.default_rng((self.seed, *shape))
-        arr = rng.standard_normal(shape, dtype=np.float32)
-        self._inputs[shape] = arr
-        while len(self._inputs) > self.max_cached_inputs:
-            self._inputs.popitem(last=False)
-        return arr
+    def _random_input(self, shape: InputShape) -> np.ndarray:
+        return np.random.default_rng((self.seed, *shape)).standard_normal(shape, dtype=np.float32)
 
     def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
         """One Measurement per spec, in order; a stage that fails carries its error instead of raising."""

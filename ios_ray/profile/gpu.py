@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import platform
 import zlib
-from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
 from ..space.stage import StageSpec
+from .inputs import InputCache
 
 InputShape = Tuple[int, int, int, int]
 
@@ -58,13 +58,11 @@ class GpuProfiler:
     def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = True, seed: int = 0,
                  max_cached_inputs: int = 64, worker: Optional[str] = None):
         from ..runtime.gpu.context import GpuContext
-        if max_cached_inputs < 1:
-            raise ValueError(f"max_cached_inputs must be at least 1, got {max_cached_inputs}")
+        self._input = InputCache(self._random_input, max_cached_inputs)
         self.ctx = GpuContext(device_id, tf32=tf32, autotune=autotune)
         self.seed = int(seed)
         self.max_cached_inputs = int(max_cached_inputs)
         self.worker = worker if worker is not None else f"{platform.node()}:{os.getpid()}:gpu{device_id}"
-        self._inputs: "OrderedDict[InputShape, object]" = OrderedDict()
         self._info: Optional[DeviceInfo] = None
 
     def device(self) -> DeviceInfo:
@@ -72,19 +70,16 @@ class GpuProfiler:
             self._info = gpu_device_info(self.ctx.device_id, self.ctx.tf32)
         return self._info
 
-    def _input(self, shape: InputShape):
+    @property
+    def dtype(self) -> str:
+        """The math mode the cost table records: ``tf32`` when TF32 convolutions are allowed."""
+        return "tf32" if self.ctx.tf32 else "float32"
+
+    def _random_input(self, shape: InputShape):
         import cupy
-        arr = self._inputs.get(shape)
-        if arr is not None:
-            self._inputs.move_to_end(shape)
-            return arr
         seed = zlib.crc32(repr((self.seed, shape)).encode())
         with self.ctx.device:
-            arr = cupy.random.default_rng(seed).standard_normal(shape, dtype=cupy.float32)
-        self._inputs[shape] = arr
-        while len(self._inputs) > self.max_cached_inputs:
-            self._inputs.popitem(last=False)
-        return arr
+            return cupy.random.default_rng(seed).standard_normal(shape, dtype=cupy.float32)
 
     def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
         """One Measurement per spec, in order; a stage that fails carries its error instead of raising."""

@@ -25,7 +25,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..graph.ir import Block, Conv, Element, Graph, Identity, Node, Placeholder, Pool, Relu, SepConv, topo_order
-from ..graph.schedule import Stage, check_block_schedule
+from ..graph.schedule import Stage, scheduled_groups
 
 Env = Dict[Node, np.ndarray]
 Pair = Tuple[int, int]
@@ -302,19 +302,10 @@ class ReferenceExecutor:
     def __init__(self, graph: Graph, batch_size: int, stages: Optional[Sequence[Sequence[Stage]]] = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if stages is not None and len(stages) != len(graph.blocks):
-            raise ValueError(f"stages has {len(stages)} block schedules, the graph has {len(graph.blocks)} blocks")
         self.graph = graph
         self.batch_size = int(batch_size)
         self.input_shape: Tuple[int, int, int, int] = (self.batch_size, *graph.input.output_shape)
-        self._plan: List[StagePlan] = []
-        for bi, block in enumerate(graph.blocks):
-            block_stages = block.stages if stages is None else list(stages[bi])
-            # a throw-away Block over the same nodes lets check_block_schedule see the override
-            check_block_schedule(Block(block.enter_node, block.exit_node, block.inner_nodes, block_stages), bi)
-            by_name = {n.name: n for n in block.nodes}
-            for stage in block_stages:
-                self._plan.append(tuple(tuple(by_name[name] for name in g) for g in stage.groups))
+        self._plan: List[StagePlan] = [tuple(tuple(g) for g in groups) for groups in scheduled_groups(graph, stages)]
         for node in graph.nodes()[1:]:
             check_weights(node)
         self._release = self._release_plan()

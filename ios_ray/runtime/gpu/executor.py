@@ -17,8 +17,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...graph.ir import Block, Graph
-from ...graph.schedule import Stage, check_block_schedule
+from ...graph.ir import Graph
+from ...graph.schedule import Stage, scheduled_groups
+from ..reference import check_weights
 from .context import GpuContext
 from .program import Program, time_graph
 
@@ -46,23 +47,12 @@ class GpuExecutor:
                  autotune: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if stages is not None and len(stages) != len(graph.blocks):
-            raise ValueError(f"stages has {len(stages)} block schedules, the graph has {len(graph.blocks)} blocks")
         self.graph = graph
         self.batch_size = int(batch_size)
         self.input_shape: Tuple[int, ...] = (self.batch_size, *graph.input.output_shape)
-        plan = []
-        for bi, block in enumerate(graph.blocks):
-            block_stages = block.stages if stages is None else list(stages[bi])
-            check_block_schedule(Block(block.enter_node, block.exit_node, block.inner_nodes, block_stages), bi)
-            by_name = {n.name: n for n in block.nodes}
-            for stage in block_stages:
-                plan.append([[by_name[name] for name in g] for g in stage.groups])
+        plan = scheduled_groups(graph, stages)
         for node in graph.nodes()[1:]:
-            missing = [k for k, v in node.params.items() if v is None]
-            if missing:
-                raise ValueError(f"{node.display()} has no weights ({', '.join(missing)}); call "
-                                 f"graph.init_weights() first")
+            check_weights(node)
         self.ctx = context if context is not None else GpuContext(device_id, tf32=tf32, autotune=autotune)
         self.tf32 = self.ctx.tf32
         self.num_stages = len(plan)
