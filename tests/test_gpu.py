@@ -428,7 +428,7 @@ def test_profiler_does_not_leak_device_memory(profiler):
     settings = MeasureSettings(warmup=0, number=1, repeat=1)
 
     def cached_inputs() -> int:
-        return sum(a.nbytes for a in profiler._inputs.values())  # noqa: SLF001
+        return profiler._input.nbytes  # noqa: SLF001
 
     used_before, inputs_before = profiler.memory_in_use(), cached_inputs()
     first = profiler.measure(specs, 1, settings)

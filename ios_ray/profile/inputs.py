@@ -34,3 +34,8 @@ class InputCache:
 
     def __len__(self) -> int:
         return len(self._arrays)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached arrays (numpy or CuPy)."""
+        return sum(int(a.nbytes) for a in self._arrays.values())
