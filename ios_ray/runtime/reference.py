@@ -229,6 +229,15 @@ def _params(node: Node) -> Dict[str, np.ndarray]:
     return node.params
 
 
+def checked_input(graph: Graph, input_shape: Tuple[int, ...], x) -> np.ndarray:
+    """``x`` as contiguous float32 if it has the executor's ``(batch, C, H, W)`` shape; else ValueError."""
+    x = np.asarray(x)
+    if tuple(x.shape) != tuple(input_shape):
+        raise ValueError(f"graph {graph.name}: input has shape {tuple(x.shape)}, expected "
+                         f"{tuple(input_shape)} (batch, C, H, W)")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def check_weights(node: Node) -> None:
     """Raise ValueError if a parameter of ``node`` is missing or has the wrong shape."""
     params = _params(node)
@@ -333,11 +342,7 @@ class ReferenceExecutor:
         """Nothing to free (numpy arrays are collected); here for the executor interface."""
 
     def _check_input(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if tuple(x.shape) != self.input_shape:
-            raise ValueError(f"graph {self.graph.name}: input has shape {tuple(x.shape)}, expected "
-                             f"{self.input_shape} (batch, C, H, W)")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return checked_input(self.graph, self.input_shape, x)
 
     def run(self, x) -> np.ndarray:
         """The graph output ``(N, C, H, W)`` for input ``x`` of shape ``(batch_size, C, H, W)``.

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...graph.ir import Graph
 from ...graph.schedule import Stage, scheduled_groups
-from ..reference import check_weights
+from ..reference import check_weights, checked_input
 from .context import GpuContext
 from .program import Program, time_graph
 
@@ -64,11 +64,7 @@ class GpuExecutor:
         self._stage_graphs: Optional[List[object]] = None
 
     def _check_input(self, x) -> np.ndarray:
-        x = np.asarray(x)
-        if tuple(x.shape) != self.input_shape:
-            raise ValueError(f"graph {self.graph.name}: input has shape {tuple(x.shape)}, expected "
-                             f"{self.input_shape} (batch, C, H, W)")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return checked_input(self.graph, self.input_shape, x)
 
     def _load(self, x) -> None:
         self._input.set(self._check_input(x), stream=self.ctx.main_stream)
