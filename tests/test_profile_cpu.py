@@ -43,7 +43,8 @@ def test_is_a_cost_source_describing_the_cpu():
     assert isinstance(prof, CostSource)
     info = prof.device()
     assert info.kind == "cpu" and info.name.startswith("cpu:") and info.name.endswith("/numpy")
-    assert info.library == f"numpy {np.__version__}"
+    assert info.library.startswith(f"numpy {np.__version__}") and "ios_ray" in info.library
+    assert info.software == info.library and prof.dtype == "float32"
 
 
 def test_measures_positive_finite_latency_per_spec_in_order():
