@@ -77,6 +77,8 @@ def test_bad_options_are_rejected():
         ios.optimize(g, cost="quantum")
     with pytest.raises(ValueError):
         ios.optimize(g, batch_size=0, cost="analytic")
+    with pytest.raises(ValueError, match="num_workers"):
+        ios.optimize(g, num_workers=0, cost="analytic")
 
 
 @pytest.mark.slow
@@ -255,3 +257,21 @@ def test_construct_rebuilds_nodes_and_slices(tmp_path):
     assert readers and all(0 <= v.begin < v.end <= merged.out_channels
                            for n in readers for t in n.inputs for v in t if v.node is merged)
     _outputs_match(g, opt, 1)
+
+
+@pytest.mark.gpu
+def test_gpu_tf32_rows_carry_the_math_mode_and_software_fingerprint(tmp_path):
+    """On a GPU: ``gpu-tf32`` rows are filed as tf32 under the full software fingerprint (cuDNN, CUDA
+    runtime, CuPy, numpy, ios_ray, driver, autotune), and the autotune setting is part of it."""
+    from ios_ray.costs.factory import GpuRecipe
+    from ios_ray.costs.table import CostTable
+    tuned = GpuRecipe(tf32=True).build().device()
+    untuned = GpuRecipe(tf32=True, autotune=False).build().device()
+    assert tuned.name == untuned.name and tuned.software != untuned.software
+    for part in ("cudnn", "cuda runtime", "cupy", "numpy", "ios_ray", "driver", "autotune on"):
+        assert part in tuned.software, part
+    table = str(tmp_path / "costs")
+    opt = ios.optimize(get_model("sample"), cost="gpu-tf32", warmup=0, number=1, repeat=1, cost_table=table)
+    rows = CostTable(table).read_all().to_pylist()
+    assert opt.optimization_report.dtype == "tf32" and len(rows) == opt.optimization_report.unique_stages
+    assert {r["dtype"] for r in rows} == {"tf32"} and {r["software"] for r in rows} == {tuned.software}

@@ -151,8 +151,10 @@ class AnalyticRecipe:
 class ObjectRecipe:
     """A user's ``CostSource`` object: pickled to each worker as it is, or used directly in-process.
 
-    Its math mode is the object's own ``dtype``; a worker reserves one CPU; its rows go to a cost table
-    only when one is named (an unknown source is never mixed into the default table implicitly).
+    Its math mode is the object's own ``dtype``; a worker reserves one CPU and no GPU (to measure on
+    GPU actors pass a recipe such as ``GpuRecipe``, which reserves a whole GPU each and builds the CUDA
+    state inside the actor); its rows go to a cost table only when one is named (an unknown source is
+    never mixed into the default table implicitly).
     """
     source: Any
 

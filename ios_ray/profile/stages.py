@@ -215,9 +215,6 @@ class _Subset(Mapping[str, StageSpec]):
             raise KeyError(key)
         return self._specs[key]
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._members
-
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 
