@@ -2,8 +2,10 @@
 
 Data flow::
 
-    CostSource.measure -> [Measurement] --append--> <table>/part-<utc time>-<uuid>.parquet  (one file per call)
-    <table>/*.parquet --read_all (validate each file, deduplicate)--> pa.Table --lookup--> {key: Measurement} -> DP
+    CostSource.measure -> [Measurement] --append(Conditions)--> <table>/part-<utc time>-<uuid>.parquet  (one file per call)
+    <table>/*.parquet --read_raw (validate each file)--> pa.Table
+        --search(keys, DeviceInfo, batch, dtype)--> found {key: Measurement} (same software) -> DP,
+                                                    stale keys (other software: kept, not reused)
 
 Layout: a directory (local path or any ``pyarrow.fs`` URI such as ``file:///...`` or ``s3://bucket/prefix``)
 holding Parquet files that all have the schema ``SCHEMA``. It is an ordinary Parquet dataset:
