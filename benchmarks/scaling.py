@@ -37,10 +37,11 @@ from typing import Dict, List, Optional
 import ray
 
 from ios_ray.costs.analytic import AnalyticCostModel
-from ios_ray.costs.factory import CostConfig
+from ios_ray.costs.factory import parse_cost
 from ios_ray.costs.measurement import MeasureSettings
 from ios_ray.costs.table import CostTable
-from ios_ray.distributed import ProfilerPool, connect, enumerate_graph_distributed, profile_graph_space
+from ios_ray.distributed import (ProfileOptions, ProfilerPool, connect, enumerate_graph_distributed,
+                                 profile_graph_space)
 from ios_ray.models import MODELS, get_model
 from ios_ray.space.enumerate import enumerate_graph
 from ios_ray.space.options import SpaceOptions
@@ -49,11 +50,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class SleepingAnalytic:
-    """The analytic model's numbers, delivered after sleeping ``sim_ms`` per stage (a simulated profiler)."""
+    """The analytic model's numbers, delivered after sleeping ``sim_ms`` per stage (a simulated profiler).
+
+    A plain picklable CostSource object: the pool ships it to each actor as it is.
+    """
 
     def __init__(self, sim_ms: float, gpu: str = "H200"):
         self.sim_s = sim_ms / 1e3
         self.model = AnalyticCostModel(gpu)
+        self.dtype = self.model.dtype
 
     def device(self):
         return self.model.device()
@@ -65,16 +70,6 @@ class SleepingAnalytic:
                 time.sleep(self.sim_s)
             out.append(self.model.measure([spec], batch_size, settings)[0])
         return out
-
-
-class _Factory:
-    """Picklable zero-argument factory of ``SleepingAnalytic`` (what the pool sends its actors)."""
-
-    def __init__(self, sim_ms: float):
-        self.sim_ms = sim_ms
-
-    def __call__(self):
-        return SleepingAnalytic(self.sim_ms)
 
 
 def _ints(text: str) -> List[int]:
@@ -102,7 +97,7 @@ def _machine() -> dict:
 
 
 def run_profile(args) -> dict:
-    cfg = CostConfig.parse(args.cost)
+    recipe = parse_cost(args.cost)
     specs = _specs(args)
     settings = MeasureSettings(args.warmup, args.number, args.repeat)
     rows = []
@@ -110,12 +105,11 @@ def run_profile(args) -> dict:
         with tempfile.TemporaryDirectory(prefix="ios_ray_scaling_") as tmp:
             table = CostTable(os.path.join(tmp, "costs"))
             t0 = time.perf_counter()
-            _, cold = profile_graph_space(specs, num_workers=n, cost_cfg=cfg, batch_size=args.batch_size,
-                                          settings=settings, table=table, progress=args.progress)
+            _, cold = profile_graph_space(specs, recipe, n, table,
+                                          ProfileOptions(args.batch_size, settings, progress=args.progress))
             cold_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            _, warm = profile_graph_space(specs, num_workers=n, cost_cfg=cfg, batch_size=args.batch_size,
-                                          settings=settings, table=table, progress=False)
+            _, warm = profile_graph_space(specs, recipe, n, table, ProfileOptions(args.batch_size, settings))
             warm_s = time.perf_counter() - t0
         rows.append({"workers": n, "stages": len(specs), "cold_s": cold_s, "cold_measure_s": cold.seconds["measure"],
                      "cold_start_s": cold.seconds.get("probe", 0) + cold.seconds.get("start", 0),
@@ -144,7 +138,7 @@ def run_simulate(args) -> dict:
     rows = []
     for n in args.simulate:
         # 1/(4n) CPU each: the workers sleep, so they need no real CPU, and any count fits on this machine.
-        pool = ProfilerPool(n, _Factory(args.sim_ms), cpus_per_worker=min(1.0, 1.0 / (4 * n)))
+        pool = ProfilerPool(n, SleepingAnalytic(args.sim_ms), cpus_per_worker=min(1.0, 1.0 / (4 * n)))
         try:
             t0 = time.perf_counter()
             pool.devices()  # wait until every actor is up: start-up is not dispatch overhead

@@ -51,11 +51,9 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
 
 
 def _auto_workers(cost) -> int:
-    """One actor per local GPU for GPU profiling (each owns a whole GPU), else two CPU workers."""
-    from .costs.factory import CostConfig, CostKind
-    from .optimizer import resolve_cost
-    cfg = resolve_cost(cost)
-    if isinstance(cfg, CostConfig) and cfg.kind is CostKind.GPU:
+    """One actor per local GPU for a source whose workers own a GPU each, else two CPU workers."""
+    from .costs.factory import resolve_cost
+    if resolve_cost(cost).resources().num_gpus > 0:
         try:
             import cupy
             return max(1, cupy.cuda.runtime.getDeviceCount())
@@ -102,6 +100,7 @@ def cmd_models(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .costs.factory import known_cost_names
     p = argparse.ArgumentParser(prog="ios-ray", description="Inter-operator scheduling for CNN inference on Ray")
     sub = p.add_subparsers(dest="cmd")
 
@@ -112,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--wait-for-autoscaler", action="store_true",
                    help="wait for the cluster to grow instead of failing when it lacks the workers' GPUs/CPUs")
     o.add_argument("--batch-size", type=int, default=1)
-    o.add_argument("--cost", default=None, help="cpu | gpu | gpu-tf32 | analytic[:H200|:V100] (default: gpu if present, else cpu)")
+    o.add_argument("--cost", default=None,
+                   help=f"one of {known_cost_names()} (default: gpu if present, else cpu)")
     o.add_argument("--opt-type", default="dp_parallel_merge", choices=["dp_parallel", "dp_merge", "dp_parallel_merge"])
     o.add_argument("-r", type=int, default=3, help="max operators per group (default 3)")
     o.add_argument("-s", type=int, default=8, help="max groups per stage (default 8)")

@@ -4,11 +4,11 @@ Data flow: Graph (+ schedule, or the sequential one computed on the fly) -> ``_e
 executor for the device -> ``run`` (inference) or ``latency`` (timing). The graph is never modified:
 a graph without a schedule runs its sequential schedule without it being assigned.
 
-``_executor_for`` is the one place where the executor is chosen. ``Device.CPU`` and, for now, ``Device.AUTO``
-give the numpy reference executor; ``Device.GPU`` gives the CuPy/cuDNN ``GpuExecutor``, imported lazily so
-that importing this module never needs CUDA. Both offer ``run(x) -> np.ndarray``,
-``latency(warmup, number, repeat, x=None, profile_stage=False) -> (per-repeat ms, per-stage ms
-repeat-major)`` and ``close()``.
+``_executor_for`` is the one place where the executor is chosen. ``Device.CPU`` gives the numpy reference
+executor; ``Device.GPU`` gives the CuPy/cuDNN ``GpuExecutor``, imported lazily so that importing this module
+never needs CUDA; ``Device.AUTO`` (the default) is the GPU when CuPy, a CUDA device and cuDNN work, else the
+CPU. Both executors offer ``run(x) -> np.ndarray``, ``latency(warmup, number, repeat, x=None,
+profile_stage=False) -> (per-repeat ms, per-stage ms repeat-major)`` and ``close()``.
 """
 from __future__ import annotations
 

@@ -2,29 +2,30 @@
 
 Data flow::
 
+    optimize(IOS keywords) --checked once--> OptimizeOptions (space, cost-source recipe, profiling, Ray)
     Graph --enumerate (space/, local or on actors)--> GraphSpace{states, transitions, unique StageSpecs}
-          --costs (cost table hits + cost source / Ray profiler pool)--> {key: Measurement}
+          --profile_stages (table hits + a LocalPool or a Ray pool)--> {key: Measurement}
           --solve (dp/, pure)--> Solution{stages per block}
           --construct (merges applied, weights laid out)--> new Graph with its schedule
 
 The DP never touches hardware: it reads a ``{key: latency}`` mapping. Where the latencies come from is
-the ``cost`` argument (a ``CostConfig``, its string form, or any ``CostSource`` object).
+the ``cost`` argument: a name from the registry (``costs.factory.KINDS``), a recipe, or any
+``CostSource`` object; the same profiling function runs in-process (a pool of one) and on Ray.
 """
 from __future__ import annotations
 
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .costs.factory import CostConfig, CostKind, gpu_available, make_cost_source
-from .costs.measurement import CostSource, DeviceInfo, ErrorKind, MeasureSettings, Measurement
-from .graph.ir import Conv, Graph
+from .costs.factory import CostArg, SourceRecipe, resolve_cost
+from .costs.measurement import MeasureSettings, Measurement
+from .graph.ir import Block, Conv, Graph, Node, Placeholder, Terms, Value, topo_order
 from .graph.schedule import Stage, Strategy, check_schedule
-from .graph.serialize import graph_from_dict, graph_to_dict
+from .profile.stages import LocalPool, ProfileOptions, ProfileReport, profile_stages
+from .space.options import SpaceOptions
 from .space.stage import merged_conv_params
-
-CostArg = Union[None, str, CostConfig, CostSource]
 
 
 @dataclass
@@ -36,10 +37,12 @@ class OptimizeReport:
     device: str
     estimated: bool
     num_workers: int
+    dtype: str = "float32"
     states: int = 0
     transitions: int = 0
     unique_stages: int = 0
     cache_hits: int = 0
+    stale: int = 0                   # stages whose table rows came from other software: measured again
     measured: int = 0
     errors: int = 0
     per_worker: Dict[str, int] = field(default_factory=dict)
@@ -52,10 +55,10 @@ class OptimizeReport:
         kind = "estimated (analytic model)" if self.estimated else "measured"
         lines = [
             f"ios_ray optimize: {self.model}  opt_type={self.opt_type}  batch={self.batch_size}  workers={self.num_workers}",
-            f"  cost source     : {self.device} ({kind})",
+            f"  cost source     : {self.device} ({kind}, {self.dtype})",
             f"  states          : {self.states:,}   transitions: {self.transitions:,}",
             f"  unique stages   : {self.unique_stages:,}   cache hits: {self.cache_hits:,}   "
-            f"measured now: {self.measured:,}   errors: {self.errors}",
+            f"stale rows: {self.stale:,}   measured now: {self.measured:,}   errors: {self.errors}",
         ]
         if self.per_worker:
             lines.append("  per worker      : " + ", ".join(f"{w}={n}" for w, n in sorted(self.per_worker.items())))
@@ -68,18 +71,35 @@ class OptimizeReport:
         return "\n".join(lines)
 
 
-def resolve_cost(cost: CostArg) -> Union[CostConfig, CostSource]:
-    """``None`` means: the GPU when there is one, else the CPU reference runtime."""
-    if cost is None:
-        return CostConfig(CostKind.GPU) if gpu_available() else CostConfig(CostKind.CPU)
-    if isinstance(cost, str):
-        return CostConfig.parse(cost)
-    if isinstance(cost, CostConfig):
-        return cost
-    if isinstance(cost, CostSource):
-        return cost
-    raise ValueError(f"cost must be None, a string (cpu, gpu, analytic:H200), a CostConfig or a CostSource; "
-                     f"got {type(cost).__name__}")
+@dataclass(frozen=True)
+class OptimizeOptions:
+    """Everything ``optimize`` was asked, checked once at the entry and passed down.
+
+    Args:
+        space: the state space's strategies and pruning.
+        source: the cost-source recipe (its ``dtype`` is the math mode rows are filed under).
+        profile: batch size, timing settings and progress bar.
+        compute_weight: lay out the merged convolutions' weights.
+        num_workers: Ray actors to profile (and enumerate) on; None: everything in this process.
+        cost_table: a ``CostTable``, a path/URI, None (the default table, for sources cached by default)
+            or False (none).
+        address: the Ray cluster to join.
+        wait_for_autoscaler: wait for the cluster to grow instead of failing at once.
+        verbose: print the report.
+    """
+    space: SpaceOptions
+    source: SourceRecipe
+    profile: ProfileOptions
+    compute_weight: bool = False
+    num_workers: Optional[int] = None
+    cost_table: Any = None
+    address: Optional[str] = None
+    wait_for_autoscaler: bool = False
+    verbose: bool = False
+
+    def __post_init__(self):
+        if self.num_workers is not None and self.num_workers < 1:
+            raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
 
 
 def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_merge", compute_weight: bool = False,
@@ -94,15 +114,18 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         batch_size: the batch size stages are measured at.
         opt_type: ``dp_parallel`` (concurrent groups), ``dp_merge`` (merged convs) or ``dp_parallel_merge``.
         compute_weight: lay out weights of merged convolutions (needs ``graph.init_weights`` first).
-        cost: where stage latencies come from: ``"cpu"``, ``"gpu"``, ``"gpu-tf32"``, ``"analytic:H200"``,
-            a ``CostConfig`` or any ``CostSource`` object. Default: the GPU if present, else the CPU.
+        cost: where stage latencies come from: a registry name (``"cpu"``, ``"gpu"``, ``"gpu-tf32"``,
+            ``"analytic:H200"``, ``"analytic-tf32:A100"``; see ``costs.factory.KINDS``), a ``SourceRecipe``,
+            or any ``CostSource`` object with its ``dtype`` (picklable when ``num_workers`` is set).
+            Default: the GPU if present, else the CPU.
         max_group_size, max_num_groups, max_part_size: the original's pruning (r, s) and part size.
         warmup, number, repeat: how each stage is timed (see ``MeasureSettings``).
         verbose: print the report.
         num_workers: profile on this many Ray actors (enumeration is sharded across them too);
             ``None`` runs everything in this process.
-        cost_table: a ``CostTable``, a path/URI, ``None`` for the default table (measured costs only),
-            or ``False`` for none.
+        cost_table: a ``CostTable``, a path/URI, ``None`` for the default table (for the cpu and gpu
+            sources; analytic estimates and custom objects are stored only in a table named here), or
+            ``False`` for none.
         address: a Ray cluster address (``auto`` or ``ray://...``); default starts a local instance.
         progress: show a progress bar (default: when ``verbose`` or on a TTY).
         cost_model: the original's name for ``cost``.
@@ -116,129 +139,93 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         ValueError: bad arguments, a graph without weights when ``compute_weight`` is set, or no
             finite-cost schedule. ``InsufficientResourcesError`` when the cluster can't host the workers.
     """
+    options = OptimizeOptions(
+        space=SpaceOptions(opt_type=opt_type, max_group_size=max_group_size, max_num_groups=max_num_groups,
+                           max_part_size=max_part_size),
+        source=resolve_cost(cost if cost is not None else cost_model),
+        profile=ProfileOptions(batch_size=batch_size, settings=MeasureSettings(warmup, number, repeat),
+                               progress=progress if progress is not None else (verbose or sys.stderr.isatty())),
+        compute_weight=compute_weight, num_workers=num_workers, cost_table=cost_table, address=address,
+        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose)
+    return optimize_with(graph, options)
+
+
+def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
+    """``optimize`` with its arguments already checked (see ``optimize``)."""
     from .dp import solve
-    from .space.enumerate import SpaceOptions, enumerate_graph
 
-    if cost is None and cost_model is not None:
-        cost = cost_model
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if num_workers is not None and num_workers < 1:
-        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
-    if compute_weight and not graph.has_weights():
+    if options.compute_weight and not graph.has_weights():
         raise ValueError("compute_weight=True needs weights: call graph.init_weights() (or load_weights) first")
-    opts = SpaceOptions(opt_type=opt_type, max_group_size=max_group_size, max_num_groups=max_num_groups,
-                        max_part_size=max_part_size)
-    settings = MeasureSettings(warmup=warmup, number=number, repeat=repeat)
-    resolved = resolve_cost(cost)
-    if num_workers is not None and not isinstance(resolved, CostConfig):  # before Ray starts or work is done
-        raise ValueError("with num_workers, cost must be a CostConfig or its string form (actors build "
-                         "their own cost source), not a cost-source object")
-    show = progress if progress is not None else (verbose or sys.stderr.isatty())
     seconds: Dict[str, float] = {}
-
     t0 = time.perf_counter()
-    if num_workers is None:
-        space = enumerate_graph(graph, opts)
-    else:
-        import ray
-
-        from .distributed.cluster import check_resources, connect
-        from .distributed.enumerate import enumerate_graph_distributed
-        connect(address)
-        if isinstance(resolved, CostConfig):  # fail (or wait) before any work, not after enumeration
-            check_resources(num_workers, resolved, wait_for_autoscaler=wait_for_autoscaler)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        space = enumerate_graph_distributed(graph, opts, num_workers=max(1, min(num_workers, cpus)))
+    space = _enumerate(graph, options)
     seconds["enumerate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    table = _open_table(cost_table, resolved)
-    if num_workers is None:
-        measurements, device, hits, per_worker, retries = _measure_local(
-            space.specs, resolved, batch_size, settings, table, show)
-    else:
-        from .distributed.driver import profile_graph_space
-        measurements, drep = profile_graph_space(space, num_workers=num_workers, cost_cfg=resolved,
-                                                 batch_size=batch_size, settings=settings, table=table,
-                                                 progress=show, address=address)
-        device, hits, per_worker, retries = drep.device, drep.cache_hits, dict(drep.per_worker), drep.retries
+    table = _open_table(options)
+    measurements, profiled = _profile(space, table, options)
     seconds["profile"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    costs = {k: m.cost for k, m in measurements.items()}
-    solution = solve(space, costs)
+    solution = solve(space, {k: m.cost for k, m in measurements.items()})
     seconds["solve"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    new_graph = construct(graph, [list(b) for b in solution.block_stages], compute_weight, opts.opt_type.value)
+    opt_type = options.space.opt_type.value
+    new_graph = construct(graph, [list(b) for b in solution.block_stages], options.compute_weight, opt_type)
     seconds["construct"] = time.perf_counter() - t0
 
     counts = space.counts
     report = OptimizeReport(
-        model=graph.name, opt_type=opts.opt_type.value, batch_size=batch_size, device=device.name,
-        estimated=device.kind == "analytic", num_workers=num_workers or 1, states=counts.states,
-        transitions=counts.transitions, unique_stages=counts.unique_stages, cache_hits=hits,
-        measured=len(space.specs) - hits, errors=sum(1 for m in measurements.values() if m.error.value),
-        per_worker=per_worker, retries=retries, predicted_latency_ms=solution.total_latency, seconds=seconds,
+        model=graph.name, opt_type=opt_type, batch_size=options.profile.batch_size, device=profiled.device.name,
+        estimated=profiled.device.kind == "analytic", num_workers=options.num_workers or 1, dtype=profiled.dtype,
+        states=counts.states, transitions=counts.transitions, unique_stages=counts.unique_stages,
+        cache_hits=profiled.cache_hits, stale=profiled.stale, measured=profiled.measured, errors=profiled.errors,
+        per_worker=dict(profiled.per_worker), retries=profiled.retries,
+        predicted_latency_ms=solution.total_latency, seconds=seconds,
         table=str(table.location) if table is not None else "")
     new_graph.optimization_report = report
-    if verbose:
+    if options.verbose:
         print(report.format())
     return new_graph
 
 
-def _open_table(cost_table, resolved):
-    """The cost table to use, or None (analytic estimates are never cached: they are cheap)."""
-    if cost_table is False:
-        return None
-    kind = resolved.kind if isinstance(resolved, CostConfig) else None
-    if cost_table is None and kind is CostKind.ANALYTIC:
-        return None
+def _enumerate(graph: Graph, options: OptimizeOptions):
+    """The graph's state space: here, or sharded over actors (after checking the cluster can host the
+    profiling workers, so that a shortfall fails before any work is done)."""
+    from .space.enumerate import enumerate_graph
+    if options.num_workers is None:
+        return enumerate_graph(graph, options.space)
+    import ray
+
+    from .distributed.cluster import check_resources, connect
+    from .distributed.enumerate import enumerate_graph_distributed
+    connect(options.address)
+    check_resources(options.num_workers, options.source.resources(),
+                    wait_for_autoscaler=options.wait_for_autoscaler)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return enumerate_graph_distributed(graph, options.space, num_workers=max(1, min(options.num_workers, cpus)))
+
+
+def _profile(space, table, options: OptimizeOptions) -> Tuple[Mapping[str, Measurement], ProfileReport]:
+    """Every stage's measurement: one profiling path, on a pool of one here or on Ray actors."""
+    if options.num_workers is None:
+        return profile_stages(space.specs, LocalPool(options.source.build()), table, options.profile)
+    from .distributed.driver import RayPoolOptions, profile_graph_space
+    workers = RayPoolOptions(options.num_workers, address=options.address)
+    return profile_graph_space(space, options.source, workers, table, options.profile)
+
+
+def _open_table(options: OptimizeOptions):
+    """The cost table to use, or None: ``False`` is none; ``None`` is the default table for sources whose
+    rows are cached by default (analytic estimates and custom objects are not)."""
     from .costs.table import CostTable
+    cost_table = options.cost_table
+    if cost_table is False or (cost_table is None and not options.source.cached_by_default):
+        return None
     if isinstance(cost_table, CostTable):
         return cost_table
-    if cost_table is None and kind is None:
-        return None  # a custom cost source object: no implicit caching
     return CostTable(cost_table)
-
-
-def _measure_local(specs, resolved, batch_size, settings, table, show):
-    source = make_cost_source(resolved) if isinstance(resolved, CostConfig) else resolved
-    device: DeviceInfo = source.device()
-    dtype = resolved.dtype if isinstance(resolved, CostConfig) else source_dtype(source)
-    found: Dict[str, Measurement] = {}
-    if table is not None:
-        found = {k: m for k, m in table.lookup(list(specs), device.name, batch_size, dtype).items()
-                 if m.error is not ErrorKind.WORKER_DIED}  # as the driver: a dead worker is no verdict on the stage
-    todo = [k for k in specs if k not in found]
-    bar = _progress(len(todo), len(found), show)
-    chunk = 64
-    for i in range(0, len(todo), chunk):
-        keys = todo[i:i + chunk]
-        ms = source.measure([specs[k] for k in keys], batch_size, settings)
-        if table is not None:
-            table.append(ms, {k: specs[k] for k in keys}, device, batch_size, dtype, settings)
-        for m in ms:
-            found[m.key] = m
-        if bar is not None:
-            bar.update(len(keys))
-    if bar is not None:
-        bar.close()
-    per_worker = {"local": len(todo)} if todo else {}
-    return found, device, len(specs) - len(todo), per_worker, 0
-
-
-def source_dtype(source: CostSource) -> str:
-    """The math mode a cost-source object measures in (the cost table keys rows by it)."""
-    return str(getattr(source, "dtype", "float32"))
-
-
-def _progress(total: int, hits: int, show: bool):
-    if not show or total == 0:
-        return None
-    from .distributed.progress import ProgressBar
-    return ProgressBar(total=total, cache_hits=hits, desc="profiling stages")
 
 
 def construct(graph: Graph, block_stages: List[List[Stage]], compute_weight: bool = False,
@@ -246,68 +233,97 @@ def construct(graph: Graph, block_stages: List[List[Stage]], compute_weight: boo
     """A new Graph running ``block_stages``; each MERGE stage becomes one merged conv node.
 
     Consumers of a merged conv read their slice of the merged output, so the runtime never needs to
-    know about merges. Other nodes share the original's weight arrays.
+    know about merges. Other nodes are new nodes of the same class sharing the original's weight arrays.
+
+    Raises:
+        ValueError: the schedule names nodes outside their block, does not cover a block, merges
+            something other than mergeable convs or merges a block's exit node; a block count mismatch.
     """
-    src_nodes = graph.node_by_name()
-    d = graph_to_dict(graph)
-    d["name"] = f"{graph.name}_{opt_type}" if not graph.name.endswith(opt_type) else graph.name
-    merged_weights = {}
-    if len(block_stages) != len(d["blocks"]):
+    if len(block_stages) != len(graph.blocks):
         raise ValueError(f"block_stages has {len(block_stages)} block schedules, graph {graph.name!r} has "
-                         f"{len(d['blocks'])} blocks")
-    for bi, (bcfg, stages) in enumerate(zip(d["blocks"], block_stages)):
-        cfg_by_name = {c["name"]: c for c in bcfg["nodes"]}
-        rename: Dict[str, tuple] = {}  # member name -> (merged name, channel offset)
-        new_nodes, new_stages = [], []
-        for stage in stages:
-            names = stage.node_names()
-            unknown = [n for n in names if n not in cfg_by_name]
-            if unknown:
-                raise ValueError(f"block {bi}: the schedule names {unknown[:5]}, which are not in this block")
-            if stage.strategy is Strategy.MERGE and len(names) > 1:
-                convs = [src_nodes[n] for n in names]
-                if any(not isinstance(c, Conv) for c in convs):
-                    raise ValueError(f"block {bi}: merge stage holds non-conv nodes {names}")
-                p = merged_conv_params(convs)
-                mname = "+".join(names)
-                offset = 0
-                for c in convs:
-                    rename[c.name] = (mname, offset)
-                    offset += c.out_channels
-                first = cfg_by_name[names[0]]
-                new_nodes.append({"type": "conv", "name": mname,
-                                  "hint_name": " ".join(src_nodes[n].hint_name for n in names),
-                                  "inputs": first["inputs"], "out_channels": p["out_channels"],
-                                  "kernel": list(p["kernel"]), "stride": list(p["stride"]),
-                                  "padding": list(p["padding"]), "groups": 1, "act": p["act"], "output_shape": None})
-                new_stages.append(Stage(((mname,),), Strategy.MERGE))
-                if compute_weight:
-                    from .runtime.weights import merged_conv_weights
-                    merged_weights[mname] = merged_conv_weights(convs)
-            else:
-                new_nodes.extend(cfg_by_name[n] for n in names)
-                new_stages.append(Stage(stage.groups, Strategy.PARALLEL))
-        if len(new_nodes) != len(bcfg["nodes"]) - sum(len(s.node_names()) - 1 for s in stages
-                                                       if s.strategy is Strategy.MERGE):
-            raise ValueError(f"block {bi}: the schedule does not cover the block's nodes")
-        for cfg in new_nodes:
-            cfg["output_shape"] = None
-            for term in cfg.get("inputs", []):
-                for ref in term:
-                    if ref[0] in rename:
-                        mname, off = rename[ref[0]]
-                        ref[0], ref[1], ref[2] = mname, ref[1] + off, ref[2] + off
-        exit_name = bcfg["exit"]
-        if exit_name in rename:
-            raise ValueError(f"block {bi}: the exit node {exit_name!r} cannot be merged")
-        new_nodes.sort(key=lambda c: c["name"] == exit_name)  # exit last, others in schedule order
-        bcfg["nodes"] = new_nodes
-        bcfg["stages"] = [s.to_json() for s in new_stages]
-    new_graph = graph_from_dict(d)
-    for node in new_graph.nodes():
-        if node.name in merged_weights:
-            node.params["weight"], node.params["bias"] = merged_weights[node.name]
-        elif node.name in src_nodes:
-            node.params = dict(src_nodes[node.name].params)
+                         f"{len(graph.blocks)} blocks")
+    name = graph.name if graph.name.endswith(opt_type) else f"{graph.name}_{opt_type}"
+    new_input = Placeholder(graph.input.name, graph.input.output_shape, hint_name=graph.input.hint_name)
+    # old node (by id) -> (its new node, channel offset of its output within the new node's output)
+    remap: Dict[int, Tuple[Node, int]] = {id(graph.input): (new_input, 0)}
+    blocks = [_construct_block(bi, block, stages, remap, compute_weight)
+              for bi, (block, stages) in enumerate(zip(graph.blocks, block_stages))]
+    new_graph = Graph(name, new_input, blocks)
     check_schedule(new_graph)
     return new_graph
+
+
+def _construct_block(bi: int, block: Block, stages: List[Stage], remap: Dict[int, Tuple[Node, int]],
+                     compute_weight: bool) -> Block:
+    """Block ``bi`` rebuilt with its stages, merged convs replaced by one node each; fills ``remap``."""
+    by_name = {n.name: n for n in block.nodes}
+    merges: Dict[str, List[Conv]] = {}           # merged name -> member convs, in output order
+    member_of: Dict[str, Tuple[str, int]] = {}   # member name -> (merged name, channel offset)
+    order: List[str] = []                        # the new block's node names, in schedule order
+    new_stages: List[Stage] = []
+    for stage in stages:
+        names = stage.node_names()
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ValueError(f"block {bi}: the schedule names {unknown[:5]}, which are not in this block")
+        if stage.strategy is Strategy.MERGE and len(names) > 1:
+            convs = [by_name[n] for n in names]
+            if any(not isinstance(c, Conv) for c in convs):
+                raise ValueError(f"block {bi}: merge stage holds non-conv nodes {names}")
+            mname = "+".join(names)
+            offsets = [sum(c.out_channels for c in convs[:i]) for i in range(len(convs))]
+            member_of.update((c.name, (mname, off)) for c, off in zip(convs, offsets))
+            merges[mname] = convs
+            order.append(mname)
+            new_stages.append(Stage(((mname,),), Strategy.MERGE))
+        else:
+            order.extend(names)
+            new_stages.append(Stage(stage.groups, Strategy.PARALLEL))
+    if sorted(n for s in stages for n in s.node_names()) != sorted(by_name):
+        raise ValueError(f"block {bi}: the schedule does not cover the block's nodes")
+    exit_name = block.exit_node.name
+    if exit_name in member_of:
+        raise ValueError(f"block {bi}: the exit node {exit_name!r} cannot be merged")
+
+    built: Dict[str, Node] = {}
+    for old in topo_order(block):  # inputs are rebuilt before their consumers
+        mname, offset = member_of.get(old.name, (None, 0))
+        if mname is None:
+            built[old.name] = _copy_node(old, _remapped(old.inputs, remap))
+            remap[id(old)] = (built[old.name], 0)
+            continue
+        if mname not in built:
+            built[mname] = _merged_conv(mname, merges[mname], _remapped(old.inputs, remap), compute_weight)
+        remap[id(old)] = (built[mname], offset)
+    inner = [built[n] for n in order if n != exit_name]
+    return Block(remap[id(block.enter_node)][0], built[exit_name], inner, stages=new_stages)
+
+
+def _remapped(terms: Terms, remap: Dict[int, Tuple[Node, int]]) -> Terms:
+    """``terms`` reading the new nodes: a merged member's value becomes its slice of the merged output."""
+    out = []
+    for term in terms:
+        values = []
+        for v in term:
+            node, offset = remap[id(v.node)]
+            values.append(Value(node, v.begin + offset, v.end + offset))
+        out.append(values)
+    return out
+
+
+def _copy_node(old: Node, inputs: Terms) -> Node:
+    """A node of ``old``'s class and attributes reading ``inputs``, sharing its weight arrays."""
+    new = type(old)(old.name, inputs, **old.attrs(), hint_name=old.hint_name)
+    new.params = dict(old.params)
+    return new
+
+
+def _merged_conv(name: str, convs: List[Conv], inputs: Terms, compute_weight: bool) -> Conv:
+    """The conv computing ``convs`` at once (their outputs concatenated), reading ``inputs``."""
+    p = merged_conv_params(convs)
+    node = Conv(name, inputs, p["out_channels"], p["kernel"], p["stride"], p["padding"], groups=1, act=p["act"],
+                hint_name=" ".join(c.hint_name for c in convs))
+    if compute_weight:
+        from .runtime.weights import merged_conv_weights
+        node.params["weight"], node.params["bias"] = merged_conv_weights(convs, p)
+    return node

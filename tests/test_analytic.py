@@ -6,7 +6,7 @@ import math
 import pytest
 
 from ios_ray.costs.analytic import GPUS, AnalyticCostModel, gpu_spec
-from ios_ray.costs.factory import CostConfig, make_cost_source
+from ios_ray.costs.factory import parse_cost
 from ios_ray.costs.measurement import CostSource, ErrorKind, MeasureSettings
 from ios_ray.graph import builder as b
 from ios_ray.graph.ir import Block
@@ -136,7 +136,7 @@ def test_v100_sample_network_matches_ios_readme_within_20_percent():
 
 
 def test_factory_builds_the_analytic_model():
-    model = make_cost_source(CostConfig.parse("analytic:v100"))
+    model = parse_cost("analytic:v100").build()
     assert isinstance(model, AnalyticCostModel) and model.device().name == "analytic:V100"
 
 

@@ -5,6 +5,7 @@ import math
 import multiprocessing
 import os
 import time
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -12,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ios_ray.costs.measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
-from ios_ray.costs.table import (SCHEMA, SCHEMA_METADATA_KEY, CostTable, CostTableError, deduplicate,
-                                 default_table_path, format_summary)
+from ios_ray.costs.table import (LEGACY_COLUMNS, SCHEMA, SCHEMA_METADATA_KEY, Conditions, CostTable,
+                                 CostTableError, deduplicate, default_table_path, format_summary)
 from ios_ray.graph import builder as b
 from ios_ray.graph.ir import Block
 from ios_ray.graph.schedule import Strategy
@@ -54,7 +55,7 @@ def test_round_trip_append_lookup(tmp_path):
     keys = list(specs)
     table = CostTable(tmp_path)
     sent = [ok(k, 1.5 + i) for i, k in enumerate(keys)]
-    path = table.append(sent, specs, GPU, 1, "float32", SETTINGS)
+    path = table.append(sent, specs, Conditions(GPU, 1, "float32", SETTINGS))
     assert path is not None and os.path.basename(path).startswith("part-")
     got = table.lookup(keys + ["not-a-key"], GPU, 1, "float32")
     assert got == {m.key: m for m in sent}
@@ -71,6 +72,7 @@ def test_round_trip_append_lookup(tmp_path):
     assert row["num_ops"] == specs[row["key"]].num_ops
     assert (row["warmup"], row["number"], row["repeat"]) == (1, 2, 3)
     assert row["device_kind"] == "gpu" and row["driver"] == "13.0" and row["library"] == "cudnn 9.19"
+    assert row["software"] == GPU.software == "cudnn 9.19 | driver 13.0"
     assert row["timestamp"].tzinfo is not None
 
 
@@ -78,16 +80,16 @@ def test_lookup_only_matching_device_batch_dtype(tmp_path):
     specs = make_specs(1)
     key = next(iter(specs))
     table = CostTable(tmp_path)
-    table.append([ok(key, 1.0)], specs, GPU, 1, "float32", SETTINGS)
-    table.append([ok(key, 2.0)], specs, GPU, 8, "float32", SETTINGS)
-    table.append([ok(key, 3.0)], specs, GPU, 1, "tf32", SETTINGS)
-    table.append([ok(key, 4.0)], specs, CPU, 1, "float32", SETTINGS)
+    table.append([ok(key, 1.0)], specs, Conditions(GPU, 1, "float32", SETTINGS))
+    table.append([ok(key, 2.0)], specs, Conditions(GPU, 8, "float32", SETTINGS))
+    table.append([ok(key, 3.0)], specs, Conditions(GPU, 1, "tf32", SETTINGS))
+    table.append([ok(key, 4.0)], specs, Conditions(CPU, 1, "float32", SETTINGS))
     assert table.lookup([key], GPU, 1, "float32")[key].latency_ms == 1.0
-    assert table.lookup([key], "NVIDIA H200", 8, "float32")[key].latency_ms == 2.0
+    assert table.lookup([key], GPU, 8, "float32")[key].latency_ms == 2.0
     assert table.lookup([key], GPU, 1, "tf32")[key].latency_ms == 3.0
     assert table.lookup([key], CPU, 1, "float32")[key].latency_ms == 4.0
     assert table.lookup([key], GPU, 16, "float32") == {}
-    assert table.lookup([key], "other gpu", 1, "float32") == {}
+    assert table.lookup([key], replace(GPU, name="other gpu"), 1, "float32") == {}
     assert table.read_all().num_rows == 4  # different conditions are not duplicates
 
 
@@ -95,11 +97,11 @@ def test_dedup_latest_success_wins_and_success_beats_error(tmp_path):
     specs = make_specs(2)
     k1, k2 = list(specs)[:2]
     table = CostTable(tmp_path)
-    table.append([ok(k1, 5.0), ok(k2, 7.0)], specs, GPU, 1, "float32", SETTINGS)
+    table.append([ok(k1, 5.0), ok(k2, 7.0)], specs, Conditions(GPU, 1, "float32", SETTINGS))
     time.sleep(0.002)
     table.append([ok(k1, 4.0),
                   Measurement(k2, math.nan, error=ErrorKind.RUNTIME, message="out of memory")],
-                 specs, GPU, 1, "float32", SETTINGS)
+                 specs, Conditions(GPU, 1, "float32", SETTINGS))
     got = table.lookup([k1, k2], GPU, 1, "float32")
     assert got[k1].latency_ms == 4.0          # the latest success
     assert got[k2].latency_ms == 7.0          # an older success beats a newer error
@@ -114,7 +116,7 @@ def test_error_rows_round_trip_as_error_measurements(tmp_path):
     table = CostTable(tmp_path)
     # even if the source left a number in latency_ms, an error row is stored as NaN
     bad = Measurement(key, 3.0, error=ErrorKind.WORKER_DIED, message="worker died 3 times", worker="w7")
-    table.append([bad], specs, GPU, 1, "float32", SETTINGS)
+    table.append([bad], specs, Conditions(GPU, 1, "float32", SETTINGS))
     row = table.read_all().to_pylist()[0]
     assert math.isnan(row["latency_ms"]) and row["error_kind"] == "worker_died"
     m = table.lookup([key], GPU, 1, "float32")[key]
@@ -125,22 +127,22 @@ def test_error_rows_round_trip_as_error_measurements(tmp_path):
 def test_readable_with_plain_pyarrow_dataset(tmp_path):
     specs = make_specs()
     table = CostTable(tmp_path)
-    table.append([ok(k, 1.0) for k in specs], specs, GPU, 1, "float32", SETTINGS)
-    table.append([ok(k, 2.0) for k in specs], specs, CPU, 4, "float32", SETTINGS)
+    table.append([ok(k, 1.0) for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
+    table.append([ok(k, 2.0) for k in specs], specs, Conditions(CPU, 4, "float32", SETTINGS))
     (tmp_path / ".tmp-crashed-writer.parquet").write_bytes(b"half a file")
     plain = ds.dataset(str(tmp_path), format="parquet").to_table()
     assert plain.num_rows == 2 * len(specs)
     assert plain.schema.equals(SCHEMA)
-    assert plain.schema.metadata[SCHEMA_METADATA_KEY] == b"1"
+    assert plain.schema.metadata[SCHEMA_METADATA_KEY] == b"2"
     assert sorted(set(plain["batch_size"].to_pylist())) == [1, 4]
 
 
 def test_atomic_write_leaves_no_temp_file_and_never_rewrites(tmp_path):
     specs = make_specs()
     table = CostTable(tmp_path)
-    table.append([ok(k, 1.0) for k in specs], specs, GPU, 1, "float32", SETTINGS)
+    table.append([ok(k, 1.0) for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
     before = snapshot(tmp_path)
-    table.append([ok(k, 2.0) for k in specs], specs, GPU, 1, "float32", SETTINGS)
+    table.append([ok(k, 2.0) for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
     after = snapshot(tmp_path)
     names = sorted(after)
     assert len(names) == 2 and all(n.startswith("part-") and n.endswith(".parquet") for n in names)
@@ -153,10 +155,10 @@ def test_append_rejects_missing_or_mismatched_spec(tmp_path):
     k1, k2 = list(specs)[:2]
     table = CostTable(tmp_path)
     with pytest.raises(ValueError, match="no StageSpec"):
-        table.append([ok(k1, 1.0)], {}, GPU, 1, "float32", SETTINGS)
+        table.append([ok(k1, 1.0)], {}, Conditions(GPU, 1, "float32", SETTINGS))
     with pytest.raises(ValueError, match="has key"):
-        table.append([ok(k1, 1.0)], {k1: specs[k2]}, GPU, 1, "float32", SETTINGS)
-    assert table.append([], specs, GPU, 1, "float32", SETTINGS) is None
+        table.append([ok(k1, 1.0)], {k1: specs[k2]}, Conditions(GPU, 1, "float32", SETTINGS))
+    assert table.append([], specs, Conditions(GPU, 1, "float32", SETTINGS)) is None
     assert not tmp_path.exists() or os.listdir(tmp_path) == []
 
 
@@ -164,7 +166,7 @@ def test_strategy_override(tmp_path):
     specs = make_specs(1)
     key = next(iter(specs))
     table = CostTable(tmp_path)
-    table.append([ok(key, 1.0)], specs, GPU, 1, "float32", SETTINGS, strategy_by_key={key: Strategy.MERGE})
+    table.append([ok(key, 1.0)], specs, Conditions(GPU, 1, "float32", SETTINGS), strategy_by_key={key: Strategy.MERGE})
     assert table.read_all()["strategy"].to_pylist() == ["merge"]
 
 
@@ -172,7 +174,7 @@ def _append_many(path, worker, count):
     specs = make_specs()
     table = CostTable(path)
     for i in range(count):
-        table.append([ok(k, 1.0 + i, worker=f"{worker}-{i}") for k in specs], specs, GPU, 1, "float32", SETTINGS)
+        table.append([ok(k, 1.0 + i, worker=f"{worker}-{i}") for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
 
 
 def test_concurrent_appends_from_two_processes_lose_no_rows(tmp_path):
@@ -196,8 +198,8 @@ def test_concurrent_appends_from_two_processes_lose_no_rows(tmp_path):
 def test_corrupt_file_raises_naming_it_and_touches_nothing(tmp_path, damage):
     specs = make_specs()
     table = CostTable(tmp_path)
-    first = table.append([ok(k, 1.0) for k in specs], specs, GPU, 1, "float32", SETTINGS)
-    table.append([ok(k, 2.0) for k in specs], specs, GPU, 1, "float32", SETTINGS)
+    first = table.append([ok(k, 1.0) for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
+    table.append([ok(k, 2.0) for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
     good = open(first, "rb").read()
     bad = tmp_path / "part-99999999T000000000000Z-bad.parquet"
     bad.write_bytes(good[: len(good) // 2] if damage == "truncated" else b"this is not parquet" * 10)
@@ -212,7 +214,7 @@ def test_corrupt_file_raises_naming_it_and_touches_nothing(tmp_path, damage):
 def test_foreign_schema_raises_and_touches_nothing(tmp_path):
     specs = make_specs(1)
     table = CostTable(tmp_path)
-    table.append([ok(k, 1.0) for k in specs], specs, GPU, 1, "float32", SETTINGS)
+    table.append([ok(k, 1.0) for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
     foreign = tmp_path / "part-other.parquet"
     pq.write_table(pa.table({"a": [1, 2], "b": ["x", "y"]}), foreign)
     before = snapshot(tmp_path)
@@ -224,11 +226,11 @@ def test_foreign_schema_raises_and_touches_nothing(tmp_path):
 def test_wrong_version_missing_column_and_wrong_type_are_refused(tmp_path):
     specs = make_specs(1)
     src = CostTable(tmp_path / "src")
-    path = src.append([ok(k, 1.0) for k in specs], specs, GPU, 1, "float32", SETTINGS)
+    path = src.append([ok(k, 1.0) for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
     good = pq.read_table(path)
 
     cases = {
-        "version": (good.replace_schema_metadata({SCHEMA_METADATA_KEY: b"2"}), "schema version '2'"),
+        "version": (good.replace_schema_metadata({SCHEMA_METADATA_KEY: b"7"}), "schema version '7'"),
         "missing": (good.drop_columns(["latency_ms"]), r"missing required columns \['latency_ms'\]"),
         "type": (good.set_column(good.schema.get_field_index("batch_size"), "batch_size",
                                  good["batch_size"].cast(pa.string())), "batch_size is string"),
@@ -246,7 +248,7 @@ def test_stale_temp_file_is_ignored(tmp_path):
     specs = make_specs(1)
     table = CostTable(tmp_path)
     (tmp_path / ".tmp-20260101T000000000000Z-dead.parquet").write_bytes(b"PAR1 half written")
-    table.append([ok(k, 1.0) for k in specs], specs, GPU, 1, "float32", SETTINGS)
+    table.append([ok(k, 1.0) for k in specs], specs, Conditions(GPU, 1, "float32", SETTINGS))
     assert table.read_all().num_rows == 1
     assert len(table.files()) == 1
     assert (tmp_path / ".tmp-20260101T000000000000Z-dead.parquet").exists()
@@ -256,7 +258,7 @@ def test_file_uri(tmp_path):
     specs = make_specs(1)
     key = next(iter(specs))
     uri = "file://" + str(tmp_path / "uri_table")
-    CostTable(uri).append([ok(key, 2.5)], specs, GPU, 1, "float32", SETTINGS)
+    CostTable(uri).append([ok(key, 2.5)], specs, Conditions(GPU, 1, "float32", SETTINGS))
     assert CostTable(uri).lookup([key], GPU, 1, "float32")[key].latency_ms == 2.5
     assert CostTable(tmp_path / "uri_table").lookup([key], GPU, 1, "float32")[key].latency_ms == 2.5
 
@@ -272,11 +274,11 @@ def test_summary_and_compact(tmp_path):
     specs = make_specs()
     keys = list(specs)
     table = CostTable(tmp_path)
-    table.append([ok(k, 1.0) for k in keys], specs, GPU, 1, "float32", SETTINGS)
+    table.append([ok(k, 1.0) for k in keys], specs, Conditions(GPU, 1, "float32", SETTINGS))
     time.sleep(0.002)
     table.append([ok(keys[0], 0.5), Measurement(keys[1], math.nan, error=ErrorKind.RUNTIME, message="x")],
-                 specs, GPU, 1, "float32", SETTINGS)
-    table.append([ok(keys[0], 2.0)], specs, CPU, 2, "float32", SETTINGS)
+                 specs, Conditions(GPU, 1, "float32", SETTINGS))
+    table.append([ok(keys[0], 2.0)], specs, Conditions(CPU, 2, "float32", SETTINGS))
     s = table.summary()
     assert (s["files"], s["rows"], s["unique_stages"], s["error_rows"]) == (3, len(keys) + 3, len(keys), 1)
     assert s["unique_rows"] == len(keys) + 1
@@ -294,7 +296,8 @@ def test_summary_and_compact(tmp_path):
 
 def test_deduplicate_prefers_later_row_on_equal_timestamp():
     base = {"key": "k", "spec": "{}", "strategy": "parallel", "num_ops": 1, "device": "d", "device_kind": "gpu",
-            "compute_capability": "", "driver": "", "library": "", "batch_size": 1, "dtype": "float32",
+            "compute_capability": "", "driver": "", "library": "", "software": "", "batch_size": 1,
+            "dtype": "float32",
             "spread_ms": 0.0, "warmup": 0, "number": 1, "repeat": 1, "estimated": False, "worker": "",
             "timestamp": pa.scalar(0, pa.timestamp("us", tz="UTC")).as_py(), "error_kind": "",
             "error_message": ""}
@@ -319,10 +322,62 @@ def test_analytic_estimates_round_trip_as_estimates(tmp_path):
     model = AnalyticCostModel("H200")
     estimates = model.measure(list(specs.values()), 2, SETTINGS)
     table = CostTable(tmp_path)
-    table.append(estimates, specs, model.device(), 2, model.dtype, SETTINGS)
-    got = table.lookup(list(specs), "analytic:H200", 2, "float32")
+    table.append(estimates, specs, Conditions(model.device(), 2, model.dtype, SETTINGS))
+    got = table.lookup(list(specs), model.device(), 2, "float32")
     assert got == {m.key: m for m in estimates}
     assert all(m.estimated for m in got.values())
     assert table.lookup(list(specs), GPU, 2, "float32") == {}  # never mistaken for a measurement
     s = table.summary()
     assert s["estimated_rows"] == len(specs) and s["measured_time_s"] == 0.0
+
+
+def test_row_from_other_software_is_stale_not_reused(tmp_path):
+    """Regression: rows were looked up by key, device, batch and dtype only, so a row measured under
+    another cuDNN (or driver, or autotune setting) was reused silently."""
+    specs = make_specs(2)
+    k1, k2 = list(specs)[:2]
+    table = CostTable(tmp_path)
+    old_cudnn = replace(GPU, library="cudnn 9.1")
+    table.append([ok(k1, 1.0), ok(k2, 2.0)], specs, Conditions(old_cudnn, 1, "float32", SETTINGS))
+    table.append([ok(k2, 3.0)], specs, Conditions(GPU, 1, "float32", SETTINGS))
+    found = table.search([k1, k2], GPU, 1, "float32")
+    assert set(found.found) == {k2} and found.found[k2].latency_ms == 3.0
+    assert found.stale == {k1}                        # k2 has a current row: not stale
+    assert table.lookup([k1], replace(GPU, settings="autotune off"), 1, "float32") == {}
+    assert table.lookup([k1], old_cudnn, 1, "float32")[k1].latency_ms == 1.0   # kept: an old stack finds it
+    assert table.read_all().num_rows == 3              # nothing merged across software
+    assert len(table.summary()["software"]) == 2
+
+
+def test_schema_1_file_is_kept_but_never_reused(tmp_path):
+    """A table written before the software column: its rows are stale misses, not an error, and the
+    file is neither changed nor compacted away."""
+    specs = make_specs(2)
+    k1, k2 = list(specs)[:2]
+    src = CostTable(tmp_path / "src")
+    path = src.append([ok(k1, 1.0), ok(k2, 2.0)], specs, Conditions(GPU, 1, "float32", SETTINGS))
+    v1 = pq.read_table(path).select(LEGACY_COLUMNS).replace_schema_metadata({SCHEMA_METADATA_KEY: b"1"})
+    d = tmp_path / "table"
+    d.mkdir()
+    pq.write_table(v1, d / "part-00000000T000000000000Z-v1.parquet")
+    table = CostTable(d)
+    table.append([ok(k2, 5.0)], specs, Conditions(GPU, 1, "float32", SETTINGS))
+    table.append([ok(k2, 6.0)], specs, Conditions(GPU, 2, "float32", SETTINGS))
+    before = snapshot(d)
+    found = table.search([k1, k2], GPU, 1, "float32")
+    assert set(found.found) == {k2} and found.found[k2].latency_ms == 5.0 and found.stale == {k1}
+    summary = table.summary()
+    assert summary["legacy_files"] == 1 and summary["rows"] == 4 and "never reused" in format_summary(summary)
+    assert snapshot(d) == before
+    merged = table.compact()
+    names = sorted(os.listdir(d))
+    assert len(names) == 2 and "part-00000000T000000000000Z-v1.parquet" in names
+    assert os.path.basename(merged) in names
+    assert CostTable(d).search([k1, k2], GPU, 1, "float32").stale == {k1}
+
+
+def test_lookup_needs_the_device_info():
+    with pytest.raises(ValueError, match="DeviceInfo"):
+        CostTable("unused").lookup(["k"], "NVIDIA H200", 1, "float32")
+    with pytest.raises(ValueError, match="batch_size"):
+        Conditions(GPU, 0, "float32")

@@ -2,9 +2,9 @@
 
 The cost source ``FlopsSource`` below is deterministic (latency from the spec's flops), logs every
 stage it measures to a file per process (so "measured exactly once" is counted, not inferred), and can
-be told to crash (``os._exit``) or hang on chosen keys to exercise the pool's failure handling.
+be told to crash (``os._exit``) or hang on chosen keys to exercise the pool's failure handling. It is a
+plain picklable CostSource object: the pool ships it to each actor as it is.
 """
-import functools
 import io
 import math
 import os
@@ -20,11 +20,12 @@ import ray
 import ray.cloudpickle
 
 from ios_ray.costs.analytic import AnalyticCostModel
-from ios_ray.costs.factory import CostConfig, CostKind
+from ios_ray.costs.factory import CpuRecipe, GpuRecipe, WorkerResources, parse_cost
 from ios_ray.costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings
 from ios_ray.costs.table import CostTable
-from ios_ray.distributed import (InsufficientResourcesError, ProfilerPool, ProgressBar, check_resources,
-                                 enumerate_graph_distributed, estimate_cost, make_batches, profile_graph_space)
+from ios_ray.distributed import (InsufficientResourcesError, ProfileOptions, ProfilerPool, ProgressBar,
+                                 check_resources, enumerate_graph_distributed, estimate_cost, make_batches,
+                                 profile_graph_space)
 from ios_ray.distributed.enumerate import plan_shards
 from ios_ray.distributed.profiler_pool import WorkersExhaustedError, WorkerStartError
 from ios_ray.models import get_model
@@ -41,6 +42,8 @@ SETTINGS = MeasureSettings(warmup=0, number=1, repeat=3)
 
 class FlopsSource:
     """Deterministic CostSource: latency = flops / 1e9 ms at batch 1, scaled by batch size."""
+
+    dtype = "float32"
 
     def __init__(self, log_dir=None, delay_s=0.0, crash_keys=(), hang_keys=(), raise_keys=()):
         self.log_dir = log_dir
@@ -72,7 +75,7 @@ class FlopsSource:
 
 
 def source(**kw):
-    return functools.partial(FlopsSource, **kw)
+    return FlopsSource(**kw)
 
 
 def measured_keys(log_dir) -> Counter:
@@ -169,22 +172,24 @@ def test_progress_bar_logs_lines_off_tty_and_redraws_on_tty():
 def test_gpu_profiling_on_gpu_less_cluster_fails_at_once(ray_local):
     t0 = time.perf_counter()
     with pytest.raises(InsufficientResourcesError, match="no GPUs"):
-        check_resources(1, CostConfig(CostKind.GPU))
+        check_resources(1, GpuRecipe().resources())
     with pytest.raises(InsufficientResourcesError, match="no GPUs"):
-        ProfilerPool(2, CostConfig(CostKind.GPU))
+        ProfilerPool(2, GpuRecipe())
     assert time.perf_counter() - t0 < 2.0
 
 
 def test_more_cpu_workers_than_cpus_fails_with_what_is_available(ray_local):
     cpus = int(ray.cluster_resources()["CPU"])
     with pytest.raises(InsufficientResourcesError, match=rf"cluster has {cpus} CPUs; ask for at most {cpus} "):
-        check_resources(cpus + 1, CostConfig(CostKind.CPU))
-    assert check_resources(2 * cpus, CostConfig(CostKind.CPU), cpus_per_worker=0.5).num_cpus == 0.5
+        check_resources(cpus + 1, CpuRecipe().resources())
+    assert check_resources(2 * cpus, CpuRecipe().resources(0.5)).num_cpus == 0.5
+    with pytest.raises(ValueError, match="WorkerResources"):
+        check_resources(1, CpuRecipe())
 
 
 def test_waiting_for_autoscaler_times_out_with_the_shortfall(ray_local):
     with pytest.raises(InsufficientResourcesError, match="waited 0.5 s"):
-        check_resources(1, CostConfig(CostKind.GPU), wait_for_autoscaler=True, timeout_s=0.5, poll_s=0.1)
+        check_resources(1, WorkerResources(num_gpus=1.0), wait_for_autoscaler=True, timeout_s=0.5, poll_s=0.1)
 
 
 # ----- the pool -------------------------------------------------------------------------------------
@@ -208,7 +213,7 @@ def test_same_results_for_1_2_4_workers_each_stage_measured_once(ray_local, spec
 
 def test_analytic_model_in_actors_matches_local(ray_local, specs):
     local = AnalyticCostModel("H200").measure(list(specs.values()), 1)
-    with ProfilerPool(2, CostConfig.parse("analytic:H200")) as pool:
+    with ProfilerPool(2, parse_cost("analytic:H200")) as pool:
         assert pool.device().name == "analytic:H200"
         results, _ = pool.measure(specs, 1, SETTINGS)
     assert {m.key: m.latency_ms for m in local} == {k: m.latency_ms for k, m in results.items()}
@@ -269,13 +274,15 @@ def test_hung_batch_is_killed_after_timeout(ray_local, specs):
     assert all(results[k].error is ErrorKind.NONE for k in few if k != hang)
 
 
-class _BrokenSource:
-    def __init__(self):
+class _BrokenRecipe(CpuRecipe):
+    """A recipe whose source cannot be built in the worker (as a GPU recipe on a node without CUDA)."""
+
+    def build(self):
         raise RuntimeError("no such device here")
 
 
 def test_worker_that_cannot_build_its_source_fails_fast_with_the_reason(ray_local, specs):
-    with ProfilerPool(2, _BrokenSource) as pool:
+    with ProfilerPool(2, _BrokenRecipe()) as pool:
         with pytest.raises(WorkerStartError, match="no such device here"):
             pool.device()
         with pytest.raises(WorkerStartError, match="no such device here"):
@@ -303,21 +310,19 @@ def test_driver_warm_table_measures_nothing(ray_local, specs, tmp_path):
     table = CostTable(str(tmp_path / "table"))
     log = tmp_path / "log"
     log.mkdir()
-    cold, rep1 = profile_graph_space(specs, num_workers=2, cost_cfg=source(log_dir=str(log)), batch_size=1,
-                                     settings=SETTINGS, table=table, progress=False)
+    opts = ProfileOptions(batch_size=1, settings=SETTINGS)
+    cold, rep1 = profile_graph_space(specs, source(log_dir=str(log)), 2, table, opts)
     assert rep1.cache_hits == 0 and rep1.measured == len(specs) == sum(rep1.per_worker.values())
     assert rep1.device.name == "test:flops" and rep1.table_appends >= 1
     assert sum(measured_keys(log).values()) == len(specs)
 
-    warm, rep2 = profile_graph_space(specs, num_workers=2, cost_cfg=source(log_dir=str(log)), batch_size=1,
-                                     settings=SETTINGS, table=table, progress=False)
+    warm, rep2 = profile_graph_space(specs, source(log_dir=str(log)), 2, table, opts)
     assert rep2.cache_hits == len(specs) and rep2.measured == 0 and rep2.per_worker == {}
     assert sum(measured_keys(log).values()) == len(specs), "the warm run measured something again"
     assert strip(warm) == strip(cold)
 
     # another batch size is another cache key: measured again
-    _, rep3 = profile_graph_space(specs, num_workers=2, cost_cfg=source(), batch_size=4, settings=SETTINGS,
-                                  table=table, progress=False)
+    _, rep3 = profile_graph_space(specs, source(), 2, table, ProfileOptions(batch_size=4, settings=SETTINGS))
     assert rep3.cache_hits == 0 and rep3.measured == len(specs)
 
 
@@ -325,12 +330,26 @@ def test_driver_analytic_progress_and_partial_table(ray_local, specs, tmp_path, 
     table = CostTable(str(tmp_path / "t"))
     keys = sorted(specs)
     half = {k: specs[k] for k in keys[: len(keys) // 2]}
-    cfg = CostConfig.parse("analytic:H200")
-    profile_graph_space(half, num_workers=2, cost_cfg=cfg, table=table, progress=False)
-    results, rep = profile_graph_space(specs, num_workers=2, cost_cfg=cfg, table=table, progress=True)
+    profile_graph_space(half, "analytic:H200", 2, table)
+    results, rep = profile_graph_space(specs, "analytic:H200", 2, table, ProfileOptions(progress=True))
     assert rep.cache_hits == len(half) and rep.measured == len(specs) - len(half)
     assert rep.device.name == "analytic:H200" and set(results) == set(specs)
     assert f"{rep.measured}/{rep.measured} (100%)" in capsys.readouterr().err
+
+
+class _PerProcessSoftware(FlopsSource):
+    """Each worker process reports its own library version: a pool of mixed software stacks."""
+
+    def device(self):
+        return DeviceInfo(name="test:flops", kind="cpu", library=f"test {os.getpid()}")
+
+
+def test_workers_of_different_software_are_refused(ray_local, specs):
+    """Rows of one run are filed under one software fingerprint: workers that differ must not mix."""
+    from ios_ray.distributed import DeviceMismatchError
+    few = dict(sorted(specs.items())[:4])
+    with pytest.raises(DeviceMismatchError, match="different devices or software"):
+        profile_graph_space(few, _PerProcessSoftware(), 2)
 
 
 # ----- distributed enumeration ------------------------------------------------------------------------

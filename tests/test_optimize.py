@@ -77,6 +77,8 @@ def test_bad_options_are_rejected():
         ios.optimize(g, cost="quantum")
     with pytest.raises(ValueError):
         ios.optimize(g, batch_size=0, cost="analytic")
+    with pytest.raises(ValueError, match="num_workers"):
+        ios.optimize(g, num_workers=0, cost="analytic")
 
 
 @pytest.mark.slow
@@ -126,32 +128,150 @@ def test_local_optimize_remeasures_cached_worker_deaths(tmp_path):
     import math
 
     from ios_ray.costs.measurement import ErrorKind, MeasureSettings, Measurement
-    from ios_ray.costs.table import CostTable
     from ios_ray.costs.analytic import AnalyticCostModel
+    from ios_ray.costs.table import Conditions, CostTable
     from ios_ray.space.enumerate import SpaceOptions, enumerate_graph
     g = get_model("sample")
     specs = enumerate_graph(g, SpaceOptions()).specs
     table = CostTable(str(tmp_path / "costs"))
     died = [Measurement(k, math.nan, error=ErrorKind.WORKER_DIED, message="worker died") for k in specs]
-    table.append(died, dict(specs), AnalyticCostModel("H200").device(), 1, "float32", MeasureSettings())
+    table.append(died, dict(specs), Conditions(AnalyticCostModel("H200").device(), 1, "float32", MeasureSettings()))
     opt = ios.optimize(g, cost="analytic:H200", cost_table=table)
     rep = opt.optimization_report
     assert rep.cache_hits == 0 and rep.measured == rep.unique_stages and rep.errors == 0
 
 
-def test_cost_source_object_with_workers_fails_before_ray_starts():
-    """Regression: this was refused only after Ray had started and the space had been enumerated."""
-    import ray
-
-    from ios_ray.costs.analytic import AnalyticCostModel
-    was_running = ray.is_initialized()
-    with pytest.raises(ValueError, match="cost-source object"):
-        ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200"), num_workers=1)
-    assert ray.is_initialized() == was_running
-
-
 def test_cost_names_are_matched_exactly():
-    from ios_ray.costs.factory import CostConfig
-    assert CostConfig.parse("analytic:v100").gpu_model == "V100"
+    from ios_ray.costs.factory import AnalyticRecipe, GpuRecipe, parse_cost
+    assert parse_cost("analytic:v100") == AnalyticRecipe("V100")
+    assert parse_cost("gpu-tf32") == GpuRecipe(tf32=True) and parse_cost("gpu-tf32").dtype == "tf32"
+    assert parse_cost(" CUDA ") == GpuRecipe() and parse_cost("cpu").dtype == "float32"
+    assert parse_cost("analytic-tf32:h100").dtype == "tf32"
     with pytest.raises(ValueError, match="unknown cost source"):
-        CostConfig.parse("analytics")
+        parse_cost("analytics")
+
+
+def test_unknown_cost_kind_lists_the_known_ones():
+    from ios_ray.costs.factory import parse_cost
+    for bad in ("quantum", "cpu:V100", "analytic:", "gpu:2"):
+        with pytest.raises(ValueError) as info:
+            parse_cost(bad)
+        message = str(info.value)
+        assert repr(bad) in message
+        for known in ("cpu", "gpu", "gpu-tf32", "analytic[:GPU]"):
+            assert known in message
+    with pytest.raises(ValueError, match="known GPUs: A100, H100, H200, V100"):
+        parse_cost("analytic:K80")
+    with pytest.raises(ValueError, match="V100 has no tf32"):
+        parse_cost("analytic-tf32:V100")
+
+
+def test_cost_object_without_a_math_mode_is_refused():
+    class NoDtype:
+        def device(self):
+            raise AssertionError("not called")
+
+        def measure(self, specs, batch_size, settings):
+            raise AssertionError("not called")
+
+    with pytest.raises(ValueError, match="does not state its math mode"):
+        ios.optimize(get_model("sample"), cost=NoDtype())
+
+
+def _rows(table_dir):
+    from ios_ray.costs.table import CostTable
+    return CostTable(table_dir).read_all().to_pylist()
+
+
+def test_tf32_cost_source_object_writes_tf32_rows_in_process(tmp_path):
+    """Regression: the math mode was guessed for cost-source objects; a TF32 source must file its rows
+    under tf32 (and read them back from there)."""
+    from ios_ray.costs.analytic import AnalyticCostModel
+    table = str(tmp_path / "costs")
+    first = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table)
+    rows = _rows(table)
+    assert rows and {r["dtype"] for r in rows} == {"tf32"}
+    assert first.optimization_report.dtype == "tf32"
+    again = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table)
+    assert again.optimization_report.cache_hits == first.optimization_report.unique_stages
+    fp32 = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200"), cost_table=table)
+    assert fp32.optimization_report.cache_hits == 0   # tf32 rows are not float32 rows
+
+
+class VersionedSource:
+    """A picklable CostSource whose library version is a constructor argument (and counts measurements)."""
+
+    dtype = "float32"
+
+    def __init__(self, version: str):
+        self.version = version
+        self.measured = 0
+
+    def device(self):
+        from ios_ray.costs.measurement import DeviceInfo
+        return DeviceInfo("test:versioned", "cpu", library=f"testlib {self.version}")
+
+    def measure(self, specs, batch_size, settings):
+        from ios_ray.costs.measurement import Measurement
+        self.measured += len(specs)
+        return [Measurement(s.key, 0.01 * s.num_ops, samples=1) for s in specs]
+
+
+def test_rows_of_another_library_version_are_measured_again_and_counted(tmp_path):
+    """Regression: a row measured under another library version was reused silently."""
+    from ios_ray.costs.table import CostTable
+    table = CostTable(str(tmp_path / "costs"))
+    old = VersionedSource("1.0")
+    first = ios.optimize(get_model("sample"), cost=old, cost_table=table).optimization_report
+    assert first.measured == first.unique_stages == old.measured and first.stale == 0
+    new = VersionedSource("2.0")
+    second = ios.optimize(get_model("sample"), cost=new, cost_table=table).optimization_report
+    assert second.cache_hits == 0 and second.stale == second.unique_stages
+    assert new.measured == second.unique_stages                  # measured again, not reused
+    assert "stale rows: " + str(second.stale) in second.format()
+    assert table.read_raw().num_rows == 2 * first.unique_stages  # the old rows are kept
+    third = ios.optimize(get_model("sample"), cost=VersionedSource("2.0"), cost_table=table).optimization_report
+    assert third.cache_hits == third.unique_stages and third.stale == 0
+
+
+def test_construct_rebuilds_nodes_and_slices(tmp_path):
+    """construct builds new IR nodes (the original graph keeps its own) and consumers of merged convs
+    read their channel slice of the merged output."""
+    from ios_ray.graph.ir import Conv
+    from ios_ray.graph.schedule import Stage
+    from ios_ray.optimizer import construct
+    g = get_model("sample")
+    g.init_weights(0)
+    names = [n.name for n in g.blocks[0].nodes]
+    by = g.node_by_name()
+    convs = [n for n in g.blocks[0].nodes if isinstance(n, Conv) and n.inputs[0][0].node is g.input]
+    assert len(convs) >= 2
+    rest = [n for n in names if n not in {c.name for c in convs}]
+    stages = [Stage(tuple((c.name,) for c in convs), Strategy.MERGE)] + [Stage(((n,),)) for n in rest]
+    opt = construct(g, [stages], compute_weight=True)
+    merged = opt.node_by_name()["+".join(c.name for c in convs)]
+    assert merged.out_channels == sum(c.out_channels for c in convs)
+    assert all(opt.node_by_name()[n] is not by[n] for n in rest)
+    assert opt.input is not g.input and all(n in by for n in names)
+    readers = [n for n in opt.blocks[0].nodes for t in n.inputs for v in t if v.node is merged]
+    assert readers and all(0 <= v.begin < v.end <= merged.out_channels
+                           for n in readers for t in n.inputs for v in t if v.node is merged)
+    _outputs_match(g, opt, 1)
+
+
+@pytest.mark.gpu
+def test_gpu_tf32_rows_carry_the_math_mode_and_software_fingerprint(tmp_path):
+    """On a GPU: ``gpu-tf32`` rows are filed as tf32 under the full software fingerprint (cuDNN, CUDA
+    runtime, CuPy, numpy, ios_ray, driver, autotune), and the autotune setting is part of it."""
+    from ios_ray.costs.factory import GpuRecipe
+    from ios_ray.costs.table import CostTable
+    tuned = GpuRecipe(tf32=True).build().device()
+    untuned = GpuRecipe(tf32=True, autotune=False).build().device()
+    assert tuned.name == untuned.name and tuned.software != untuned.software
+    for part in ("cudnn", "cuda runtime", "cupy", "numpy", "ios_ray", "driver", "autotune on"):
+        assert part in tuned.software, part
+    table = str(tmp_path / "costs")
+    opt = ios.optimize(get_model("sample"), cost="gpu-tf32", warmup=0, number=1, repeat=1, cost_table=table)
+    rows = CostTable(table).read_all().to_pylist()
+    assert opt.optimization_report.dtype == "tf32" and len(rows) == opt.optimization_report.unique_stages
+    assert {r["dtype"] for r in rows} == {"tf32"} and {r["software"] for r in rows} == {tuned.software}

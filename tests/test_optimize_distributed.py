@@ -1,15 +1,22 @@
 """optimize(num_workers=N) end to end on a local Ray instance, and concurrent writers of one table."""
 import multiprocessing as mp
+import sys
 
 import pytest
 import ray
+import ray.cloudpickle
 
 import ios_ray as ios
+from ios_ray.costs.analytic import AnalyticCostModel
+from ios_ray.costs.measurement import DeviceInfo, Measurement
 from ios_ray.costs.table import CostTable
 from ios_ray.distributed import InsufficientResourcesError
 from ios_ray.models import get_model
 
 pytestmark = pytest.mark.ray
+
+# Workers cannot import this file (tests/ is not on their path): ship its classes by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +54,50 @@ def test_warm_table_measures_nothing_on_actors(ray_4cpu, tmp_path):
 def test_too_many_gpu_workers_fails_at_once(ray_4cpu):
     with pytest.raises(InsufficientResourcesError, match="GPU"):
         ios.optimize(get_model("sample"), cost="gpu", num_workers=2)
+
+
+def test_tf32_cost_source_object_writes_tf32_rows_through_workers(ray_4cpu, tmp_path):
+    """Regression: through the Ray driver a cost-source object's rows were filed as float32 whatever its
+    math mode (the driver guessed instead of asking); in-process they were tf32."""
+    g = get_model("sample")
+    ray_table, local_table = str(tmp_path / "ray"), str(tmp_path / "local")
+    opt = ios.optimize(g, cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=ray_table, num_workers=2)
+    local = ios.optimize(g, cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=local_table)
+    ray_rows, local_rows = CostTable(ray_table).read_all(), CostTable(local_table).read_all()
+    assert set(ray_rows["dtype"].to_pylist()) == set(local_rows["dtype"].to_pylist()) == {"tf32"}
+    assert sorted(ray_rows["key"].to_pylist()) == sorted(local_rows["key"].to_pylist())
+    assert opt.optimization_report.dtype == "tf32" and str(opt) == str(local)
+
+
+class LinearSource:
+    """A user's picklable CostSource: latency from the spec's flops, library version from the caller."""
+
+    dtype = "float32"
+
+    def __init__(self, version: str = "1"):
+        self.version = version
+
+    def device(self):
+        return DeviceInfo("test:linear", "cpu", library=f"linear {self.version}")
+
+    def measure(self, specs, batch_size, settings):
+        return [Measurement(s.key, s.flops() * batch_size / 1e9 + 0.001, samples=1) for s in specs]
+
+
+def test_user_cost_source_object_works_with_workers(ray_4cpu, tmp_path):
+    """Regression: cost-source objects were refused with num_workers; and rows of another library
+    version were reused silently."""
+    g = get_model("squeezenet")
+    table = str(tmp_path / "costs")
+    local = ios.optimize(g, cost=LinearSource("1"), cost_table=table)
+    opt = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2)
+    rep = opt.optimization_report
+    assert str(opt) == str(local) and rep.num_workers == 2
+    assert rep.cache_hits == 0 and rep.stale == rep.measured == rep.unique_stages  # version 1 rows: stale
+    assert sum(rep.per_worker.values()) == rep.unique_stages and len(rep.per_worker) == 2
+    assert CostTable(table).read_raw().num_rows == 2 * rep.unique_stages
+    again = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2).optimization_report
+    assert again.cache_hits == again.unique_stages and again.stale == again.measured == 0
 
 
 def _optimize_into(model, table, out):

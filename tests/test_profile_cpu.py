@@ -43,7 +43,8 @@ def test_is_a_cost_source_describing_the_cpu():
     assert isinstance(prof, CostSource)
     info = prof.device()
     assert info.kind == "cpu" and info.name.startswith("cpu:") and info.name.endswith("/numpy")
-    assert info.library == f"numpy {np.__version__}"
+    assert info.library.startswith(f"numpy {np.__version__}") and "ios_ray" in info.library
+    assert info.software == info.library and prof.dtype == "float32"
 
 
 def test_measures_positive_finite_latency_per_spec_in_order():
@@ -125,3 +126,32 @@ def test_rejects_bad_arguments():
         CpuProfiler().measure([], 0, FAST)
     with pytest.raises(ValueError, match="max_cached_inputs"):
         CpuProfiler(max_cached_inputs=0)
+
+
+def test_profile_stages_on_a_local_pool_appends_in_chunks_and_reuses(tmp_path):
+    """The one profiling path, in-process: chunked appends, then every stage a cache hit."""
+    from ios_ray.costs.table import CostTable
+    from ios_ray.profile.stages import LocalPool, ProfileOptions, profile_stages
+    specs = {s.key: s for s in specs_of(small_graph())}
+    table = CostTable(tmp_path / "costs")
+    options = ProfileOptions(batch_size=1, settings=FAST, append_chunk=2)
+    cold, rep = profile_stages(specs, LocalPool(CpuProfiler(), chunk=2), table, options)
+    assert set(cold) == set(specs) and rep.measured == len(specs) and rep.cache_hits == 0
+    assert rep.per_worker == {"local": len(specs)} and rep.table_appends == len(table.files()) >= 2
+    warm, rep2 = profile_stages(specs, LocalPool(CpuProfiler()), table, options)
+    assert rep2.cache_hits == len(specs) and rep2.measured == 0 and rep2.per_worker == {}
+    assert {k: m.latency_ms for k, m in warm.items()} == {k: m.latency_ms for k, m in cold.items()}
+
+
+def test_local_pool_refuses_a_source_that_breaks_the_protocol():
+    from ios_ray.profile.stages import LocalPool
+
+    class Shuffled(CpuProfiler):
+        def measure(self, specs, batch_size, settings):
+            return list(reversed(super().measure(specs, batch_size, settings)))
+
+    specs = {s.key: s for s in specs_of(small_graph())[:2]}
+    with pytest.raises(ValueError, match="one measurement per spec, in order"):
+        LocalPool(Shuffled()).measure(specs, 1, FAST)
+    with pytest.raises(ValueError, match="chunk"):
+        LocalPool(CpuProfiler(), chunk=0)

@@ -1,60 +1,256 @@
-"""Picklable cost-source configuration: what a Ray actor receives to build its own cost source.
+"""Cost-source recipes: picklable descriptions of where stage latencies come from, and the registry of
+the names users type for them.
 
-A cost source holds process-local state (CUDA context, cuDNN handles, cached buffers), so actors are
-sent a ``CostConfig`` and build the source in their own process with ``make_cost_source``.
+A cost source holds process-local state (a CUDA context, cuDNN handles, cached buffers), so what travels
+to a Ray actor (and through ``optimize``) is a *recipe*: a small picklable record that owns
+
+* ``build()``: the live ``CostSource``, made in the process that measures;
+* ``resources(cpus)``: what one profiling worker asks Ray for (a GPU profiler owns one whole GPU);
+* ``dtype``: the math mode its rows are filed under in the cost table (``float32``, ``tf32``);
+* ``cached_by_default``: whether its rows belong in the default cost table (analytic estimates are
+  cheap: they are stored only in a table named explicitly);
+* ``local_device()``: its ``DeviceInfo`` when that is the same in every process (the analytic model),
+  so that the driver learns it without starting a worker; else None.
+
+Data flow::
+
+    "gpu-tf32" --parse_cost (KINDS)--> GpuRecipe(tf32=True) --pickled to each actor--> build() -> GpuProfiler
+    any CostSource object --resolve_cost--> ObjectRecipe(source): its own dtype; build() is the object
+
+Nothing outside this module asks which kind a recipe is: callers use the five members above.
 """
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping, Optional, Protocol, Tuple, Union, runtime_checkable
 
-from .measurement import CostSource
-
-
-class CostKind(enum.Enum):
-    CPU = "cpu"            # measured on the numpy reference runtime
-    ANALYTIC = "analytic"  # roofline estimate of a named GPU (labelled as an estimate)
-    GPU = "gpu"            # measured on a CUDA GPU: CuPy + cuDNN, CUDA-graph replay
+from .measurement import CostSource, DeviceInfo
 
 
 @dataclass(frozen=True)
-class CostConfig:
-    kind: CostKind = CostKind.CPU
-    gpu_model: str = "H200"   # for ANALYTIC
-    tf32: bool = False        # for GPU: TF32 tensor-core math in convolutions
-    device_id: int = 0        # for GPU, within the process's visible devices
+class WorkerResources:
+    """Ray resources one profiling (or enumeration) actor asks for."""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
 
-    @staticmethod
-    def parse(text: str) -> "CostConfig":
-        """``cpu``, ``gpu``, ``gpu-tf32``, ``analytic`` or ``analytic:V100``."""
-        text = text.strip().lower()
-        if text == "cpu":
-            return CostConfig(CostKind.CPU)
-        if text in ("gpu", "cuda"):
-            return CostConfig(CostKind.GPU)
-        if text in ("gpu-tf32", "cuda-tf32"):
-            return CostConfig(CostKind.GPU, tf32=True)
-        if text == "analytic" or text.startswith("analytic:"):
-            _, _, model = text.partition(":")
-            return CostConfig(CostKind.ANALYTIC, gpu_model=(model or "H200").upper())
-        raise ValueError(f"unknown cost source {text!r}; use cpu, gpu, gpu-tf32, analytic or analytic:<GPU>")
+    def __post_init__(self):
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ValueError(f"worker resources must be >= 0, got num_cpus={self.num_cpus}, "
+                             f"num_gpus={self.num_gpus}")
+
+
+@runtime_checkable
+class SourceRecipe(Protocol):
+    """A picklable description of a cost source (see the module docstring)."""
+
+    dtype: str
+    cached_by_default: bool
+
+    def build(self) -> CostSource:
+        """The live cost source, built in this process."""
+        ...
+
+    def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
+        """What one worker measuring with this source needs."""
+        ...
+
+    def local_device(self) -> Optional[DeviceInfo]:
+        """The device when it is the same in every process, else None (ask a worker)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CpuRecipe:
+    """The numpy reference runtime on the worker's CPU (``CpuProfiler``)."""
+    seed: int = 0
+
+    dtype: ClassVar[str] = "float32"
+    cached_by_default: ClassVar[bool] = True
+
+    def build(self) -> CostSource:
+        from ..profile.cpu import CpuProfiler
+        return CpuProfiler(seed=self.seed)
+
+    def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
+        return WorkerResources(num_cpus=float(cpus_per_worker))
+
+    def local_device(self) -> Optional[DeviceInfo]:
+        return None
+
+    def __str__(self) -> str:
+        return "cpu"
+
+
+@dataclass(frozen=True)
+class GpuRecipe:
+    """CUDA-graph replay on one GPU (``GpuProfiler``); each worker owns a whole GPU, so timings are alone.
+
+    Args:
+        tf32: allow TF32 tensor-core convolutions (rows are filed as ``tf32``).
+        autotune: time cuDNN's candidate plans per new conv shape.
+        device_id: the CUDA device within the worker's visible devices (Ray gives each actor one).
+    """
+    tf32: bool = False
+    autotune: bool = True
+    device_id: int = 0
+
+    cached_by_default: ClassVar[bool] = True
 
     @property
     def dtype(self) -> str:
-        """The math mode recorded in the cost table."""
-        return "tf32" if (self.kind is CostKind.GPU and self.tf32) else "float32"
+        return "tf32" if self.tf32 else "float32"
+
+    def build(self) -> CostSource:
+        from ..profile.gpu import GpuProfiler
+        return GpuProfiler(device_id=self.device_id, tf32=self.tf32, autotune=self.autotune)
+
+    def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
+        return WorkerResources(num_cpus=float(cpus_per_worker), num_gpus=1.0)
+
+    def local_device(self) -> Optional[DeviceInfo]:
+        return None
+
+    def __str__(self) -> str:
+        return "gpu-tf32" if self.tf32 else "gpu"
 
 
-def make_cost_source(cfg: CostConfig) -> CostSource:
-    """Build the cost source in this process (imports CuPy only for GPU)."""
-    if cfg.kind is CostKind.CPU:
-        from ..profile.cpu import CpuProfiler
-        return CpuProfiler()
-    if cfg.kind is CostKind.ANALYTIC:
+@dataclass(frozen=True)
+class AnalyticRecipe:
+    """The roofline estimate of a named GPU (``AnalyticCostModel``); labelled estimated, never cached by
+    default, and the same in every process.
+
+    Raises:
+        ValueError: an unknown GPU or dtype, or TF32 on a GPU without it.
+    """
+    gpu: str = "H200"
+    dtype: str = "float32"
+
+    cached_by_default: ClassVar[bool] = False
+
+    def __post_init__(self):
+        from .analytic import gpu_spec
+        object.__setattr__(self, "gpu", gpu_spec(self.gpu).name)  # canonical name: "v100" -> "V100"
+        self.build()  # checks the dtype against the GPU now, not inside a worker
+
+    def build(self) -> CostSource:
         from .analytic import AnalyticCostModel
-        return AnalyticCostModel(cfg.gpu_model)
-    from ..profile.gpu import GpuProfiler
-    return GpuProfiler(device_id=cfg.device_id, tf32=cfg.tf32)
+        return AnalyticCostModel(self.gpu, self.dtype)
+
+    def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
+        return WorkerResources(num_cpus=float(cpus_per_worker))
+
+    def local_device(self) -> Optional[DeviceInfo]:
+        return self.build().device()
+
+    def __str__(self) -> str:
+        return f"analytic{'-tf32' if self.dtype == 'tf32' else ''}:{self.gpu}"
+
+
+@dataclass(frozen=True)
+class ObjectRecipe:
+    """A user's ``CostSource`` object: pickled to each worker as it is, or used directly in-process.
+
+    Its math mode is the object's own ``dtype``; a worker reserves one CPU and no GPU (to measure on
+    GPU actors pass a recipe such as ``GpuRecipe``, which reserves a whole GPU each and builds the CUDA
+    state inside the actor); its rows go to a cost table only when one is named (an unknown source is
+    never mixed into the default table implicitly).
+    """
+    source: Any
+
+    cached_by_default: ClassVar[bool] = False
+
+    @property
+    def dtype(self) -> str:
+        return str(self.source.dtype)
+
+    def build(self) -> CostSource:
+        return self.source
+
+    def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
+        return WorkerResources(num_cpus=float(cpus_per_worker))
+
+    def local_device(self) -> Optional[DeviceInfo]:
+        return None
+
+    def __str__(self) -> str:
+        return type(self.source).__name__
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One name of the registry: the recipe class, its fixed options, and the field an argument sets."""
+    name: str
+    help: str
+    recipe: type
+    options: Tuple[Tuple[str, Any], ...] = ()
+    argument: Optional[str] = None    # the recipe field ``name:<value>`` sets; None: takes no argument
+
+    def usage(self) -> str:
+        return f"{self.name}[:{self.argument.upper()}]" if self.argument else self.name
+
+    def make(self, argument: str) -> SourceRecipe:
+        kwargs = dict(self.options)
+        if argument:
+            kwargs[self.argument] = argument
+        return self.recipe(**kwargs)
+
+
+KINDS: Mapping[str, SourceKind] = MappingProxyType({k.name: k for k in (
+    SourceKind("cpu", "measured on the numpy reference runtime", CpuRecipe),
+    SourceKind("gpu", "measured on a CUDA GPU, strict FP32", GpuRecipe),
+    SourceKind("gpu-tf32", "measured on a CUDA GPU, TF32 convolutions", GpuRecipe, (("tf32", True),)),
+    SourceKind("analytic", "roofline estimate of a named GPU (default H200)", AnalyticRecipe, argument="gpu"),
+    SourceKind("analytic-tf32", "roofline estimate with TF32 tensor cores", AnalyticRecipe,
+               (("dtype", "tf32"),), argument="gpu"),
+)})
+ALIASES: Mapping[str, str] = MappingProxyType({"cuda": "gpu", "cuda-tf32": "gpu-tf32"})
+
+
+def known_cost_names() -> str:
+    """The registry's names as users type them, for help texts and errors."""
+    return ", ".join(k.usage() for k in KINDS.values())
+
+
+def parse_cost(text: str) -> SourceRecipe:
+    """The recipe a user's string names: ``cpu``, ``gpu``, ``gpu-tf32``, ``analytic``, ``analytic:V100``...
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones), an argument the kind does not
+            take, or an argument the recipe refuses (e.g. an unknown GPU).
+    """
+    name, sep, argument = str(text).strip().lower().partition(":")
+    kind = KINDS.get(ALIASES.get(name, name))
+    if kind is None or (sep and (kind.argument is None or not argument)):
+        raise ValueError(f"unknown cost source {text!r}; known: {known_cost_names()}")
+    return kind.make(argument)
+
+
+CostArg = Union[None, str, SourceRecipe, CostSource]
+
+
+def resolve_cost(cost: CostArg) -> SourceRecipe:
+    """The recipe for what ``optimize(cost=...)`` accepts.
+
+    ``None`` is the GPU when CuPy sees one, else the CPU reference runtime; a string goes through
+    ``parse_cost``; a recipe is kept; any ``CostSource`` object (with its ``dtype``) is wrapped.
+
+    Raises:
+        ValueError: anything else, or an object that measures but does not state its math mode.
+    """
+    if cost is None:
+        return GpuRecipe() if gpu_available() else CpuRecipe()
+    if isinstance(cost, str):
+        return parse_cost(cost)
+    if isinstance(cost, SourceRecipe):
+        return cost
+    if isinstance(cost, CostSource):
+        return ObjectRecipe(cost)
+    if hasattr(cost, "measure") and hasattr(cost, "device"):
+        raise ValueError(f"the cost source {type(cost).__name__} does not state its math mode: give it a "
+                         f"`dtype` attribute ('float32' or 'tf32'); the cost table files rows under it")
+    raise ValueError(f"cost must be None, one of {known_cost_names()}, a SourceRecipe or a CostSource; "
+                     f"got {type(cost).__name__}")
 
 
 def gpu_available() -> bool:

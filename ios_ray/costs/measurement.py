@@ -39,12 +39,20 @@ class MeasureSettings:
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """Where latencies come from; part of the cost table's cache key (``name``)."""
+    """Where latencies come from, and the software that measured them: the cost table reuses a row only
+    for the same ``name`` and the same ``software`` fingerprint."""
     name: str                      # e.g. "NVIDIA H200", "cpu:numpy/x86_64", "analytic:H200"
     kind: str                      # "gpu", "cpu" or "analytic"
     compute_capability: str = ""
-    driver: str = ""
-    library: str = ""              # e.g. "cudnn 9.19 / cupy 14.2", "numpy 2.4"
+    driver: str = ""               # e.g. the CUDA driver version "13.0"
+    library: str = ""              # every library version that shapes a timing, e.g. "cudnn 9.19 / cupy 14.2"
+    settings: str = ""             # source settings that shape a timing, e.g. "autotune on"
+
+    @property
+    def software(self) -> str:
+        """The fingerprint of what measured: libraries, driver and settings (a cost-table key column)."""
+        parts = [self.library, f"driver {self.driver}" if self.driver else "", self.settings]
+        return " | ".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,13 @@ class Measurement:
 
 @runtime_checkable
 class CostSource(Protocol):
-    """Anything that turns stage specs into measurements (CPU profiler, analytic model, GPU profiler)."""
+    """Anything that turns stage specs into measurements (CPU profiler, analytic model, GPU profiler).
+
+    ``dtype`` is the math mode it measures in (``"float32"``, ``"tf32"``): the cost table files its rows
+    under it, so a source states it rather than anyone guessing.
+    """
+
+    dtype: str
 
     def device(self) -> DeviceInfo: ...
 

@@ -2,8 +2,10 @@
 
 Data flow::
 
-    CostSource.measure -> [Measurement] --append--> <table>/part-<utc time>-<uuid>.parquet  (one file per call)
-    <table>/*.parquet --read_all (validate each file, deduplicate)--> pa.Table --lookup--> {key: Measurement} -> DP
+    CostSource.measure -> [Measurement] --append(Conditions)--> <table>/part-<utc time>-<uuid>.parquet  (one file per call)
+    <table>/*.parquet --read_raw (validate each file)--> pa.Table
+        --search(keys, DeviceInfo, batch, dtype)--> found {key: Measurement} (same software) -> DP,
+                                                    stale keys (other software: kept, not reused)
 
 Layout: a directory (local path or any ``pyarrow.fs`` URI such as ``file:///...`` or ``s3://bucket/prefix``)
 holding Parquet files that all have the schema ``SCHEMA``. It is an ordinary Parquet dataset:
@@ -17,7 +19,7 @@ never see a half-written file (names starting with ``.`` or ``_`` are ignored he
 invisible to readers until it is done. Existing files are never rewritten; ``compact`` writes the merged
 file first and only then removes the files it merged.
 
-Schema (one row per stage measured on one device, batch size and math mode):
+Schema (one row per stage measured on one device, batch size and math mode, by one software stack):
 
 ============== ======================== ===========================================================
 column         type                     meaning
@@ -29,6 +31,9 @@ num_ops        int32                    operators in the stage
 device         string                   ``DeviceInfo.name`` (e.g. "NVIDIA H200", "analytic:H200")
 device_kind    string                   ``DeviceInfo.kind`` ("gpu", "cpu", "analytic")
 compute_capability, driver, library     strings from ``DeviceInfo``
+software       string                   ``DeviceInfo.software``: the fingerprint of what measured (library
+                                        versions such as cuDNN / CUDA runtime / CuPy / numpy / ios_ray, the
+                                        driver, and settings such as cuDNN autotune)
 batch_size     int32                    batch size measured
 dtype          string                   math mode: "float32", "tf32", ...
 latency_ms     float64                  median latency over repeats; NaN for an error row
@@ -41,21 +46,29 @@ error_kind     string                   ``ErrorKind`` value, "" when the measure
 error_message  string                   the error's message
 ============== ======================== ===========================================================
 
-The schema metadata carries ``ios_ray.cost_table = SCHEMA_VERSION``; a file without it (or with another
-version) is refused with ``CostTableError``, as is a file that cannot be parsed. Refusing never deletes
-or changes the file.
+The schema metadata carries ``ios_ray.cost_table = SCHEMA_VERSION`` (``2``). Files of version ``1``
+(written before the ``software`` column existed) are read and kept, but their rows carry the software
+``LEGACY_SOFTWARE``, which no source reports: they are never reused, only counted as stale (and
+``compact`` leaves those files alone). A file without the entry, of any other version, or that cannot be
+parsed is refused with ``CostTableError``. Refusing never deletes or changes the file.
 
-Deduplication: for one (key, device, batch_size, dtype) a successful row beats an error row, then the
-latest timestamp wins (ties: the file written later).
+Reuse: ``lookup`` returns a row only for the same (key, device name, batch_size, dtype) *and* the same
+``software``; rows of that key measured by other software are kept (a later upgrade back finds them
+again) and reported as stale misses by ``search``.
+
+Deduplication: for one (key, device, batch_size, dtype, software) a successful row beats an error row,
+then the latest timestamp wins (ties: the file written later).
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,14 +79,18 @@ from ..graph.schedule import Strategy
 from ..space.stage import StageSpec
 from .measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
 
-SCHEMA_VERSION = b"1"
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = b"2"
+LEGACY_VERSION = b"1"            # no software column: read, kept, never reused
+LEGACY_SOFTWARE = "unrecorded (cost table schema 1)"
 SCHEMA_METADATA_KEY = b"ios_ray.cost_table"
 FILE_PREFIX = "part-"
 FILE_SUFFIX = ".parquet"
 TMP_PREFIX = ".tmp-"
 
 # Columns that identify one cost: rows sharing them are duplicates of each other.
-IDENTITY_COLUMNS = ("key", "device", "batch_size", "dtype")
+IDENTITY_COLUMNS = ("key", "device", "batch_size", "dtype", "software")
 
 
 def _field(name: str, typ: pa.DataType, doc: str) -> pa.Field:
@@ -91,6 +108,7 @@ SCHEMA: pa.Schema = pa.schema(
         _field("compute_capability", pa.string(), "DeviceInfo.compute_capability"),
         _field("driver", pa.string(), "DeviceInfo.driver"),
         _field("library", pa.string(), "DeviceInfo.library, e.g. 'cudnn 9.19 / cupy 14.2'"),
+        _field("software", pa.string(), "DeviceInfo.software: libraries, driver and settings that measured"),
         _field("batch_size", pa.int32(), "batch size measured"),
         _field("dtype", pa.string(), "math mode: float32, tf32, ..."),
         _field("latency_ms", pa.float64(), "median latency over repeats (ms); NaN for an error row"),
@@ -105,8 +123,11 @@ SCHEMA: pa.Schema = pa.schema(
         _field("error_message", pa.string(), "the error's message; empty when none"),
     ],
     metadata={SCHEMA_METADATA_KEY: SCHEMA_VERSION,
-              b"ios_ray.doc": b"one row per stage measured on (device, batch_size, dtype); see ios_ray.costs.table"},
+              b"ios_ray.doc": b"one row per stage measured on (device, batch_size, dtype, software); "
+                              b"see ios_ray.costs.table"},
 )
+# Version 1 had every column but ``software``.
+LEGACY_COLUMNS = [name for name in SCHEMA.names if name != "software"]
 
 
 _LEFT_ALONE = "(the file was left as it is; move it out of the table directory to use the other files)"
@@ -138,23 +159,31 @@ def _resolve(path_or_uri: Union[str, os.PathLike, None]) -> Tuple[pafs.FileSyste
     return pafs.LocalFileSystem(), root, root
 
 
-def _check_schema(schema: pa.Schema, where: str) -> None:
-    """Raise CostTableError naming ``where`` if ``schema`` is not this version's cost-table schema."""
+def _check_schema(schema: pa.Schema, where: str) -> bool:
+    """Raise CostTableError naming ``where`` unless ``schema`` is a cost-table schema this code reads.
+
+    Returns:
+        True for a version-1 file (kept, its rows never reused), False for the current version.
+    """
     meta = schema.metadata or {}
     version = meta.get(SCHEMA_METADATA_KEY)
     if version is None:
         raise CostTableError(f"{where}: not a cost-table file (schema metadata has no "
                              f"{SCHEMA_METADATA_KEY.decode()!r} entry); columns are {schema.names}")
-    if version != SCHEMA_VERSION:
+    if version not in (SCHEMA_VERSION, LEGACY_VERSION):
         raise CostTableError(f"{where}: cost-table schema version {version.decode(errors='replace')!r}, "
-                             f"this code reads version {SCHEMA_VERSION.decode()!r}")
-    missing = [f.name for f in SCHEMA if f.name not in schema.names]
+                             f"this code reads version {SCHEMA_VERSION.decode()!r} (and keeps version "
+                             f"{LEGACY_VERSION.decode()!r} files without reusing their rows)")
+    legacy = version == LEGACY_VERSION
+    fields = [SCHEMA.field(name) for name in (LEGACY_COLUMNS if legacy else SCHEMA.names)]
+    missing = [f.name for f in fields if f.name not in schema.names]
     if missing:
         raise CostTableError(f"{where}: missing required columns {missing}")
     wrong = [f"{f.name} is {schema.field(f.name).type}, expected {f.type}"
-             for f in SCHEMA if schema.field(f.name).type != f.type]
+             for f in fields if schema.field(f.name).type != f.type]
     if wrong:
         raise CostTableError(f"{where}: wrong column types: {'; '.join(wrong)}")
+    return legacy
 
 
 def _fsync(path: str) -> None:
@@ -196,7 +225,8 @@ def _row_to_measurement(row: dict) -> Measurement:
 
 
 def deduplicate(table: pa.Table) -> pa.Table:
-    """One row per (key, device, batch_size, dtype): a success beats an error, then the latest timestamp.
+    """One row per (key, device, batch_size, dtype, software): a success beats an error, then the latest
+    timestamp.
 
     Ties on timestamp go to the row that comes later in ``table`` (files are read in name order, and
     names start with the write time).
@@ -219,6 +249,35 @@ def deduplicate(table: pa.Table) -> pa.Table:
     return work.filter(keep).drop_columns(["_ok", "_order"])
 
 
+@dataclass(frozen=True)
+class Conditions:
+    """What every row of one ``append`` was measured under (all but ``settings`` decide reuse).
+
+    Raises:
+        ValueError: ``device`` is not a DeviceInfo, ``batch_size`` < 1 or an empty ``dtype``.
+    """
+    device: DeviceInfo
+    batch_size: int
+    dtype: str
+    settings: MeasureSettings = MeasureSettings()
+
+    def __post_init__(self):
+        if not isinstance(self.device, DeviceInfo):
+            raise ValueError(f"Conditions.device must be a DeviceInfo, got {type(self.device).__name__}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.dtype:
+            raise ValueError("dtype must be a non-empty math-mode name such as 'float32' or 'tf32'")
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+
+
+@dataclass(frozen=True)
+class TableLookup:
+    """What the table holds for some stage keys under one device, batch size, dtype and software."""
+    found: Dict[str, Measurement]    # reusable rows: the same software measured them
+    stale: FrozenSet[str]            # keys not found, with rows only from other software (or schema 1)
+
+
 class CostTable:
     """A shared, append-only table of stage costs stored as a Parquet dataset.
 
@@ -234,6 +293,7 @@ class CostTable:
         self._fs, self._root, self.location = _resolve(path_or_uri)
         # Files are immutable once renamed into place, so a file read once never needs reading again.
         self._file_cache: Dict[str, pa.Table] = {}
+        self._legacy_files: set = set()   # version-1 files among those read
 
     def __repr__(self) -> str:
         return f"CostTable({self.location!r})"
@@ -258,13 +318,20 @@ class CostTable:
         try:
             with self._fs.open_input_file(path) as f:
                 pf = pq.ParquetFile(f)
-                _check_schema(pf.schema_arrow, path)
-                table = pf.read(columns=SCHEMA.names).select(SCHEMA.names).cast(SCHEMA)
+                legacy = _check_schema(pf.schema_arrow, path)
+                columns = LEGACY_COLUMNS if legacy else SCHEMA.names
+                table = pf.read(columns=columns).select(columns)
         except CostTableError as e:
             raise CostTableError(f"{e} {_LEFT_ALONE}") from None
         except (pa.ArrowException, OSError, ValueError) as e:
             raise CostTableError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e}) "
                                  f"{_LEFT_ALONE}") from e
+        if legacy:
+            table = table.append_column("software", pa.array([LEGACY_SOFTWARE] * table.num_rows, pa.string()))
+            self._legacy_files.add(path)
+            log.info("%s: cost-table schema version %s; its %d rows are kept but never reused", path,
+                     LEGACY_VERSION.decode(), table.num_rows)
+        table = table.select(SCHEMA.names).cast(SCHEMA)
         self._file_cache[path] = table
         return table
 
@@ -276,40 +343,63 @@ class CostTable:
         return pa.concat_tables(tables)
 
     def read_all(self) -> pa.Table:
-        """The table deduplicated: one row per (key, device, batch_size, dtype); see ``deduplicate``."""
+        """The table deduplicated: one row per (key, device, batch_size, dtype, software); see ``deduplicate``."""
         return deduplicate(self.read_raw())
 
     # ----- queries -------------------------------------------------------------------------------
-    def lookup(self, keys: Iterable[str], device: Union[str, DeviceInfo], batch_size: int,
-               dtype: str) -> Dict[str, Measurement]:
-        """Stored measurements of ``keys`` on ``device`` at ``batch_size`` and ``dtype``.
+    def lookup(self, keys: Iterable[str], device: DeviceInfo, batch_size: int, dtype: str) -> Dict[str, Measurement]:
+        """Stored measurements of ``keys`` on ``device`` (its name and software) at ``batch_size`` and ``dtype``.
 
-        Args:
-            keys: stage keys (``StageSpec.key``) wanted.
-            device: a ``DeviceInfo`` or its ``name``.
         Returns:
             key -> Measurement for the keys found (missing keys are absent); error rows come back as
             error measurements (``cost`` is inf).
+        Raises:
+            ValueError: ``device`` is not a ``DeviceInfo``.
         """
-        name = device.name if isinstance(device, DeviceInfo) else str(device)
+        return self.search(keys, device, batch_size, dtype).found
+
+    def search(self, keys: Iterable[str], device: DeviceInfo, batch_size: int, dtype: str) -> TableLookup:
+        """Like ``lookup``, and which of the missing keys have rows measured by other software.
+
+        Args:
+            keys: stage keys (``StageSpec.key``) wanted.
+            device: the ``DeviceInfo`` of the source that would measure them: its ``name`` and its
+                ``software`` fingerprint must both match a row for it to be reused.
+        Returns:
+            ``TableLookup``: the reusable measurements and the stale keys (kept in the table, not reused).
+        Raises:
+            ValueError: ``device`` is not a ``DeviceInfo``.
+        """
+        if not isinstance(device, DeviceInfo):
+            raise ValueError(f"cost-table lookups need the DeviceInfo (its software fingerprint is part of the "
+                             f"key), got {type(device).__name__} {device!r}")
         wanted = pa.array(sorted(set(keys)), pa.string())
         raw = self.read_raw()
         if raw.num_rows == 0 or len(wanted) == 0:
-            return {}
-        mask = pc.and_(pc.and_(pc.equal(raw["device"], name), pc.equal(raw["batch_size"], int(batch_size))),
+            return TableLookup({}, frozenset())
+        mask = pc.and_(pc.and_(pc.equal(raw["device"], device.name), pc.equal(raw["batch_size"], int(batch_size))),
                        pc.and_(pc.equal(raw["dtype"], dtype), pc.is_in(raw["key"], value_set=wanted)))
-        rows = deduplicate(raw.filter(mask))
+        rows = raw.filter(mask)
+        same = pc.equal(rows["software"], device.software)
+        current = deduplicate(rows.filter(same))
         cols = ["key", "latency_ms", "spread_ms", "repeat", "error_kind", "error_message", "estimated", "worker"]
-        return {r["key"]: _row_to_measurement(r) for r in rows.select(cols).to_pylist()}
+        found = {r["key"]: _row_to_measurement(r) for r in current.select(cols).to_pylist()}
+        stale = frozenset(pc.unique(rows.filter(pc.invert(same))["key"]).to_pylist()) - found.keys()
+        if stale:
+            log.info("%s: %d stages on %s were measured only by other software (or schema %s); they are not "
+                     "reused (now: %s)", self.location, len(stale), device.name, LEGACY_VERSION.decode(),
+                     device.software or "-")
+        return TableLookup(found, stale)
 
     def summary(self) -> dict:
         """Counts describing the table (all rows, before deduplication, unless said otherwise).
 
         Returns:
-            dict with ``location``, ``files``, ``rows``, ``unique_rows`` (after deduplication),
-            ``unique_stages`` (distinct keys), ``devices``, ``batch_sizes``, ``dtypes`` (sorted lists),
-            ``error_rows``, ``estimated_rows`` and ``measured_time_s``: the device time the timing runs
-            took, latency x (warmup + number x repeat) summed over successful measured rows.
+            dict with ``location``, ``files``, ``legacy_files`` (schema 1: rows never reused), ``rows``,
+            ``unique_rows`` (after deduplication), ``unique_stages`` (distinct keys), ``devices``,
+            ``batch_sizes``, ``dtypes``, ``software`` (sorted lists), ``error_rows``, ``estimated_rows`` and
+            ``measured_time_s``: the device time the timing runs took, latency x (warmup + number x
+            repeat) summed over successful measured rows.
         """
         files = self.files()
         raw = self.read_raw()
@@ -321,12 +411,14 @@ class CostTable:
         return {
             "location": self.location,
             "files": len(files),
+            "legacy_files": len(self._legacy_files.intersection(files)),
             "rows": raw.num_rows,
             "unique_rows": deduplicate(raw).num_rows,
             "unique_stages": len(pc.unique(raw["key"])),
             "devices": sorted(pc.unique(raw["device"]).to_pylist()),
             "batch_sizes": sorted(pc.unique(raw["batch_size"]).to_pylist()),
             "dtypes": sorted(pc.unique(raw["dtype"]).to_pylist()),
+            "software": sorted(pc.unique(raw["software"]).to_pylist()),
             "error_rows": pc.sum(errors).as_py() or 0,
             "estimated_rows": pc.sum(raw["estimated"]).as_py() or 0,
             "measured_time_s": total_ms / 1000.0,
@@ -334,26 +426,25 @@ class CostTable:
 
     # ----- writing -------------------------------------------------------------------------------
     def append(self, measurements: Sequence[Measurement], specs_by_key: Mapping[str, StageSpec],
-               device: DeviceInfo, batch_size: int, dtype: str, settings: MeasureSettings,
+               conditions: Conditions,
                strategy_by_key: Optional[Mapping[str, Union[Strategy, str]]] = None) -> Optional[str]:
         """Write ``measurements`` as one new file, atomically; existing files are not touched.
 
         Args:
             measurements: what a cost source returned (errors included: stored with NaN latency).
             specs_by_key: the spec of every measurement's key (stored so the stage can be re-measured).
-            device, batch_size, dtype, settings: the conditions all the measurements were taken under.
+            conditions: the device (and its software), batch size, dtype and settings all the
+                measurements were taken under.
             strategy_by_key: overrides ``spec.strategy`` per key (a merge shares its key with a plain conv).
         Returns:
             The path of the new file, or None when ``measurements`` is empty.
         Raises:
-            ValueError: a measurement's spec is missing or has another key; bad batch size or dtype.
+            ValueError: a measurement's spec is missing or has another key.
         """
         if not measurements:
             return None
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not dtype:
-            raise ValueError("dtype must be a non-empty math-mode name such as 'float32' or 'tf32'")
+        device, batch_size, dtype, settings = (conditions.device, conditions.batch_size, conditions.dtype,
+                                               conditions.settings)
         strategy_by_key = strategy_by_key or {}
         rows: Dict[str, list] = {name: [] for name in SCHEMA.names}
         now = datetime.now(timezone.utc)
@@ -374,7 +465,8 @@ class CostTable:
                 "strategy": strategy.value if isinstance(strategy, Strategy) else str(strategy),
                 "num_ops": num_ops, "device": device.name, "device_kind": device.kind,
                 "compute_capability": device.compute_capability, "driver": device.driver,
-                "library": device.library, "batch_size": int(batch_size), "dtype": dtype,
+                "library": device.library, "software": device.software, "batch_size": int(batch_size),
+                "dtype": dtype,
                 "latency_ms": math.nan if failed else float(m.latency_ms), "spread_ms": float(m.spread_ms),
                 "warmup": settings.warmup, "number": settings.number, "repeat": settings.repeat,
                 "estimated": bool(m.estimated), "worker": m.worker, "timestamp": now,
@@ -408,19 +500,20 @@ class CostTable:
         return final
 
     def compact(self, dedup: bool = True) -> Optional[str]:
-        """Merge the current files into one (deduplicated unless ``dedup=False``).
+        """Merge the current-version files into one (deduplicated unless ``dedup=False``).
 
         The merged file is written atomically first; only then are the files it merged removed. Files
-        appended meanwhile are not touched. Returns the merged file's path, or None if there was at most
-        one file.
+        appended meanwhile, and schema-1 files, are not touched. Returns the merged file's path, or None
+        if there was at most one file to merge.
 
         Raises:
             CostTableError: a file is unreadable or foreign (nothing is written or removed then).
         """
-        files = self.files()
+        tables = {p: self._read_file(p) for p in self.files()}
+        files = [p for p in tables if p not in self._legacy_files]
         if len(files) <= 1:
             return None
-        merged = pa.concat_tables([self._read_file(p) for p in files])
+        merged = pa.concat_tables([tables[p] for p in files])
         if dedup:
             merged = deduplicate(merged)
         path = self._write_atomic(merged, datetime.now(timezone.utc))
@@ -434,7 +527,14 @@ def format_summary(summary: dict) -> str:
     """A few human-readable lines for ``CostTable.summary()``."""
     return (f"cost table {summary['location']}: {summary['rows']} rows in {summary['files']} files "
             f"({summary['unique_rows']} after deduplication), {summary['unique_stages']} distinct stages, "
-            f"{summary['error_rows']} error rows, {summary['estimated_rows']} estimated rows\n"
+            f"{summary['error_rows']} error rows, {summary['estimated_rows']} estimated rows"
+            f"{_legacy_note(summary)}\n"
             f"  devices: {', '.join(summary['devices']) or '-'}; batch sizes: "
             f"{', '.join(map(str, summary['batch_sizes'])) or '-'}; dtypes: {', '.join(summary['dtypes']) or '-'}\n"
+            f"  software: {'; '.join(summary['software']) or '-'}\n"
             f"  device time spent measuring: {summary['measured_time_s']:.1f} s")
+
+
+def _legacy_note(summary: dict) -> str:
+    n = summary.get("legacy_files", 0)
+    return f"; {n} schema-{LEGACY_VERSION.decode()} file(s) kept, their rows never reused" if n else ""

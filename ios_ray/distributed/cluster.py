@@ -1,51 +1,28 @@
 """Connecting to Ray and checking that the cluster can host the profiling workers we are about to ask for.
 
-Data flow: ``connect(address)`` -> a running Ray (ours or an existing one) -> ``check_resources(n, cfg)``
-compares ``n`` x ``worker_resources(cfg)`` with ``ray.cluster_resources()`` and raises at once when the
-cluster cannot hold them, instead of leaving actors pending forever (Ray's default for an actor whose
-resources never appear).
+Data flow: ``connect(address)`` -> a running Ray (ours or an existing one) -> ``check_resources(n, need)``
+compares ``n`` x ``need`` (a ``WorkerResources``: what a cost-source recipe's ``resources()`` says one
+worker asks for, or plain CPUs for enumeration) with ``ray.cluster_resources()`` and raises at once when
+the cluster cannot hold them, instead of leaving actors pending forever (Ray's default for an actor
+whose resources never appear).
 """
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Union
+from typing import Dict, Optional
 
 import ray
 
-from ..costs.factory import CostConfig, CostKind
-from ..costs.measurement import CostSource
+from ..costs.factory import WorkerResources
 
-# What a pool is told to build its cost source from: the production config, or (tests, benchmarks) any
-# picklable zero-argument callable that builds a CostSource inside the worker process.
-SourceSpec = Union[CostConfig, Callable[[], CostSource]]
+log = logging.getLogger(__name__)
+
+__all__ = ["InsufficientResourcesError", "WorkerResources", "check_resources", "connect"]
 
 
 class InsufficientResourcesError(RuntimeError):
     """The cluster lacks the CPUs or GPUs that the requested number of workers needs."""
-
-
-@dataclass(frozen=True)
-class WorkerResources:
-    """Ray resources one profiling actor asks for."""
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-
-
-def worker_resources(source: SourceSpec, num_cpus: float = 1.0) -> WorkerResources:
-    """One CPU per worker; GPU profiling adds one whole GPU per worker (timings need the GPU to itself).
-
-    Args:
-        source: the pool's cost config (or source factory, which is treated as CPU work).
-        num_cpus: CPUs per worker (fractions allowed, e.g. for workers that mostly wait).
-
-    Returns:
-        The per-actor resource request.
-    """
-    if num_cpus < 0:
-        raise ValueError(f"num_cpus per worker must be >= 0, got {num_cpus}")
-    gpus = 1.0 if isinstance(source, CostConfig) and source.kind is CostKind.GPU else 0.0
-    return WorkerResources(num_cpus=float(num_cpus), num_gpus=gpus)
 
 
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bool:
@@ -92,38 +69,39 @@ def _shortfall(num_workers: int, need: WorkerResources, have: Dict[str, float]) 
     return None
 
 
-def check_resources(num_workers: int, source: SourceSpec, *, cpus_per_worker: float = 1.0,
-                    wait_for_autoscaler: bool = False, timeout_s: float = 300.0,
-                    poll_s: float = 2.0) -> WorkerResources:
-    """Check that the connected cluster can run ``num_workers`` profiling actors at once.
+def check_resources(num_workers: int, need: WorkerResources, *, wait_for_autoscaler: bool = False,
+                    timeout_s: float = 300.0, poll_s: float = 2.0) -> WorkerResources:
+    """Check that the connected cluster can run ``num_workers`` actors of ``need`` each at once.
 
     Args:
         num_workers: number of actors the pool will start (>= 1).
-        source: the pool's cost config or source factory (decides whether GPUs are needed).
-        cpus_per_worker: CPUs each actor reserves.
+        need: what one actor asks for (a cost-source recipe's ``resources()``, or CPUs alone).
         wait_for_autoscaler: if True, ask the autoscaler for the missing resources and wait for them
             up to ``timeout_s`` instead of failing at once.
         timeout_s: how long to wait when ``wait_for_autoscaler`` is True.
         poll_s: how often to look at the cluster's resources while waiting.
 
     Returns:
-        The per-actor resources to start the actors with.
+        ``need``: the per-actor resources to start the actors with.
 
     Raises:
-        ValueError: ``num_workers`` < 1.
+        ValueError: ``num_workers`` < 1, or ``need`` is not a WorkerResources.
         InsufficientResourcesError: the cluster cannot hold the workers (after waiting, if asked to).
         RuntimeError: Ray is not initialised (call ``connect`` first).
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+    if not isinstance(need, WorkerResources):
+        raise ValueError(f"check_resources needs a WorkerResources record (e.g. recipe.resources()), got "
+                         f"{type(need).__name__}")
     if not ray.is_initialized():
         raise RuntimeError("Ray is not initialised; call ios_ray.distributed.connect() first")
-    need = worker_resources(source, cpus_per_worker)
     problem = _shortfall(num_workers, need, _totals())
     if problem is None:
         return need
     if not wait_for_autoscaler:
         raise InsufficientResourcesError(problem)
+    log.info("waiting up to %g s for the autoscaler: %s", timeout_s, problem)
     _request_from_autoscaler(num_workers, need)
     deadline = time.monotonic() + timeout_s
     while problem is not None and time.monotonic() < deadline:

@@ -30,13 +30,12 @@ from typing import Deque, Dict, List, Sequence, Tuple, Union
 import numpy as np
 import ray
 
-from ..costs.factory import CostConfig
 from ..graph.ir import Graph
 from ..space.enumerate import (PartShard, PartSpace, assemble_graph, assemble_part,
                                enumerate_transitions, graph_parts, part_states)
 from ..space.keys import StageKeyer
 from ..space.options import SpaceOptions
-from .cluster import check_resources
+from .cluster import WorkerResources, check_resources
 from .profiler_pool import WORKER_LOST_ERRORS
 
 
@@ -196,7 +195,7 @@ def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers
         InsufficientResourcesError: the cluster lacks ``num_workers * cpus_per_worker`` CPUs.
         EnumerationError: a shard's worker died more than ``max_retries`` times.
     """
-    check_resources(num_workers, CostConfig(), cpus_per_worker=cpus_per_worker)
+    check_resources(num_workers, WorkerResources(num_cpus=cpus_per_worker))
     seconds: Dict[str, float] = {}
     t0 = time.perf_counter()
     parts = graph_parts(graph, opts)

@@ -4,7 +4,7 @@ Data flow::
 
     {key: StageSpec}  --estimate_cost, longest first-->  batches (heavy specs alone, light ones grouped)
         --> idle actor pulls the next batch (each actor holds at most ``inflight_per_worker`` batches)
-        --> ProfileWorker.measure (in the actor: its own cost source, built from the CostConfig)
+        --> ProfileWorker.measure (in the actor: its own cost source, built from the recipe)
         --> [Measurement] streamed to ``on_result`` as each batch lands --> {key: Measurement}, PoolReport
 
 Failure handling (as Alpa's profiling workers, with bounds): when an actor dies
@@ -29,10 +29,10 @@ from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tup
 import ray
 from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
-from ..costs.factory import CostConfig, make_cost_source
+from ..costs.factory import CostArg, SourceRecipe, resolve_cost
 from ..costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings
 from ..space.stage import StageSpec
-from .cluster import SourceSpec, WorkerResources, check_resources, worker_resources
+from .cluster import WorkerResources, check_resources
 
 # Errors that mean "the process running the batch is gone": the batch did not finish and can be retried.
 WORKER_LOST_ERRORS = (RayActorError, WorkerCrashedError)
@@ -132,8 +132,8 @@ class ProfileWorker:
     A plain class: ``ProfilerPool`` makes it a Ray actor; tests may also use it directly.
     """
 
-    def __init__(self, source: SourceSpec, worker_id: str):
-        self._source = make_cost_source(source) if isinstance(source, CostConfig) else source()
+    def __init__(self, source: SourceRecipe, worker_id: str):
+        self._source = source.build()
         self._worker_id = worker_id
 
     def device(self) -> DeviceInfo:
@@ -195,12 +195,12 @@ class ProfilerPool:
 
     Example::
 
-        with ProfilerPool(4, CostConfig.parse("cpu")) as pool:
+        with ProfilerPool(4, "cpu") as pool:
             results, report = pool.measure(specs_by_key, batch_size=1, settings=MeasureSettings(),
                                            on_result=lambda ms: table_buffer.extend(ms))
     """
 
-    def __init__(self, num_workers: int, source: SourceSpec, *, cpus_per_worker: float = 1.0,
+    def __init__(self, num_workers: int, source: CostArg, *, cpus_per_worker: float = 1.0,
                  max_retries: int = 2, max_worker_restarts: Optional[int] = None, max_batch: int = 8,
                  batches_per_worker: int = 4, inflight_per_worker: int = 2,
                  task_timeout_s: Optional[float] = None, check: bool = True,
@@ -212,9 +212,9 @@ class ProfilerPool:
 
         Args:
             num_workers: actors to start.
-            source: the ``CostConfig`` each actor builds its cost source from (or a picklable
-                zero-argument factory returning a CostSource).
-            cpus_per_worker: CPUs each actor reserves (GPU configs also reserve one GPU).
+            source: the cost-source recipe each actor builds its source from, its string form, or a
+                picklable CostSource object (see ``costs.factory.resolve_cost``).
+            cpus_per_worker: CPUs each actor reserves (GPU recipes also reserve one GPU).
             max_retries: times a spec may be lost to a dying worker and tried again.
             max_worker_restarts: actor replacements allowed per ``measure`` call
                 (default ``2 * num_workers + 4``).
@@ -237,10 +237,10 @@ class ProfilerPool:
             raise ValueError(f"inflight_per_worker must be >= 1, got {inflight_per_worker}")
         if task_timeout_s is not None and task_timeout_s <= 0:
             raise ValueError(f"task_timeout_s must be positive, got {task_timeout_s}")
-        self._source = source
+        self._source = resolve_cost(source)  # the recipe each actor builds its own cost source from
         self._num_workers = num_workers
-        self._resources: WorkerResources = (check_resources(num_workers, source, cpus_per_worker=cpus_per_worker)
-                                            if check else worker_resources(source, cpus_per_worker))
+        need = self._source.resources(cpus_per_worker)
+        self._resources: WorkerResources = check_resources(num_workers, need) if check else need
         self._max_retries = max_retries
         self._max_restarts = 2 * num_workers + 4 if max_worker_restarts is None else max_worker_restarts
         self._max_batch = max_batch

@@ -10,23 +10,23 @@ end to end (and for CPU-only sanity runs), not for finding GPU parallelism.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
+from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings
 from ..graph.ir import Node, Placeholder
 from ..runtime.reference import UnsupportedOpError, run_node
-from ..space.stage import StageSpec
-from .inputs import InputCache
+from .base import StageProfiler
 
 InputShape = Tuple[int, int, int, int]
 
 
-class CpuProfiler:
+class CpuProfiler(StageProfiler):
     """A ``CostSource`` measuring stages with the numpy reference runtime on this process's CPU.
 
     Args:
@@ -37,48 +37,40 @@ class CpuProfiler:
         worker: the label put in every Measurement (default ``host:pid``).
     """
 
+    dtype = "float32"
+
     def __init__(self, seed: int = 0, max_cached_inputs: int = 32, worker: Optional[str] = None):
-        self._input = InputCache(self._random_input, max_cached_inputs)
-        self.seed = int(seed)
-        self.max_cached_inputs = int(max_cached_inputs)
-        self.worker = worker if worker is not None else f"{platform.node()}:{os.getpid()}"
+        super().__init__(self._random_input, seed, max_cached_inputs,
+                         worker if worker is not None else f"{platform.node()}:{os.getpid()}")
 
     def device(self) -> DeviceInfo:
         cpu = platform.processor() or platform.machine() or "unknown"
-        return DeviceInfo(name=f"cpu:{cpu}/numpy", kind="cpu", library=f"numpy {np.__version__}")
-
-    @property
-    def cached_inputs(self) -> int:
-        """Number of random input arrays currently cached."""
-        return len(self._input)
+        return DeviceInfo(name=f"cpu:{cpu}/numpy", kind="cpu", library=cpu_library())
 
     def _random_input(self, shape: InputShape) -> np.ndarray:
         return np.random.default_rng((self.seed, *shape)).standard_normal(shape, dtype=np.float32)
 
-    def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
-        """One Measurement per spec, in order; a stage that fails carries its error instead of raising."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        return [self.measure_one(spec, batch_size, settings) for spec in specs]
+    def time_stage(self, built, batch_size: int, settings: MeasureSettings) -> List[float]:
+        return time_built_stage(built, batch_size, settings, self._input, self.seed)
 
-    def measure_one(self, spec: StageSpec, batch_size: int, settings: MeasureSettings) -> Measurement:
-        """Measure one stage; every failure is returned as an error Measurement, never raised."""
-        key = spec.key
-        try:
-            built = spec.build()
-        except Exception as exc:  # a spec this runtime cannot even materialise
-            return self._failed(key, ErrorKind.UNSUPPORTED, f"cannot build stage: {type(exc).__name__}: {exc}")
-        try:
-            samples = time_built_stage(built, batch_size, settings, self._input, self.seed)
-        except UnsupportedOpError as exc:
-            return self._failed(key, ErrorKind.UNSUPPORTED, str(exc))
-        except Exception as exc:  # noqa: BLE001 -- every failure must become a Measurement
-            return self._failed(key, ErrorKind.RUNTIME, f"{type(exc).__name__}: {exc}")
-        return Measurement(key=key, latency_ms=float(np.median(samples)),
-                           spread_ms=float(max(samples) - min(samples)), samples=len(samples), worker=self.worker)
+    def classify(self, exc: Exception) -> Tuple[ErrorKind, str]:
+        if isinstance(exc, UnsupportedOpError):
+            return ErrorKind.UNSUPPORTED, str(exc)
+        return super().classify(exc)
 
-    def _failed(self, key: str, kind: ErrorKind, message: str) -> Measurement:
-        return Measurement(key=key, latency_ms=float("nan"), error=kind, message=message, worker=self.worker)
+
+@functools.lru_cache(maxsize=1)
+def cpu_library() -> str:
+    """The software a CPU timing depends on: numpy and its BLAS, Python, and ios_ray's own kernels."""
+    from .. import __version__
+    blas = ""
+    try:
+        dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f" ({dep['name']} {dep.get('version', '?')})"
+    except Exception:  # noqa: BLE001 -- older numpy or no build information: the version alone
+        pass
+    return (f"numpy {np.__version__}{blas} / {platform.python_implementation().lower()} "
+            f"{platform.python_version()} / ios_ray {__version__}")
 
 
 def time_built_stage(built: Tuple[List[Placeholder], List[List[Node]]], batch_size: int, settings: MeasureSettings,

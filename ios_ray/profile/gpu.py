@@ -18,13 +18,12 @@ from __future__ import annotations
 import os
 import platform
 import zlib
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
-from ..space.stage import StageSpec
-from .inputs import InputCache
+from ..costs.measurement import DeviceInfo, MeasureSettings
+from .base import StageProfiler
 
 InputShape = Tuple[int, int, int, int]
 
@@ -41,7 +40,7 @@ def _random_weights(seed: int):
     return make
 
 
-class GpuProfiler:
+class GpuProfiler(StageProfiler):
     """A ``CostSource`` measuring stages on one CUDA GPU by CUDA-graph replay.
 
     Args:
@@ -58,16 +57,15 @@ class GpuProfiler:
     def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = True, seed: int = 0,
                  max_cached_inputs: int = 64, worker: Optional[str] = None):
         from ..runtime.gpu.context import GpuContext
-        self._input = InputCache(self._random_input, max_cached_inputs)
+        super().__init__(self._random_input, seed, max_cached_inputs,
+                         worker if worker is not None else f"{platform.node()}:{os.getpid()}:gpu{device_id}")
         self.ctx = GpuContext(device_id, tf32=tf32, autotune=autotune)
-        self.seed = int(seed)
-        self.max_cached_inputs = int(max_cached_inputs)
-        self.worker = worker if worker is not None else f"{platform.node()}:{os.getpid()}:gpu{device_id}"
+        self.autotune = bool(autotune)
         self._info: Optional[DeviceInfo] = None
 
     def device(self) -> DeviceInfo:
         if self._info is None:
-            self._info = gpu_device_info(self.ctx.device_id, self.ctx.tf32)
+            self._info = gpu_device_info(self.ctx.device_id, self.ctx.tf32, self.autotune)
         return self._info
 
     @property
@@ -81,20 +79,10 @@ class GpuProfiler:
         with self.ctx.device:
             return cupy.random.default_rng(seed).standard_normal(shape, dtype=cupy.float32)
 
-    def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
-        """One Measurement per spec, in order; a stage that fails carries its error instead of raising."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        return [self.measure_one(spec, batch_size, settings) for spec in specs]
-
-    def measure_one(self, spec: StageSpec, batch_size: int, settings: MeasureSettings) -> Measurement:
-        """Measure one stage; every failure is returned as an error Measurement, never raised."""
+    def time_stage(self, built, batch_size: int, settings: MeasureSettings) -> List[float]:
+        """Per-repeat latencies (ms) of one captured stage; the stage's buffers are freed before returning."""
         from ..runtime.gpu.program import Program, time_graph
-        key = spec.key
-        try:
-            exts, groups = spec.build()
-        except Exception as exc:  # noqa: BLE001
-            return self._failed(key, ErrorKind.UNSUPPORTED, f"cannot build stage: {type(exc).__name__}: {exc}")
+        exts, groups = built
         program = None
         try:
             arrays = {e.name: self._input((batch_size, *e.output_shape)) for e in exts}
@@ -102,15 +90,13 @@ class GpuProfiler:
                               external_arrays=arrays)
             program.run_eager()
             graph = program.capture()
-            samples = time_graph(graph, self.ctx.main_stream, settings.warmup, settings.number, settings.repeat)
-        except Exception as exc:  # noqa: BLE001 -- every failure must become a Measurement
-            self._recover()
-            return self._failed(key, ErrorKind.RUNTIME, f"{type(exc).__name__}: {exc}")
+            return time_graph(graph, self.ctx.main_stream, settings.warmup, settings.number, settings.repeat)
+        except Exception:
+            self._recover()  # the base class records the failure as a RUNTIME measurement
+            raise
         finally:
             if program is not None:
                 program.close()
-        return Measurement(key=key, latency_ms=float(np.median(samples)),
-                           spread_ms=float(max(samples) - min(samples)), samples=len(samples), worker=self.worker)
 
     def _recover(self) -> None:
         """After a failure: end a capture left open and wait for the streams, so the next stage starts clean."""
@@ -125,9 +111,6 @@ class GpuProfiler:
         except Exception:  # noqa: BLE001
             pass
 
-    def _failed(self, key: str, kind: ErrorKind, message: str) -> Measurement:
-        return Measurement(key=key, latency_ms=float("nan"), error=kind, message=message[:2000], worker=self.worker)
-
     def memory_in_use(self) -> int:
         """Bytes CuPy's memory pool has handed out and not got back (for leak checks)."""
         import cupy
@@ -135,9 +118,12 @@ class GpuProfiler:
             return int(cupy.get_default_memory_pool().used_bytes())
 
 
-def gpu_device_info(device_id: int = 0, tf32: bool = False) -> DeviceInfo:
-    """Name, compute capability, driver and library versions of a CUDA device."""
+def gpu_device_info(device_id: int = 0, tf32: bool = False, autotune: bool = True) -> DeviceInfo:
+    """Name, compute capability, driver, the library versions a timing depends on (cuDNN, CUDA runtime,
+    CuPy, numpy, ios_ray's kernels) and the autotune setting of a CUDA device."""
     import cupy
+
+    from .. import __version__
     rt = cupy.cuda.runtime
     props = rt.getDeviceProperties(device_id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
@@ -148,6 +134,9 @@ def gpu_device_info(device_id: int = 0, tf32: bool = False) -> DeviceInfo:
     except Exception:  # noqa: BLE001
         cudnn_version = "cudnn unavailable"
     math = "tf32" if tf32 else "fp32"
+    runtime = rt.runtimeGetVersion()
     return DeviceInfo(name=name, kind="gpu", compute_capability=f"{props['major']}.{props['minor']}",
                       driver=f"{driver // 1000}.{(driver % 1000) // 10}",
-                      library=f"{cudnn_version} / cupy {cupy.__version__} / {math}")
+                      library=f"{cudnn_version} / cuda runtime {runtime // 1000}.{(runtime % 1000) // 10} / "
+                              f"cupy {cupy.__version__} / numpy {np.__version__} / ios_ray {__version__} / {math}",
+                      settings=f"autotune {'on' if autotune else 'off'}")
