@@ -22,7 +22,7 @@ from .costs.measurement import CostSource, DeviceInfo, ErrorKind, MeasureSetting
 from .graph.ir import Conv, Graph
 from .graph.schedule import Stage, Strategy, check_schedule
 from .graph.serialize import graph_from_dict, graph_to_dict
-from .space.stage import merged_conv_params
+from .graph.merge import merged_conv_params
 
 CostArg = Union[None, str, CostConfig, CostSource]
 
