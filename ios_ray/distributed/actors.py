@@ -25,6 +25,12 @@ logger = logging.getLogger(__name__)
 WORKER_LOST_ERRORS = (RayActorError, WorkerCrashedError)
 
 
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message``: enough for a log line (Ray's errors run to many lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 @dataclass(eq=False)
 class Slot:
     """The actor now in slot ``index``; a replacement is a new ``Slot`` with ``generation + 1``.

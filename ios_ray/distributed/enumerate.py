@@ -37,7 +37,7 @@ from ..space.enumerate import (PartShard, PartSpace, assemble_graph, assemble_pa
                                enumerate_transitions, graph_parts, part_states)
 from ..space.keys import StageKeyer
 from ..space.options import SpaceOptions
-from .actors import WORKER_LOST_ERRORS, ActorSlots, Slot
+from .actors import WORKER_LOST_ERRORS, ActorSlots, Slot, describe
 from .cluster import check_resources
 
 logger = logging.getLogger(__name__)
@@ -267,8 +267,8 @@ def _run(tasks: List[ShardTask], slots: ActorSlots, opts: SpaceOptions, max_retr
                 losses[ident] += 1
                 if losses[ident] > max_retries:
                     raise EnumerationError(f"{what}: its worker died {losses[ident]} times ({exc})") from exc
-                logger.warning("%s: worker %s died (%s: %s); retry %d of %d", what, slot.worker_id,
-                               type(exc).__name__, exc, losses[ident], max_retries)
+                logger.warning("%s: worker %s died (%s); retry %d of %d", what, slot.worker_id, describe(exc),
+                               losses[ident], max_retries)
                 retries += 1
                 queue.appendleft(item)
                 idle.append(slots.replace(slot, f"{type(exc).__name__} during {what}"))

@@ -511,10 +511,11 @@ class _Run:
                     self.retries += 1
                     requeue.append(key)
         given_up = sum(len(b) for b, _ in lost) - len(requeue)
+        short = reason.split("\n", 1)[0]   # Ray's errors run to many lines
         logger.warning("worker %s died (%s): %d unfinished stages retried, each alone; %d given up as "
-                       "WORKER_DIED", slot.worker_id, reason, len(requeue), given_up)
+                       "WORKER_DIED", slot.worker_id, short, len(requeue), given_up)
         self.suspects.extendleft(reversed(requeue))
-        self.slots.replace(slot, reason)
+        self.slots.replace(slot, short)
 
     def _check_timeouts(self) -> None:
         limit = self.options.timeout_s
