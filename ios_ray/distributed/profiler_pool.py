@@ -16,7 +16,9 @@ it, so that a further death is charged to exactly the spec that caused it. A spe
 ``max_retries`` times comes back as an error measurement (``ErrorKind.WORKER_DIED``) instead of killing
 workers forever. A batch whose
 ``measure`` raised (a cost-source bug: sources report failures as error measurements) is retried as
-single specs, and a single spec that raises becomes an ``ErrorKind.RUNTIME`` measurement.
+single specs, and a single spec that raises becomes an ``ErrorKind.RUNTIME`` measurement. The actors
+live in ``ActorSlots`` (``actors.py``: naming, replacement, the restart budget); each death, what it sent
+back to the queue, and each replacement is logged (WARNING/INFO, loggers ``ios_ray.distributed.*``).
 """
 from __future__ import annotations
 

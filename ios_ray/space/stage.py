@@ -54,7 +54,8 @@ def encode_json(obj: Any) -> str:
 
 def stage_json(group_texts: Sequence[str], input_texts: Sequence[str]) -> str:
     """A stage's canonical JSON from the canonical JSON of each group (a list of op records) and of
-    each external's shape; byte for byte ``encode_json`` of the whole spec (keys in sorted order)."""
+    each external's shape: ``encode_json({"groups": ..., "inputs": ..., "v": SPEC_VERSION})``, assembled
+    from the parts so that the fast keyer (``space.keys``) can reuse group texts."""
     return f'{{"groups":[{",".join(group_texts)}],"inputs":[{",".join(input_texts)}],"v":{SPEC_VERSION}}}'
 
 
