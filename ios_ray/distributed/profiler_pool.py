@@ -225,6 +225,7 @@ class ProfilerPool:
             raise ValueError(f"inflight_per_worker must be >= 1, got {inflight_per_worker}")
         if task_timeout_s is not None and task_timeout_s <= 0:
             raise ValueError(f"task_timeout_s must be positive, got {task_timeout_s}")
+        self._source = source
         self._num_workers = num_workers
         self._resources: WorkerResources = (check_resources(num_workers, source, cpus_per_worker=cpus_per_worker)
                                             if check else worker_resources(source, cpus_per_worker))
@@ -233,7 +234,7 @@ class ProfilerPool:
         actor_cls = ray.remote(ProfileWorker).options(
             num_cpus=self._resources.num_cpus, num_gpus=self._resources.num_gpus, max_restarts=0,
             max_task_retries=0)
-        self._slots = ActorSlots(actor_cls, (source,), num_workers, prefix="w", ready_method="ready",
+        self._slots = ActorSlots(actor_cls, (self._source,), num_workers, prefix="w", ready_method="ready",
                                  max_restarts=2 * num_workers + 4 if max_worker_restarts is None
                                  else max_worker_restarts)
         # One actor now (enough for the device probe, which may find everything cached); the rest start
