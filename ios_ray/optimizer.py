@@ -22,10 +22,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from .costs.factory import CostArg, SourceRecipe, resolve_cost
 from .costs.measurement import MeasureSettings, Measurement
 from .graph.ir import Block, Conv, Graph, Node, Placeholder, Terms, Value, topo_order
+from .graph.merge import merged_conv_params
 from .graph.schedule import Stage, Strategy, check_schedule
 from .profile.stages import LocalPool, ProfileOptions, ProfileReport, profile_stages
 from .space.options import SpaceOptions
-from .space.stage import merged_conv_params
 
 
 @dataclass

@@ -16,10 +16,13 @@ supported for a key, the conv is built alone and the caller applies bias + activ
 from __future__ import annotations
 
 import collections
+import logging
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 from .errors import GpuRuntimeError
+
+logger = logging.getLogger(__name__)
 
 ACTIVATIONS = ("relu", "identity", "tanh", "sigmoid")
 
@@ -133,6 +136,8 @@ class ConvPlans:
                 break
             except Exception as exc:  # the frontend raises several types (cudnnGraphNotSupportedError, ...)
                 errors.append(f"{'fused' if fused else 'plain'}: {type(exc).__name__}: {exc}")
+                logger.debug("conv %s: the %s graph cannot be built: %s: %s", key, "fused" if fused else "plain",
+                             type(exc).__name__, exc)
         if built is None:
             raise GpuRuntimeError(f"cuDNN cannot run conv {key}: " + " | ".join(errors))
         self.builds += 1
@@ -185,8 +190,8 @@ class ConvPlans:
         name = ""
         try:
             name = g.get_plan_name_at_index(g._plan_index)  # noqa: SLF001 -- only for reports
-        except Exception:
-            pass
+        except Exception as exc:   # the name is informative only
+            logger.debug("conv %s: no plan name: %s: %s", key, type(exc).__name__, exc)
         return ConvGraph(g, x.get_uid(), w.get_uid(), b.get_uid() if b is not None else None, y.get_uid(),
                          int(g.get_workspace_size()), fused, str(name))
 
@@ -196,7 +201,9 @@ class ConvPlans:
         import cupy
         try:
             count = int(g.get_execution_plan_count())
-        except Exception:
+        except Exception as exc:
+            logger.warning("conv %s: autotune skipped, the heuristic's plan stands (plan count: %s: %s)", key,
+                           type(exc).__name__, exc)
             return None
         oh, ow = key.out_hw
         rng = cupy.random.default_rng(0)
@@ -219,7 +226,9 @@ class ConvPlans:
                 try:
                     g.build_plan_at_index(i)        # raises for plans the numeric filter barred
                     size = int(g.get_workspace_size_plan_at_index(i))
-                except Exception:
+                except Exception as exc:
+                    logger.debug("conv %s: autotune skips plan %d (not buildable: %s: %s)", key, i,
+                                 type(exc).__name__, exc)
                     continue
                 tried += 1
                 try:
@@ -234,13 +243,17 @@ class ConvPlans:
                     end.record(stream)
                     end.synchronize()
                     ms = cupy.cuda.get_elapsed_time(start, end) / 3
-                except Exception:
+                except Exception as exc:
+                    logger.warning("conv %s: autotune skips plan %d (timing it failed: %s: %s)", key, i,
+                                   type(exc).__name__, exc)
                     continue
                 if ms < best_ms:
                     best, best_ms = i, ms
         finally:
             stream.synchronize()
             cudnn.set_stream(self.handle, 0)
+        if best is None:
+            logger.debug("conv %s: autotune timed no plan (%d tried); the heuristic's plan stands", key, tried)
         return best
 
 
@@ -251,10 +264,3 @@ def handle_for_stream(stream_ptr: int):
     cudnn.set_stream(h, stream_ptr)
     return h
 
-
-def plans_report(plans: ConvPlans) -> Dict[str, int]:
-    """How often each selected cuDNN plan name occurs among the cached graphs (for reports)."""
-    out: Dict[str, int] = {}
-    for cg in plans._cache.values():  # noqa: SLF001
-        out[cg.plan_name] = out.get(cg.plan_name, 0) + 1
-    return out
