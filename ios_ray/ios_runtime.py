@@ -70,7 +70,10 @@ def _executor_for(graph: Graph, batch_size: int, device: Union[Device, str]) -> 
             from .runtime.gpu.executor import GpuExecutor
         except ImportError as exc:
             raise ValueError(f"the GPU executor cannot be imported ({exc}); use device='cpu'") from exc
-        return GpuExecutor(graph, batch_size, stages=stages)
+        from .profile.gpu import engine_book
+        from .runtime.gpu.context import GpuContext
+        # the engines the profiler recorded for each conv (the default cost table's engine book)
+        return GpuExecutor(graph, batch_size, context=GpuContext(0, engines=engine_book()), stages=stages)
     return ReferenceExecutor(graph, batch_size, stages=stages)
 
 

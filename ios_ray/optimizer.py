@@ -209,11 +209,14 @@ def _enumerate(graph: Graph, options: OptimizeOptions):
 
 def _profile(space, table, options: OptimizeOptions) -> Tuple[Mapping[str, Measurement], ProfileReport]:
     """Every stage's measurement: one profiling path, on a pool of one here or on Ray actors."""
+    source = options.source
+    if hasattr(source, "with_table"):   # e.g. the GPU's engine book goes beside the table
+        source = source.with_table(table)
     if options.num_workers is None:
-        return profile_stages(space.specs, LocalPool(options.source.build()), table, options.profile)
+        return profile_stages(space.specs, LocalPool(source.build()), table, options.profile)
     from .distributed.driver import RayPoolOptions, profile_graph_space
     workers = RayPoolOptions(options.num_workers, address=options.address)
-    return profile_graph_space(space, options.source, workers, table, options.profile)
+    return profile_graph_space(space, source, workers, table, options.profile)
 
 
 def _open_table(options: OptimizeOptions):

@@ -101,6 +101,19 @@ def test_plan_refuses_placements_cudnn_cannot_write():
     assert "cat" not in plan.in_place
 
 
+def test_plan_keeps_cudnn_outputs_packed_beyond_one_image():
+    """With a batch, a conv placed in a concat would write batch-strided output (far slower in cuDNN than
+    the packed output the profiler measures): only batch 1 places cuDNN writers."""
+    g = concat_graph()
+    by = g.node_by_name()
+    plan = plan_buffers(g.blocks[0].nodes, [g.input], batch_size=2)
+    cat = plan.loc(by["cat"])
+    assert plan.loc(by["c1"]).storage != cat.storage and plan.loc(by["c2"]).storage != cat.storage
+    assert "cat" not in plan.in_place
+    one = plan_buffers(g.blocks[0].nodes, [g.input], batch_size=1)
+    assert one.loc(by["c1"]).storage == one.loc(by["cat"]).storage
+
+
 def test_plan_nested_concat_offsets_add_up():
     g = mixed_graph()
     by = g.node_by_name()
@@ -439,3 +452,32 @@ def test_profiler_does_not_leak_device_memory(profiler):
     # only the per-shape input cache stays allocated between stages; a second pass adds nothing
     assert used_after_second <= used_after_first
     assert used_after_first - used_before <= cached_inputs() - inputs_before + (1 << 20)
+
+
+@gpu
+@needs_gpu
+def test_engine_book_makes_the_runtime_run_the_profiled_engines(tmp_path):
+    """The engines the profiler chose are recorded, and a later executor (another context, as another
+    process would have) builds every conv with exactly the recorded plan."""
+    from ios_ray.costs.measurement import MeasureSettings
+    from ios_ray.models import get_model
+    from ios_ray.profile.gpu import GpuProfiler, engine_book
+    from ios_ray.runtime.gpu.context import GpuContext
+    from ios_ray.runtime.gpu.executor import GpuExecutor
+    from ios_ray.space.stage import stage_spec
+    loc = str(tmp_path / "engines")
+    g = get_model("squeezenet")
+    g.init_weights(0)
+    g.sequential_schedule()
+    prof = GpuProfiler(0, engines=loc)
+    specs = [stage_spec([[n]]) for b in g.blocks for n in b.nodes]
+    assert all(m.error.value == "" for m in prof.measure(specs, 1, MeasureSettings(1, 1, 1)))
+    book = engine_book(location=loc)
+    assert len(book) > 0
+    ex = GpuExecutor(g, 1, context=GpuContext(0, engines=book))
+    built = {k.signature(): cg for k, cg in ex.ctx.conv_plans._cache.items()}   # noqa: SLF001
+    assert built and all(book.get(sig) == f"{'fused' if cg.fused else 'plain'}:{cg.plan_name}"
+                         for sig, cg in built.items())
+    # batch-1 convs writing into concat slices share the profiled (packed) signature
+    assert set(built) <= {sig for sig in book._choices}   # noqa: SLF001
+    ex.close()

@@ -21,7 +21,7 @@ Nothing outside this module asks which kind a recipe is: callers use the five me
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Optional, Protocol, Tuple, Union, runtime_checkable
 
@@ -88,12 +88,15 @@ class GpuRecipe:
 
     Args:
         tf32: allow TF32 tensor-core convolutions (rows are filed as ``tf32``).
-        autotune: time cuDNN's candidate plans per new conv shape.
+        autotune: time cuDNN's candidate plans per new conv signature (default: the heuristic's plan).
         device_id: the CUDA device within the worker's visible devices (Ray gives each actor one).
+        engines: the engine book's location (default: the default cost table's); ``with_table`` puts it
+            beside the cost table the rows go to, so every worker and the runtime use the same engines.
     """
     tf32: bool = False
-    autotune: bool = True
+    autotune: bool = False
     device_id: int = 0
+    engines: Optional[str] = None
 
     cached_by_default: ClassVar[bool] = True
 
@@ -103,7 +106,14 @@ class GpuRecipe:
 
     def build(self) -> CostSource:
         from ..profile.gpu import GpuProfiler
-        return GpuProfiler(device_id=self.device_id, tf32=self.tf32, autotune=self.autotune)
+        return GpuProfiler(device_id=self.device_id, tf32=self.tf32, autotune=self.autotune, engines=self.engines)
+
+    def with_table(self, table) -> "GpuRecipe":
+        """This recipe with its engine book beside ``table`` (a ``CostTable``; None: unchanged)."""
+        if table is None:
+            return self
+        from .engines import engine_location
+        return replace(self, engines=engine_location(table.location))
 
     def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
         return WorkerResources(num_cpus=float(cpus_per_worker), num_gpus=1.0)

@@ -46,22 +46,33 @@ class GpuProfiler(StageProfiler):
     Args:
         device_id: the CUDA device (within the visible devices).
         tf32: allow TF32 tensor-core convolutions (default strict fp32).
-        autotune: time cuDNN's candidate plans per new conv shape (like cudnn.benchmark).
+        autotune: time cuDNN's candidate plans per new conv signature (default: the heuristic's plan).
+        engines: the engine book's location (default: the default cost table's); the engines chosen
+            for each conv are read from it and recorded in it, so the runtime runs the same ones.
         seed: seeds the random inputs and weights.
-        max_cached_inputs: how many input buffers (one per (N, C, H, W)) are kept between stages.
         worker: the label put in every Measurement (default ``host:pid:gpu<id>``).
     Raises:
         GpuUnavailableError: no CuPy, CUDA device or cuDNN frontend.
     """
 
-    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = True, seed: int = 0,
-                 max_cached_inputs: int = 64, worker: Optional[str] = None):
+    MAX_CACHED_INPUTS = 64   # input buffers (one per (N, C, H, W)) kept between stages
+
+    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = False,
+                 engines: Optional[str] = None, seed: int = 0, worker: Optional[str] = None):
         from ..runtime.gpu.context import GpuContext
-        super().__init__(self._random_input, seed, max_cached_inputs,
+        super().__init__(self._random_input, seed, self.MAX_CACHED_INPUTS,
                          worker if worker is not None else f"{platform.node()}:{os.getpid()}:gpu{device_id}")
-        self.ctx = GpuContext(device_id, tf32=tf32, autotune=autotune)
         self.autotune = bool(autotune)
+        self.ctx = GpuContext(device_id, tf32=tf32, autotune=autotune,
+                              engines=engine_book(device_id, tf32, autotune, engines))
         self._info: Optional[DeviceInfo] = None
+
+    def measure(self, specs, batch_size: int, settings: MeasureSettings) -> List[Measurement]:
+        """As ``StageProfiler.measure``; the engines chosen meanwhile go to the engine book."""
+        try:
+            return super().measure(specs, batch_size, settings)
+        finally:
+            self.ctx.conv_plans.book.flush()
 
     def device(self) -> DeviceInfo:
         if self._info is None:
@@ -118,7 +129,15 @@ class GpuProfiler(StageProfiler):
             return int(cupy.get_default_memory_pool().used_bytes())
 
 
-def gpu_device_info(device_id: int = 0, tf32: bool = False, autotune: bool = True) -> DeviceInfo:
+def engine_book(device_id: int = 0, tf32: bool = False, autotune: bool = False, location: Optional[str] = None):
+    """The engine book of this device, software and math mode (``costs.engines``), at ``location`` or the
+    default cost table's."""
+    from ..costs.engines import EngineBook, engine_location
+    info = gpu_device_info(device_id, tf32, autotune)
+    return EngineBook(location or engine_location(), info.name, info.software, "tf32" if tf32 else "float32")
+
+
+def gpu_device_info(device_id: int = 0, tf32: bool = False, autotune: bool = False) -> DeviceInfo:
     """Name, compute capability, driver, the library versions a timing depends on (cuDNN, CUDA runtime,
     CuPy, numpy, ios_ray's kernels) and the autotune setting of a CUDA device."""
     import cupy
