@@ -165,8 +165,17 @@ def tanh(block: Block, inputs, inplace: bool = False, is_exit: bool = False) -> 
 
 
 def element(block: Block, inputs, op_type: str, is_exit: bool = False) -> Value:
-    """Element-wise ``add`` or ``mul`` of the terms (each term, its values summed, is one operand)."""
-    return _append(block, ir.Element(new_name(), _terms(inputs, "element"), op_type), is_exit)
+    """Element-wise ``add`` or ``mul``.
+
+    The original's form is one term whose values are the operands, ``[[a, b]]``; ours, several terms,
+    each one operand (its values summed), ``[[a], [b]]``, is accepted too.
+    """
+    return _append(block, ir.Element(new_name(), element_operands(_terms(inputs, "element")), op_type), is_exit)
+
+
+def element_operands(terms: List[List[Value]]) -> List[List[Value]]:
+    """The original's element inputs (one term, its values the operands) as ours (one term per operand)."""
+    return [[v] for v in terms[0]] if len(terms) == 1 else terms
 
 
 def multiply(block: Block, inputs, is_exit: bool = False) -> Value:
