@@ -20,7 +20,8 @@ and ``node_from_config`` use it), ``export_config()`` adds names. How a backend 
 from __future__ import annotations
 
 from collections import ChainMap
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import MutableMapping
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -71,17 +72,14 @@ class Sequential(Node):
 
     # Parameters live in the inner nodes; seen from outside they are ``"<inner index>.<param>"``.
     @property
-    def params(self) -> Dict[str, Optional[np.ndarray]]:
-        return {f"{i}.{p}": v for i, node in enumerate(self.nodes) for p, v in node.params.items()}
+    def params(self) -> "InnerParams":
+        return InnerParams(self)
 
     @params.setter
     def params(self, values: Mapping[str, Optional[np.ndarray]]) -> None:
+        view = InnerParams(self)
         for key, value in values.items():
-            index, _, pname = key.partition(".")
-            if not index.isdigit() or int(index) >= len(self.nodes) or pname not in self.nodes[int(index)].params:
-                raise ValueError(f"{self.display()}: no parameter {key!r}; expected <inner index>.<param> of "
-                                 f"{sorted(self.params)}")
-            self.nodes[int(index)].params[pname] = value
+            view[key] = value
 
     def attrs(self) -> dict:
         return {"nodes": [{"type": node.type, **node.attrs()} for node in self.nodes]}
@@ -133,6 +131,41 @@ class Sequential(Node):
         for node in self.nodes:
             out = local[node] = run_node(node, local)
         return out
+
+
+class InnerParams(MutableMapping):
+    """The parameters of a Sequential's inner nodes as one live mapping: ``"<inner index>.<param>"``."""
+
+    def __init__(self, seq: Sequential):
+        self._seq = seq
+
+    def _locate(self, key: str) -> Tuple[Optional[Node], str]:
+        index, _, pname = str(key).partition(".")
+        nodes = self._seq.nodes
+        if not index.isdigit() or int(index) >= len(nodes) or pname not in nodes[int(index)].params:
+            return None, pname
+        return nodes[int(index)], pname
+
+    def __getitem__(self, key: str) -> Optional[np.ndarray]:
+        node, pname = self._locate(key)
+        if node is None:
+            raise KeyError(key)
+        return node.params[pname]
+
+    def __setitem__(self, key: str, value: Optional[np.ndarray]) -> None:
+        node, pname = self._locate(key)
+        if node is None:
+            raise ValueError(f"{self._seq.display()} has no parameter {key!r}; it has {sorted(self)}")
+        node.params[pname] = value
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError(f"{self._seq.display()}: parameters cannot be removed, only set")
+
+    def __iter__(self) -> Iterator[str]:
+        return (f"{i}.{p}" for i, node in enumerate(self._seq.nodes) for p in node.params)
+
+    def __len__(self) -> int:
+        return sum(len(node.params) for node in self._seq.nodes)
 
 
 def _inner_node(spec: InnerSpec, index: int, outer: Optional[str], desc: str) -> Node:

@@ -231,6 +231,11 @@ def _number(node: Node) -> int:
 
 # ----- the original's IR constructors -------------------------------------------------------------
 
+def _given(inputs, who: str) -> List[List[Value]]:
+    """A constructor's inputs: None (a sequential's later nodes, wired by ``sequential``) or checked terms."""
+    return [] if inputs is None else _terms(inputs, who)
+
+
 class _OriginalSignature(type):
     """Metaclass of the IR names this module exports: calling the class takes the original's constructor
     arguments (``name, hint_name, inputs, ...``) and returns our IR node (``build``); ``isinstance``
@@ -256,7 +261,7 @@ class Conv(metaclass=_OriginalSignature):
 
     @staticmethod
     def build(name, hint_name, inputs, out_channels, kernel, stride, padding, groups, act, output_shape):
-        return ir.Conv(name, inputs or [], out_channels, kernel, stride, padding, groups, act, output_shape,
+        return ir.Conv(name, _given(inputs, "Conv"), out_channels, kernel, stride, padding, groups, act, output_shape,
                        hint_name)
 
 
@@ -265,7 +270,7 @@ class Pool(metaclass=_OriginalSignature):
 
     @staticmethod
     def build(name, hint_name, inputs, pool_type, kernel, stride, padding, output_shape):
-        return ir.Pool(name, inputs or [], pool_type, kernel, stride, padding, output_shape, hint_name)
+        return ir.Pool(name, _given(inputs, "Pool"), pool_type, kernel, stride, padding, output_shape, hint_name)
 
 
 class Relu(metaclass=_OriginalSignature):
@@ -273,7 +278,7 @@ class Relu(metaclass=_OriginalSignature):
 
     @staticmethod
     def build(name, hint_name, inputs, output_shape):
-        return ir.Relu(name, inputs or [], output_shape, hint_name)
+        return ir.Relu(name, _given(inputs, "Relu"), output_shape, hint_name)
 
 
 class Identity(metaclass=_OriginalSignature):
@@ -281,7 +286,7 @@ class Identity(metaclass=_OriginalSignature):
 
     @staticmethod
     def build(name, hint_name, inputs, output_shape):
-        return ir.Identity(name, inputs or [], output_shape, hint_name)
+        return ir.Identity(name, _given(inputs, "Identity"), output_shape, hint_name)
 
 
 class Element(metaclass=_OriginalSignature):
@@ -289,7 +294,7 @@ class Element(metaclass=_OriginalSignature):
 
     @staticmethod
     def build(name, hint_name, inputs, op_type, output_shape):
-        return ir.Element(name, inputs or [], op_type, output_shape, hint_name)
+        return ir.Element(name, element_operands(_given(inputs, "Element")), op_type, output_shape, hint_name)
 
 
 class Activation(metaclass=_OriginalSignature):
@@ -297,9 +302,10 @@ class Activation(metaclass=_OriginalSignature):
 
     @staticmethod
     def build(name, hint_name, inputs, act_type, inplace, output_shape):
+        terms = _given(inputs, "Activation")
         if act_type == "relu":
-            return ir.Relu(name, inputs or [], output_shape, hint_name)
-        return _Activation(name, inputs or [], act_type, output_shape, hint_name)
+            return ir.Relu(name, terms, output_shape, hint_name)
+        return _Activation(name, terms, act_type, output_shape, hint_name)
 
 
 class Sequential(metaclass=_OriginalSignature):
