@@ -56,7 +56,7 @@ class Sequential(Node):
         desc = f"sequential {name or ''}".strip()
         if not isinstance(nodes, (list, tuple)) or not nodes:
             raise ValueError(f"{desc}: nodes must be a non-empty list of inner nodes, got {nodes!r}")
-        self.nodes: List[Node] = [_inner_node(spec, i, name, desc) for i, spec in enumerate(nodes)]
+        self.nodes: List[Node] = [_inner_node(spec, i, desc) for i, spec in enumerate(nodes)]
         if inputs is None:
             inputs = self.nodes[0].inputs
         super().__init__(name, inputs, output_shape, hint_name)
@@ -91,9 +91,12 @@ class Sequential(Node):
         return config
 
     def infer_shape(self) -> Shape:
-        """Each inner node's shape in order, wiring each to the whole output of the one before."""
+        """Each inner node's shape in order, wiring each to the whole output of the one before (and
+        naming unnamed inner nodes ``<name>.<index>`` once the Sequential has a name)."""
         prev = None
-        for node in self.nodes:
+        for i, node in enumerate(self.nodes):
+            if node.name is None and self.name is not None:
+                node.name = f"{self.name}.{i}"
             if prev is not None:
                 node.inputs = [[Value(prev, 0, prev.output_shape[0])]]
             try:
@@ -168,13 +171,14 @@ class InnerParams(MutableMapping):
         return sum(len(node.params) for node in self._seq.nodes)
 
 
-def _inner_node(spec: InnerSpec, index: int, outer: Optional[str], desc: str) -> Node:
+def _inner_node(spec: InnerSpec, index: int, desc: str) -> Node:
     """An inner node from a node or a config; inputs of a config are set later (see Sequential)."""
     if isinstance(spec, Mapping):
         if spec.get("type") in ("placeholder", Sequential.type):
             raise ValueError(f"{desc}: inner node {index} cannot be a {spec.get('type')}")
-        name = spec.get("name") or f"{outer or 'sequential'}.{index}"
-        return node_from_config({**spec, "name": name, "inputs": []}, {})
+        node = node_from_config({**spec, "name": spec.get("name") or "inner", "inputs": []}, {})
+        node.name = spec.get("name")  # None: named after the Sequential in infer_shape
+        return node
     if not isinstance(spec, Node):
         raise ValueError(f"{desc}: inner node {index} must be a Node or a node config, got {type(spec).__name__}")
     if isinstance(spec, (Placeholder, Sequential)):
