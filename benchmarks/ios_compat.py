@@ -8,7 +8,8 @@ repository's older layout) is read, its import of the original package (``from .
 ``__file__`` is the original file (RandWire reads its stored graphs next to it). Its builder is called
 and the script prints the operators, blocks and explicit parts of the network, its DP states at
 r=3, s=8 (ours, and as the original counts them: without each part's empty state), and whether it is
-node for node the zoo's network (``ios_ray.models.get_model``; names aside). The exit status is 1 when a state count differs from the original's. Nothing of the original is copied.
+node for node the zoo's network (``ios_ray.models.get_model``; names aside). The exit status is 1 when
+a state count differs from the original's. Nothing of the original is copied.
 """
 from __future__ import annotations
 
