@@ -36,11 +36,14 @@ MODELS: Dict[str, Tuple[str, str]] = {
 # the original's states at r=3, s=8 (its DP run in pure Python with a random cost model)
 ORIGINAL_STATES = {"inception_v3": 1206, "randwire": 14734, "squeezenet": 78, "nasnet": 42966}
 
+# the original's modules whose counterparts live elsewhere in ios_ray (others keep their name: ios.X -> ios_ray.X)
+MODULES = {"ios.ir": "ios_ray.models.common", "ios.visualizer": "ios_ray.draw", "ios.contrib": "ios_ray",
+           "ios.contrib.ios_runtime": "ios_ray.ios_runtime"}
 IMPORTS = [  # (pattern of one import line, its replacement)
-    (re.compile(r"^from \.common import \*\s*$"), "from ios_ray.models.common import *"),
-    (re.compile(r"^from ios\.models\.common import \*\s*$"), "from ios_ray.models.common import *"),
-    (re.compile(r"^import ios\s*$"), "import ios_ray as ios"),
-    (re.compile(r"^from ios(\.[\w.]+)? import (.*)$"), r"from ios_ray\1 import \2"),
+    (re.compile(r"^from \.common import \*\s*$"), lambda m: "from ios_ray.models.common import *"),
+    (re.compile(r"^import ios\s*$"), lambda m: "import ios_ray as ios"),
+    (re.compile(r"^from (ios(?:\.[\w.]+)?) import (.*)$"),
+     lambda m: f"from {MODULES.get(m.group(1), 'ios_ray' + m.group(1)[3:])} import {m.group(2)}"),
 ]
 
 
@@ -140,7 +143,7 @@ def main() -> int:
         same = difference(structure(graph), structure(get_model(zoo_name)))
         failures += states - parts != ORIGINAL_STATES[model]
         print(f"{model:<13}{graph.num_operators():>5}{len(graph.blocks):>7}{parts:>6}{states:>8,}"
-              f"{states - parts:>12,}{ORIGINAL_STATES[model]:>10,}{same.split(":")[0]:>12}{seconds:>9.2f}")
+              f"{states - parts:>12,}{ORIGINAL_STATES[model]:>10,}{same.split(':')[0]:>12}{seconds:>9.2f}")
         for line in changed:
             print(f"    {path.name}: {line}")
         if same != "yes":

@@ -1,5 +1,7 @@
 """The Sequential compound operator and the Activation node: IR (shapes, costs, parameters), JSON and
 weights round trips, name-free stage keys, one operator in the state space and the DP, optimize."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -124,6 +126,18 @@ def test_json_round_trip_keeps_inner_nodes_and_weights(tmp_path):
     assert graph_to_dict(g2) == d
     save_weights(g, tmp_path / "w.npz")
     load_weights(g2, tmp_path / "w.npz")
+    x = random_input(g)
+    np.testing.assert_array_equal(forward(g2, x), forward(g, x))
+
+
+def test_pickled_graph_keeps_sequentials_whole():
+    """Ray ships graphs to workers by pickle."""
+    g = graph_with_sequentials()
+    g.init_weights(0)
+    g2 = pickle.loads(pickle.dumps(g))
+    a = g2.node_by_name()["a"]
+    assert a.inputs is a.nodes[0].inputs and a.inputs[0][0].node is g2.input
+    assert stage_spec([[a]]).key == stage_spec([[g.node_by_name()["a"]]]).key
     x = random_input(g)
     np.testing.assert_array_equal(forward(g2, x), forward(g, x))
 

@@ -69,27 +69,22 @@ def _stem1(block: Block, x: Value, x_prev: Value, f: int) -> Value:
     return identity(block, [[c1], c2, c3, c4])
 
 
-def _first_cell(block: Block, x: Value, x_prev: Value, f_left: int, f_right: int) -> Value:
-    """The first cell after a reduction: ``x_prev`` has twice ``x``'s resolution."""
-    left = identity(block, [[_squeeze(block, x_prev, f_left, 2)], [_squeeze(block, x_prev, f_left, 2)]])
+def _cell(block: Block, x: Value, x_prev: Value, f_left: int, f_right: int, first: bool = False) -> Value:
+    """A normal cell, or (``first``) the first cell after a reduction: there ``x_prev`` has twice ``x``'s
+    resolution, so the left input is two strided 1x1 convs, concatenated, and the output starts with it."""
+    if first:
+        left = identity(block, [[_squeeze(block, x_prev, f_left, 2)], [_squeeze(block, x_prev, f_left, 2)]])
+        f_branch = f_right  # the left input is 2 * f_left == f_right wide
+    else:
+        left = _squeeze(block, x_prev, f_left)
+        f_branch = f_left
     right = _squeeze(block, x, f_right)
-    c0 = [_branch(block, right, f_right, 5, 1), _branch(block, right, f_right, 3, 1)]
-    c1 = [_branch(block, left, f_right, 5, 1), _branch(block, left, f_right, 3, 1)]
+    c0 = [_branch(block, right, f_right, 5, 1), _branch(block, right if first else left, f_branch, 3, 1)]
+    c1 = [_branch(block, left, f_branch, 5, 1), _branch(block, left, f_branch, 3, 1)]
     c2 = [_pool(block, right, "avg", 1), left]
     c3 = [_pool(block, left, "avg", 1), _pool(block, left, "avg", 1)]
     c4 = [_branch(block, right, f_right, 3, 1), right]
-    return identity(block, [[left], c0, c1, c2, c3, c4])
-
-
-def _normal_cell(block: Block, x: Value, x_prev: Value, f_left: int, f_right: int) -> Value:
-    left = _squeeze(block, x_prev, f_left)
-    right = _squeeze(block, x, f_right)
-    c0 = [_branch(block, right, f_right, 5, 1), _branch(block, left, f_left, 3, 1)]
-    c1 = [_branch(block, left, f_left, 5, 1), _branch(block, left, f_left, 3, 1)]
-    c2 = [_pool(block, right, "avg", 1), left]
-    c3 = [_pool(block, left, "avg", 1), _pool(block, left, "avg", 1)]
-    c4 = [_branch(block, right, f_right, 3, 1), right]
-    return identity(block, [c0, c1, c2, c3, c4])
+    return identity(block, ([[left]] if first else []) + [c0, c1, c2, c3, c4])
 
 
 def _reduction_cell(block: Block, x: Value, x_prev: Value, f_left: int, f_right: int) -> Value:
@@ -114,12 +109,12 @@ def nasnet_large() -> Graph:
     stem0 = _stem0(block, conv0, f // 4)
     cells: List[Value] = [x, conv0, stem0, _stem1(block, stem0, conv0, f // 2)]
     # three stacks: a first cell, five normal cells, then (except after the last) a reduction cell
-    cells.append(_first_cell(block, cells[-1], cells[-2], f // 2, f))
+    cells.append(_cell(block, cells[-1], cells[-2], f // 2, f, first=True))
     for stack, width in enumerate((f, 2 * f, 4 * f)):
         if stack:
-            cells.append(_first_cell(block, cells[-1], cells[-3], width // 2, width))
+            cells.append(_cell(block, cells[-1], cells[-3], width // 2, width, first=True))
         for _ in range(5):
-            cells.append(_normal_cell(block, cells[-1], cells[-2], width, width))
+            cells.append(_cell(block, cells[-1], cells[-2], width, width))
         if stack < 2:
             cells.append(_reduction_cell(block, cells[-1], cells[-2], 2 * width, 2 * width))
     cells.append(relu(block, [[cells[-1]]]))
