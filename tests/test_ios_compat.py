@@ -87,3 +87,11 @@ def test_the_original_readme_sample_script_runs(tmp_path):
     np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-5)
     ios.draw(optimized_graph, fname=str(tmp_path / "optimized_demo.svg"), label="Optimized Graph")
     assert (tmp_path / "optimized_demo.svg").read_text().startswith("<svg")
+
+
+def test_inception_counts_as_the_original_counts_them():
+    """The original's DP on its Inception-v3 (r=3, s=8): 1,206 states, 28,874 transitions, 5,479 stages."""
+    import space as space_benchmark
+    row = space_benchmark.run_model("inception_v3", ios_compat.SpaceOptions())
+    assert (row["states_as_original"], row["transitions_as_original"], row["stage_identities_as_original"]) == \
+        (1206, 28874, 5479)
