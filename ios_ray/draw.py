@@ -58,10 +58,21 @@ def _schedule(graph: Graph) -> Dict[int, Tuple[int, int]]:
     return where
 
 
-def _label(node: Node, place) -> List[str]:
-    kind = node.display_type
+def _kind(node: Node) -> str:
+    """The operator's type with what tells it apart: kernel and stride, pool or element-wise op type."""
     if isinstance(node, Sequential):
-        kind = " > ".join(n.display_type for n in node.nodes)
+        return " > ".join(_kind(n) for n in node.nodes)
+    attrs = node.attrs()
+    detail = attrs.get("pool_type") or attrs.get("op_type") or ""
+    if "kernel" in attrs and attrs.get("pool_type") != "global_avg":
+        detail += f" {attrs['kernel'][0]}x{attrs['kernel'][1]}"
+        if max(attrs["stride"]) > 1:
+            detail += f"/{attrs['stride'][0]}"
+    return f"{node.display_type} {detail.strip()}".strip()
+
+
+def _label(node: Node, place) -> List[str]:
+    kind = _kind(node)
     lines = [kind, f"{node.name}" + (f" [{node.hint_name}]" if node.hint_name not in (None, node.name) else ""),
              "x".join(str(d) for d in node.output_shape)]
     if place is not None:

@@ -27,7 +27,7 @@ def test_draw_schedule_colours_one_fill_per_stage(tmp_path):
     assert len(rects) == 6 and len(list(root.iter(f"{SVG}path"))) >= 6  # 6 boxes, an edge per input (+ arrow)
     fills = [r.get("fill") for r in rects]
     assert len(set(fills[1:])) == len(graph.blocks[0].stages) == 3  # the input is grey, one colour a stage
-    assert "greedy" in texts and "stage 1, group 2" in texts and "conv4 [4]" in texts and "1875x15x15" in texts
+    assert "greedy" in texts and "stage 1, group 2" in texts and "conv4 [4]" in texts and "Conv2d 3x3" in texts and "1875x15x15" in texts
 
 
 def test_draw_without_schedule_and_a_sequential(tmp_path):
@@ -38,7 +38,8 @@ def test_draw_without_schedule_and_a_sequential(tmp_path):
     relu_conv(block, [[v[0:2]], [x]], 4, is_exit=True)
     graph = ios.Graph("g", x.node, [block])
     root, texts = parse(ios.draw(graph, str(tmp_path / "seq.svg")))
-    assert texts.count("Relu > Conv2d") == 2 and not any(t.startswith("stage") for t in texts if t)
+    assert texts.count("Relu > Conv2d 3x3") == 1 and texts.count("Relu > Conv2d 1x1") == 1
+    assert not any(t.startswith("stage") for t in texts if t)
     assert "[0:2]" in texts  # a channel slice is labelled on its edge
 
 
