@@ -5,16 +5,17 @@ table) -> dp (optimal stages) -> schedule on a new Graph -> runtime (numpy refer
 
 The top level also offers what the original ``ios`` package did, so ``import ios_ray as ios`` runs its
 scripts: ``optimize``, ``Graph``, ``Block``, the builders (the original's ``activation``, ``addition``,
-``sequential``, ``sigmoid``, ``tanh`` and ``reset_name`` from ``models.common``), ``models``,
-``ios_runtime``, ``draw`` and the cost-model names (``IOSCostModel``, ``RandomCostModel``).
+``element``, ``multiply``, ``sep_conv``, ``sequential``, ``sigmoid``, ``tanh`` and ``reset_name`` from
+``models.common``), ``models``, ``ios_runtime``, ``draw`` and the cost-model names (``IOSCostModel``,
+``RandomCostModel``).
 """
-from .graph import (Block, Graph, Stage, Strategy, Value, add, conv2d, element, identity, mul, multiply,
-                    placeholder, pool2d, relu)
+from .graph import Block, Graph, Stage, Strategy, Value, add, conv2d, identity, mul, placeholder, pool2d, relu
 
 from . import ios_runtime, models
 from .cost_model import CostModel, IOSCostModel, RandomCostModel
 from .draw import draw
-from .models.common import activation, addition, new_name, reset_name, sep_conv, sequential, sigmoid, tanh
+from .models.common import (activation, addition, element, multiply, new_name, reset_name, sep_conv, sequential,
+                            sigmoid, tanh)
 from .optimizer import OptimizeReport, optimize
 
 __version__ = "0.1.0"

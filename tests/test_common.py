@@ -228,6 +228,19 @@ def test_top_level_has_the_original_packages_names():
     assert ios.models.inception_v3().num_operators() == 119
 
 
+def test_top_level_element_ops_take_the_originals_form_and_ours():
+    v = ios.placeholder((C, HW, HW))
+    b = ios.Block(v.node)
+    r = ios.relu(b, [[v]])
+    original = ios.multiply(b, [[v, r]])
+    ours = ios.element(b, [[v], [r]], "mul", name="ours")
+    ios.identity(b, [[original], [ours]], is_exit=True)
+    graph = ios.Graph("g", v.node, [b])
+    x, y = run(graph)
+    np.testing.assert_allclose(y, np.concatenate([x * np.maximum(x, 0)] * 2, axis=1), **TOL)
+    assert ours.node.name == "ours"
+
+
 def test_top_level_sep_conv_has_no_relu_by_default():
     v = ios.placeholder((C, HW, HW))
     b = ios.Block(v.node)

@@ -164,13 +164,16 @@ def tanh(block: Block, inputs, inplace: bool = False, is_exit: bool = False) -> 
     return activation(block, inputs, "tanh", inplace, is_exit)
 
 
-def element(block: Block, inputs, op_type: str, is_exit: bool = False) -> Value:
+def element(block: Block, inputs, op_type: str, is_exit: bool = False, *, name: Optional[str] = None) -> Value:
     """Element-wise ``add`` or ``mul``.
 
     The original's form is one term whose values are the operands, ``[[a, b]]``; ours, several terms,
-    each one operand (its values summed), ``[[a], [b]]``, is accepted too.
+    each one operand (its values summed), ``[[a], [b]]``, is accepted too. Beyond the original: ``name``
+    names the node instead of the counter.
     """
-    return _append(block, ir.Element(new_name(), element_operands(_terms(inputs, "element")), op_type), is_exit)
+    node = ir.Element(name if name is not None else new_name(), element_operands(_terms(inputs, "element")),
+                      op_type)
+    return _append(block, node, is_exit)
 
 
 def element_operands(terms: List[List[Value]]) -> List[List[Value]]:
@@ -178,12 +181,12 @@ def element_operands(terms: List[List[Value]]) -> List[List[Value]]:
     return [[v] for v in terms[0]] if len(terms) == 1 else terms
 
 
-def multiply(block: Block, inputs, is_exit: bool = False) -> Value:
-    return element(block, inputs, "mul", is_exit)
+def multiply(block: Block, inputs, is_exit: bool = False, *, name: Optional[str] = None) -> Value:
+    return element(block, inputs, "mul", is_exit, name=name)
 
 
-def addition(block: Block, inputs, is_exit: bool = False) -> Value:
-    return element(block, inputs, "add", is_exit)
+def addition(block: Block, inputs, is_exit: bool = False, *, name: Optional[str] = None) -> Value:
+    return element(block, inputs, "add", is_exit, name=name)
 
 
 def pool2d(block: Block, inputs, pool_type: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
