@@ -3,7 +3,8 @@
 Pass one as ``optimize(graph, cost_model=...)`` (or ``cost=``):
 
 - ``IOSCostModel()``: stages measured by running them, as the original's did on its GPU runtime: our
-  CUDA-graph profiler when a CUDA GPU works, else the CPU reference runtime (``optimize``'s default).
+  CUDA-graph profiler when a CUDA GPU works, else the CPU reference runtime (``optimize``'s default),
+  given by its ``cost=`` name.
 - ``RandomCostModel(seed)``: a random latency per stage, which the original used to debug and to draw
   random schedules. Its latencies are labelled estimated and never written to a cost table.
 - ``CostModel``: the interface, ours being ``CostSource``.
@@ -14,16 +15,17 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from .costs.factory import CostConfig, CostKind, gpu_available
+from .costs.factory import gpu_available
 from .costs.measurement import CostSource, DeviceInfo, MeasureSettings, Measurement
 from .space.stage import StageSpec
 
 CostModel = CostSource
 
 
-def IOSCostModel() -> CostConfig:  # noqa: N802 -- the original's class name, called the same way
-    """The measuring cost source: the GPU when CuPy sees a CUDA device, else the CPU reference runtime."""
-    return CostConfig(CostKind.GPU) if gpu_available() else CostConfig(CostKind.CPU)
+def IOSCostModel() -> str:  # noqa: N802 -- the original's class name, called the same way
+    """The measuring cost source, by its ``cost=`` name: ``"gpu"`` when CuPy sees a CUDA device, else
+    ``"cpu"`` (the numpy reference runtime)."""
+    return "gpu" if gpu_available() else "cpu"
 
 
 class RandomCostModel:
@@ -32,6 +34,8 @@ class RandomCostModel:
     Args:
         seed: for reproducible latencies (None: fresh entropy, as the original's ``np.random.rand``).
     """
+
+    dtype = "float32"  # the math mode the cost table files rows under (none are written unless asked)
 
     def __init__(self, seed: Optional[int] = None):
         self._rng = np.random.default_rng(seed)
