@@ -7,6 +7,7 @@ from ios_ray import ios_runtime
 from ios_ray.graph import check_schedule
 from ios_ray.graph.schedule import Strategy
 from ios_ray.models import get_model
+from ios_ray.runtime import UnsupportedOpError
 
 
 def _outputs_match(graph, opt, batch):
@@ -83,7 +84,9 @@ def test_bad_options_are_rejected():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,batches", [("squeezenet", (1, 2)), ("inception_v3", (1,)), ("randwire", (1,)),
-                                          ("nasnet", (1,))])
+                                          pytest.param("nasnet", (1,), marks=pytest.mark.xfail(
+                                              strict=True, raises=UnsupportedOpError,
+                                              reason="Sequential is not yet registered with the reference runtime"))])
 def test_zoo_optimized_output_equals_original(name, batches):
     g = get_model(name)
     g.init_weights(0)

@@ -648,3 +648,9 @@ def topo_order(block: Block) -> List[Node]:
         stuck = [nodes[i].display() for i in range(len(nodes)) if indeg[i] > 0]
         raise ValueError(f"block has a cycle through: {', '.join(stuck[:6])}")
     return order
+
+
+# The original IOS's compound and activation nodes subclass Node, so they are registered once it exists.
+from .compound import Activation, Sequential  # noqa: E402
+
+NODE_TYPES.update({cls.type: cls for cls in (Sequential, Activation)})

@@ -18,6 +18,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from .ios_json import from_ios_config, is_ios_config
 from .ir import Block, Graph, Node, node_from_config
 from .schedule import Stage, check_schedule
 
@@ -40,6 +41,8 @@ def graph_to_dict(graph: Graph) -> dict:
 
 def graph_from_dict(obj: dict) -> Graph:
     """Rebuild a graph (and its schedule); raises ValueError naming what is wrong."""
+    if is_ios_config(obj):  # written by the original IOS (its Graph.export_config)
+        obj = {"format": FORMAT, "version": VERSION, **from_ios_config(obj)}
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"not an ios_ray graph file (format {obj.get('format') if isinstance(obj, dict) else None!r},"
                          f" expected {FORMAT!r})")
