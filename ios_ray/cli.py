@@ -38,7 +38,8 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
                    max_group_size=ns.r, max_num_groups=ns.s, max_part_size=ns.part_size,
                    warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
-                   compute_weight=bool(ns.weights_out), wait_for_autoscaler=ns.wait_for_autoscaler)
+                   compute_weight=bool(ns.weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
+                   profiling=ns.profiling)
     print(opt.optimization_report.format())
     print(opt)
     out = ns.out or f"{graph.name}_schedule.json"
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-r", type=int, default=3, help="max operators per group (default 3)")
     o.add_argument("-s", type=int, default=8, help="max groups per stage (default 8)")
     o.add_argument("--part-size", type=int, default=50)
+    o.add_argument("--profiling", default="lazy", choices=["lazy", "exhaustive"],
+                   help="lazy: measure only the stages the DP's optimum can use (default); exhaustive: every stage")
     o.add_argument("--warmup", type=int, default=2)
     o.add_argument("--number", type=int, default=6)
     o.add_argument("--repeat", type=int, default=6)

@@ -4,8 +4,10 @@ Data flow::
 
     optimize(IOS keywords) --checked once--> OptimizeOptions (space, cost-source recipe, profiling, Ray)
     Graph --enumerate (space/, local or on actors)--> GraphSpace{states, transitions, unique StageSpecs}
-          --profile_stages (table hits + a LocalPool or a Ray pool)--> {key: Measurement}
-          --solve (dp/, pure)--> Solution{stages per block}
+          --lazy (default): table hits, then the one-op stages, then rounds of the stages on the DP's
+            optimal paths, each through profile_stages on one pool (dp.lazy, profile.rounds)
+          --exhaustive: profile_stages of every stage, then solve (dp/, pure)
+          --> Solution{stages per block}
           --construct (merges applied, weights laid out)--> new Graph with its schedule
 
 The DP never touches hardware: it reads a ``{key: latency}`` mapping. Where the latencies come from is
@@ -14,18 +16,27 @@ the ``cost`` argument: a name from the registry (``costs.factory.KINDS``), a rec
 """
 from __future__ import annotations
 
+import enum
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .costs.factory import CostArg, SourceRecipe, resolve_cost
-from .costs.measurement import MeasureSettings, Measurement
+from .costs.measurement import MeasureSettings
 from .graph.ir import Block, Conv, Graph, Node, Placeholder, Terms, Value, topo_order
 from .graph.merge import merged_conv_params
 from .graph.schedule import Stage, Strategy, check_schedule
+from .dp.lazy import LazyOptions, LazyReport
+from .dp.solve import Solution
 from .profile.stages import LocalPool, ProfileOptions, ProfileReport, profile_stages
 from .space.options import SpaceOptions
+
+
+class Profiling(enum.Enum):
+    """Which stages are measured."""
+    LAZY = "lazy"              # only those that can be on an optimal path (exact while the bounds hold)
+    EXHAUSTIVE = "exhaustive"  # every stage of the space (e.g. to build a shared cost table)
 
 
 @dataclass
@@ -50,6 +61,15 @@ class OptimizeReport:
     predicted_latency_ms: float = 0.0
     seconds: Dict[str, float] = field(default_factory=dict)  # enumerate, profile, solve, construct
     table: str = ""
+    profiling: str = Profiling.EXHAUSTIVE.value
+    known_stages: int = 0            # stages with a cost at the end: cache hits + measured now
+    rounds: int = 0                  # lazy: measurement rounds after the one-op stages
+    bound_violations: int = 0        # lazy: stages measured below their lower bound
+
+    @property
+    def measured_fraction(self) -> float:
+        """The share of the unique stages that got a cost (all of them when profiling exhaustively)."""
+        return self.known_stages / self.unique_stages if self.unique_stages else 1.0
 
     def format(self) -> str:
         kind = "estimated (analytic model)" if self.estimated else "measured"
@@ -60,6 +80,12 @@ class OptimizeReport:
             f"  unique stages   : {self.unique_stages:,}   cache hits: {self.cache_hits:,}   "
             f"stale rows: {self.stale:,}   measured now: {self.measured:,}   errors: {self.errors}",
         ]
+        if self.profiling == Profiling.LAZY.value:
+            lines.append(f"  profiling       : lazy: {self.known_stages:,} of {self.unique_stages:,} stages have a cost "
+                         f"({100 * self.measured_fraction:.1f}%), {self.rounds} rounds, "
+                         f"{self.bound_violations} below their bound")
+        else:
+            lines.append(f"  profiling       : {self.profiling}")
         if self.per_worker:
             lines.append("  per worker      : " + ", ".join(f"{w}={n}" for w, n in sorted(self.per_worker.items())))
         if self.table:
@@ -86,6 +112,8 @@ class OptimizeOptions:
         address: the Ray cluster to join.
         wait_for_autoscaler: wait for the cluster to grow instead of failing at once.
         verbose: print the report.
+        profiling: ``Profiling.LAZY`` or ``EXHAUSTIVE`` (or its string value).
+        lazy: the lazy DP's bound and paths per round.
     """
     space: SpaceOptions
     source: SourceRecipe
@@ -96,17 +124,26 @@ class OptimizeOptions:
     address: Optional[str] = None
     wait_for_autoscaler: bool = False
     verbose: bool = False
+    profiling: Profiling = Profiling.LAZY
+    lazy: LazyOptions = LazyOptions()
 
     def __post_init__(self):
         if self.num_workers is not None and self.num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
+        if not isinstance(self.profiling, Profiling):
+            try:
+                object.__setattr__(self, "profiling", Profiling(str(self.profiling).strip().lower()))
+            except ValueError:
+                raise ValueError(f"profiling must be one of {[p.value for p in Profiling]}, got "
+                                 f"{self.profiling!r}") from None
 
 
 def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_merge", compute_weight: bool = False,
              cost: CostArg = None, max_group_size: int = 3, max_num_groups: int = 8, max_part_size: int = 50,
              warmup: int = 2, number: int = 6, repeat: int = 6, verbose: bool = False,
              num_workers: Optional[int] = None, cost_table=None, address: Optional[str] = None,
-             progress: Optional[bool] = None, cost_model=None, wait_for_autoscaler: bool = False) -> Graph:
+             progress: Optional[bool] = None, cost_model=None, wait_for_autoscaler: bool = False,
+             profiling: str = "lazy") -> Graph:
     """Find the IOS schedule of ``graph`` and return a new Graph carrying it.
 
     Args:
@@ -131,6 +168,10 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         cost_model: the original's name for ``cost``.
         wait_for_autoscaler: when the cluster lacks the workers' CPUs/GPUs, wait for an autoscaler to
             add them instead of failing at once.
+        profiling: ``"lazy"`` measures the one-op stages, bounds every other stage from them, and then
+            measures only the stages on the DP's optimal paths until the optimum uses measured stages
+            alone (the same optimum as ``"exhaustive"`` while the bounds hold: ``dp.lazy``);
+            ``"exhaustive"`` measures every stage (e.g. to fill a shared cost table).
 
     Returns:
         A new Graph with the optimized schedule; ``graph.optimization_report`` holds an OptimizeReport.
@@ -146,14 +187,12 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         profile=ProfileOptions(batch_size=batch_size, settings=MeasureSettings(warmup, number, repeat),
                                progress=progress if progress is not None else (verbose or sys.stderr.isatty())),
         compute_weight=compute_weight, num_workers=num_workers, cost_table=cost_table, address=address,
-        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose)
+        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose, profiling=profiling)
     return optimize_with(graph, options)
 
 
 def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
     """``optimize`` with its arguments already checked (see ``optimize``)."""
-    from .dp import solve
-
     if options.compute_weight and not graph.has_weights():
         raise ValueError("compute_weight=True needs weights: call graph.init_weights() (or load_weights) first")
     seconds: Dict[str, float] = {}
@@ -163,12 +202,10 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
 
     t0 = time.perf_counter()
     table = _open_table(options)
-    measurements, profiled = _profile(space, table, options)
-    seconds["profile"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    solution = solve(space, {k: m.cost for k, m in measurements.items()})
-    seconds["solve"] = time.perf_counter() - t0
+    solution, profiled, lazy = _profile_and_solve(space, table, options)
+    elapsed = time.perf_counter() - t0
+    seconds["profile"] = sum(profiled.seconds.values())
+    seconds["solve"] = max(0.0, elapsed - seconds["profile"])
 
     t0 = time.perf_counter()
     opt_type = options.space.opt_type.value
@@ -183,7 +220,9 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         cache_hits=profiled.cache_hits, stale=profiled.stale, measured=profiled.measured, errors=profiled.errors,
         per_worker=dict(profiled.per_worker), retries=profiled.retries,
         predicted_latency_ms=solution.total_latency, seconds=seconds,
-        table=str(table.location) if table is not None else "")
+        table=str(table.location) if table is not None else "", profiling=options.profiling.value,
+        known_stages=profiled.cache_hits + profiled.measured if lazy else counts.unique_stages,
+        rounds=lazy.rounds if lazy else 0, bound_violations=lazy.violations if lazy else 0)
     new_graph.optimization_report = report
     if options.verbose:
         print(report.format())
@@ -207,16 +246,38 @@ def _enumerate(graph: Graph, options: OptimizeOptions):
     return enumerate_graph_distributed(graph, options.space, num_workers=max(1, min(options.num_workers, cpus)))
 
 
-def _profile(space, table, options: OptimizeOptions) -> Tuple[Mapping[str, Measurement], ProfileReport]:
-    """Every stage's measurement: one profiling path, on a pool of one here or on Ray actors."""
+def _profile_and_solve(space, table, options: OptimizeOptions
+                       ) -> Tuple[Solution, ProfileReport, Optional[LazyReport]]:
+    """The optimal schedule and what profiling it took: every stage measured, then solved (exhaustive), or
+    the lazy DP's rounds; either way through ``profile_stages`` on one pool (of one here, or of Ray actors)."""
+    from .dp import solve
+    from .dp.lazy import lazy_solve
+    from .profile.rounds import ProfileRounds
+    pool = _open_pool(space, table, options)
+    try:
+        if options.profiling is Profiling.EXHAUSTIVE:
+            measurements, profiled = profile_stages(space.specs, pool, table, options.profile)
+            return solve(space, {k: m.cost for k, m in measurements.items()}), profiled, None
+        rounds = ProfileRounds(space.specs, pool, table, options.profile)
+        known = rounds.lookup()
+        try:
+            result = lazy_solve(space, rounds.measure, known, options.lazy)
+        finally:
+            profiled = rounds.close()
+        return result.solution, profiled, result.report
+    finally:
+        pool.shutdown()
+
+
+def _open_pool(space, table, options: OptimizeOptions):
+    """A pool of one in this process, or of Ray actors (started when first needed)."""
     source = options.source
     if hasattr(source, "with_table"):   # e.g. the GPU's engine book goes beside the table
         source = source.with_table(table)
     if options.num_workers is None:
-        return profile_stages(space.specs, LocalPool(source.build()), table, options.profile)
-    from .distributed.driver import RayPoolOptions, profile_graph_space
-    workers = RayPoolOptions(options.num_workers, address=options.address)
-    return profile_graph_space(space, source, workers, table, options.profile)
+        return LocalPool(source.build())
+    from .distributed.driver import RayPoolOptions, open_ray_pool
+    return open_ray_pool(source, RayPoolOptions(options.num_workers, address=options.address), space)
 
 
 def _open_table(options: OptimizeOptions):

@@ -55,10 +55,10 @@ def test_parallel_only_has_no_merges():
 def test_cpu_profiler_optimize_with_table(tmp_path):
     g = get_model("sample")
     table = str(tmp_path / "costs")
-    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table)
+    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, profiling="exhaustive")
     rep = opt.optimization_report
     assert not rep.estimated and rep.measured == rep.unique_stages and rep.cache_hits == 0
-    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table)
+    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, profiling="exhaustive")
     assert again.optimization_report.measured == 0
     assert again.optimization_report.cache_hits == rep.unique_stages
     assert str(again) == str(opt)
@@ -139,7 +139,7 @@ def test_local_optimize_remeasures_cached_worker_deaths(tmp_path):
     table = CostTable(str(tmp_path / "costs"))
     died = [Measurement(k, math.nan, error=ErrorKind.WORKER_DIED, message="worker died") for k in specs]
     table.append(died, dict(specs), Conditions(AnalyticCostModel("H200").device(), 1, "float32", MeasureSettings()))
-    opt = ios.optimize(g, cost="analytic:H200", cost_table=table)
+    opt = ios.optimize(g, cost="analytic:H200", cost_table=table, profiling="exhaustive")
     rep = opt.optimization_report
     assert rep.cache_hits == 0 and rep.measured == rep.unique_stages and rep.errors == 0
 
@@ -191,13 +191,16 @@ def test_tf32_cost_source_object_writes_tf32_rows_in_process(tmp_path):
     under tf32 (and read them back from there)."""
     from ios_ray.costs.analytic import AnalyticCostModel
     table = str(tmp_path / "costs")
-    first = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table)
+    first = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table,
+                        profiling="exhaustive")
     rows = _rows(table)
     assert rows and {r["dtype"] for r in rows} == {"tf32"}
     assert first.optimization_report.dtype == "tf32"
-    again = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table)
+    again = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table,
+                        profiling="exhaustive")
     assert again.optimization_report.cache_hits == first.optimization_report.unique_stages
-    fp32 = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200"), cost_table=table)
+    fp32 = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200"), cost_table=table,
+                        profiling="exhaustive")
     assert fp32.optimization_report.cache_hits == 0   # tf32 rows are not float32 rows
 
 
@@ -225,15 +228,16 @@ def test_rows_of_another_library_version_are_measured_again_and_counted(tmp_path
     from ios_ray.costs.table import CostTable
     table = CostTable(str(tmp_path / "costs"))
     old = VersionedSource("1.0")
-    first = ios.optimize(get_model("sample"), cost=old, cost_table=table).optimization_report
+    first = ios.optimize(get_model("sample"), cost=old, cost_table=table, profiling="exhaustive").optimization_report
     assert first.measured == first.unique_stages == old.measured and first.stale == 0
     new = VersionedSource("2.0")
-    second = ios.optimize(get_model("sample"), cost=new, cost_table=table).optimization_report
+    second = ios.optimize(get_model("sample"), cost=new, cost_table=table, profiling="exhaustive").optimization_report
     assert second.cache_hits == 0 and second.stale == second.unique_stages
     assert new.measured == second.unique_stages                  # measured again, not reused
     assert "stale rows: " + str(second.stale) in second.format()
     assert table.read_raw().num_rows == 2 * first.unique_stages  # the old rows are kept
-    third = ios.optimize(get_model("sample"), cost=VersionedSource("2.0"), cost_table=table).optimization_report
+    third = ios.optimize(get_model("sample"), cost=VersionedSource("2.0"), cost_table=table,
+                         profiling="exhaustive").optimization_report
     assert third.cache_hits == third.unique_stages and third.stale == 0
 
 

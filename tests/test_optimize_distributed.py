@@ -30,9 +30,9 @@ def ray_4cpu():
 
 def test_same_schedule_for_1_2_4_workers_and_in_process(ray_4cpu):
     g = get_model("inception_v3")
-    local = ios.optimize(g, cost="analytic:H200", cost_table=False)
+    local = ios.optimize(g, cost="analytic:H200", cost_table=False, profiling="exhaustive")
     for n in (1, 2, 4):
-        opt = ios.optimize(g, cost="analytic:H200", cost_table=False, num_workers=n)
+        opt = ios.optimize(g, cost="analytic:H200", cost_table=False, num_workers=n, profiling="exhaustive")
         assert str(opt) == str(local), f"{n} workers gave another schedule"
         rep = opt.optimization_report
         assert rep.num_workers == n and rep.measured == rep.unique_stages
@@ -43,8 +43,8 @@ def test_same_schedule_for_1_2_4_workers_and_in_process(ray_4cpu):
 def test_warm_table_measures_nothing_on_actors(ray_4cpu, tmp_path):
     g = get_model("squeezenet")
     table = str(tmp_path / "costs")
-    first = ios.optimize(g, cost="analytic:V100", cost_table=table, num_workers=2)
-    second = ios.optimize(g, cost="analytic:V100", cost_table=table, num_workers=2)
+    first = ios.optimize(g, cost="analytic:V100", cost_table=table, num_workers=2, profiling="exhaustive")
+    second = ios.optimize(g, cost="analytic:V100", cost_table=table, num_workers=2, profiling="exhaustive")
     assert first.optimization_report.measured == first.optimization_report.unique_stages
     assert second.optimization_report.measured == 0
     assert second.optimization_report.cache_hits == first.optimization_report.unique_stages
@@ -89,20 +89,21 @@ def test_user_cost_source_object_works_with_workers(ray_4cpu, tmp_path):
     version were reused silently."""
     g = get_model("squeezenet")
     table = str(tmp_path / "costs")
-    local = ios.optimize(g, cost=LinearSource("1"), cost_table=table)
-    opt = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2)
+    local = ios.optimize(g, cost=LinearSource("1"), cost_table=table, profiling="exhaustive")
+    opt = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2, profiling="exhaustive")
     rep = opt.optimization_report
     assert str(opt) == str(local) and rep.num_workers == 2
     assert rep.cache_hits == 0 and rep.stale == rep.measured == rep.unique_stages  # version 1 rows: stale
     assert sum(rep.per_worker.values()) == rep.unique_stages and len(rep.per_worker) == 2
     assert CostTable(table).read_raw().num_rows == 2 * rep.unique_stages
-    again = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2).optimization_report
+    again = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2,
+                         profiling="exhaustive").optimization_report
     assert again.cache_hits == again.unique_stages and again.stale == again.measured == 0
 
 
 def _optimize_into(model, table, out):
     g = get_model(model)
-    opt = ios.optimize(g, cost="analytic:H200", cost_table=table)
+    opt = ios.optimize(g, cost="analytic:H200", cost_table=table, profiling="exhaustive")
     out.put(opt.optimization_report.unique_stages)
 
 
