@@ -509,3 +509,35 @@ def test_enumeration_worker_killed_mid_shard_is_retried_and_logged(ray_local, ca
     retry = [r.getMessage() for r in caplog.records if r.name == "ios_ray.distributed.enumerate"]
     assert len(retry) == 1 and "died (" in retry[0] and retry[0].endswith("retry 1 of 2")
     assert_same_space(dist, enumerate_graph(graph, opts))
+
+
+def test_batches_shrink_as_work_runs_out_and_small_rounds_spread():
+    from ios_ray.distributed.profiler_pool import _BatchPlan
+    plan = _BatchPlan(min_batch=8, max_batch=256, share=2)
+    left, sizes = 3846, []
+    while left:
+        sizes.append(plan.size(left, 16))
+        left -= sizes[-1]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 121 and sizes[-1] <= 8
+    assert [plan.size(5, 4), plan.size(3, 4), plan.size(100_000, 4)] == [2, 1, 256]
+
+
+def test_catalog_batches_travel_as_keys_with_the_same_results(ray_local, tmp_path):
+    """A GraphSpace's SpecTable goes to the workers once; the batches then carry keys, the workers build
+    the specs, and the results are those of shipping specs."""
+    space = enumerate_graph(get_model("squeezenet"), SpaceOptions())
+    plain = dict(space.specs)
+    with ProfilerPool(2, source()) as pool:
+        by_spec, _ = pool.measure(plain, 1, SETTINGS)
+    log = tmp_path / "log"
+    log.mkdir()
+    with ProfilerPool(2, source(log_dir=str(log))) as pool:
+        pool.use_catalog(space.specs)
+        subset = {k: None for k in sorted(plain)[:40]}   # never built: only the keys travel
+        first, report = pool.measure(subset, 1, SETTINGS)
+        rest, _ = pool.measure({k: None for k in sorted(plain)[40:]}, 1, SETTINGS)
+    assert report.num_specs == 40 and report.driver_cpu_s > 0 and len(report.per_worker) == 2
+    assert strip({**first, **rest}) == strip(by_spec)
+    assert set(measured_keys(log).values()) == {1} and len(measured_keys(log)) == len(plain)
+    _, rep = profile_graph_space(space, source(), 2, None, ProfileOptions(1, SETTINGS))
+    assert rep.measured == len(plain) and rep.errors == 0

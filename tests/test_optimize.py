@@ -282,3 +282,31 @@ def test_gpu_tf32_rows_carry_the_math_mode_and_software_fingerprint(tmp_path):
     rows = CostTable(table).read_all().to_pylist()
     assert opt.optimization_report.dtype == "tf32" and len(rows) == opt.optimization_report.unique_stages
     assert {r["dtype"] for r in rows} == {"tf32"} and {r["software"] for r in rows} == {untuned.software}
+
+
+def test_lazy_profiling_is_the_default_and_finds_the_exhaustive_schedule(tmp_path):
+    """The default measures only what the DP needs: fewer rows, the same schedule as measuring every stage,
+    and a warm re-run measures nothing."""
+    from ios_ray.costs.table import CostTable
+    g = get_model("inception_v3")
+    table = CostTable(str(tmp_path / "costs"))
+    lazy = ios.optimize(g, cost="analytic:H200", cost_table=table)
+    rep = lazy.optimization_report
+    exhaustive = ios.optimize(g, cost="analytic:H200", cost_table=False, profiling="exhaustive")
+    assert rep.profiling == "lazy" and exhaustive.optimization_report.profiling == "exhaustive"
+    assert rep.predicted_latency_ms == pytest.approx(exhaustive.optimization_report.predicted_latency_ms)
+    assert str(lazy) == str(exhaustive)
+    assert rep.measured == rep.known_stages < 0.2 * rep.unique_stages and rep.cache_hits == 0
+    assert rep.rounds >= 1 and rep.bound_violations == 0
+    assert rep.measured_fraction == pytest.approx(rep.measured / rep.unique_stages)
+    assert "lazy: " in rep.format() and f"{rep.rounds} rounds" in rep.format()
+    rows = table.read_all()
+    assert rows.num_rows == rep.measured and len(table.files()) <= 2   # appended in chunks, not per round
+    warm = ios.optimize(g, cost="analytic:H200", cost_table=table).optimization_report
+    assert warm.measured == 0 and warm.cache_hits == rep.measured and warm.rounds == 0
+    assert warm.predicted_latency_ms == rep.predicted_latency_ms
+
+
+def test_unknown_profiling_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="profiling must be one of"):
+        ios.optimize(get_model("sample"), cost="analytic", profiling="sometimes")

@@ -120,3 +120,20 @@ def test_two_concurrent_optimizations_into_one_table_lose_no_rows(tmp_path):
     expected = q.get() + q.get()
     rows = CostTable(table).read_all()
     assert rows.num_rows == expected
+
+
+def test_lazy_rounds_spread_over_workers_and_give_the_same_stages(ray_4cpu, tmp_path):
+    """Lazy profiling measures the same stages in the same rounds whatever the number of workers (a
+    deterministic source: the analytic model as a picklable object), and each round is spread over them."""
+    g = get_model("inception_v3")
+    runs = {}
+    for n in (None, 1, 2):
+        table = str(tmp_path / f"t{n}")
+        opt = ios.optimize(g, cost=AnalyticCostModel("H200"), cost_table=table, num_workers=n)
+        rep = opt.optimization_report
+        assert rep.profiling == "lazy" and rep.num_workers == (n or 1)
+        assert sum(rep.per_worker.values()) == rep.measured < rep.unique_stages
+        if n == 2:
+            assert len(rep.per_worker) == 2, f"one worker did everything: {rep.per_worker}"
+        runs[n] = (str(opt), rep.measured, rep.rounds, sorted(CostTable(table).read_all()["key"].to_pylist()))
+    assert runs[None] == runs[1] == runs[2]
