@@ -30,8 +30,9 @@ import collections
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass, replace
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -137,14 +138,14 @@ class ProfileWorker:
     """Measures batches of stage specs with a cost source built in its own process.
 
     A plain class: ``ProfilerPool`` makes it a Ray actor; tests may also use it directly. A batch comes
-    either as specs (``measure``) or as keys of a catalog shipped to the object store once
-    (``measure_keys``): then the worker builds the specs itself and the driver pickles none.
+    either as specs (``measure``) or as keys of a catalog the worker was given once (``use_catalog``,
+    then ``measure_keys``): then the worker builds the specs itself and the driver pickles none.
     """
 
     def __init__(self, source: SourceRecipe, worker_id: str):
         self._source = source.build()
         self._worker_id = worker_id
-        self._catalog: Optional[Tuple[str, Mapping[str, StageSpec]]] = None   # (object id, mapping)
+        self._catalog: Mapping[str, StageSpec] = {}
 
     def device(self) -> DeviceInfo:
         return self._source.device()
@@ -169,14 +170,17 @@ class ProfileWorker:
             out.append(replace(m, worker=self._worker_id))
         return out
 
-    def measure_keys(self, catalog: List["ray.ObjectRef"], keys: Sequence[str], batch_size: int,
-                     settings: MeasureSettings) -> List[Measurement]:
-        """``measure`` of the specs ``catalog[0]`` (an object ref of a key -> spec mapping, in a list so
-        that Ray does not fetch it for every call) holds under ``keys``; the mapping is fetched once."""
-        ref = catalog[0]
-        if self._catalog is None or self._catalog[0] != ref.hex():
-            self._catalog = (ref.hex(), ray.get(ref))
-        specs = self._catalog[1]
+    def use_catalog(self, catalog: Mapping[str, StageSpec]) -> None:
+        """Keep ``catalog`` (key -> spec; Ray passes it from the object store) for ``measure_keys``."""
+        self._catalog = catalog
+
+    def measure_keys(self, keys: Sequence[str], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
+        """``measure`` of the catalog's specs of ``keys``.
+
+        Raises:
+            KeyError: a key is not in the catalog (none was given, or another one).
+        """
+        specs = self._catalog
         return self.measure([specs[k] for k in keys], batch_size, settings)
 
 
@@ -256,6 +260,7 @@ class ProfilerPool:
         self._options = _RunOptions(max_retries, _BatchPlan(min_batch, max_batch, batches_per_worker),
                                     inflight_per_worker, task_timeout_s, cost_estimate)
         self._catalog: Optional[Tuple[Mapping[str, StageSpec], "ray.ObjectRef"]] = None
+        self._catalog_on: "weakref.WeakKeyDictionary[Slot, ray.ObjectRef]" = weakref.WeakKeyDictionary()
         actor_cls = ray.remote(ProfileWorker).options(
             num_cpus=self._resources.num_cpus, num_gpus=self._resources.num_gpus, max_restarts=0,
             max_task_retries=0)
@@ -352,11 +357,11 @@ class ProfilerPool:
         keys = list(specs)
         catalog = None
         if self._catalog is not None and all(k in self._catalog[0] for k in keys):
-            catalog = [self._catalog[1]]
+            catalog = self._catalog[1]
         else:
             specs = dict(specs)
         work = _Work(specs, keys, catalog, batch_size, settings)
-        return _Run(self._slots, self._options, work, on_result).run()
+        return _Run(self._slots, self._options, work, on_result, self._catalog_on).run()
 
 
 def _raise_if_init_failed(exc: Exception) -> None:
@@ -391,11 +396,11 @@ class _RunOptions:
 
 @dataclass(frozen=True)
 class _Work:
-    """What one ``measure`` call measures: the specs by key, the keys in the order given, and the catalog
-    (a one-element list holding its object ref) when the specs travel as keys."""
+    """What one ``measure`` call measures: the specs by key, the keys in the order given, and the catalog's
+    object ref when the specs travel as keys."""
     specs: Mapping[str, StageSpec]
     keys: List[str]
-    catalog: Optional[list]
+    catalog: Optional["ray.ObjectRef"]
     batch_size: int
     settings: MeasureSettings
 
@@ -408,8 +413,10 @@ class _Run:
     each batch's measurements to ``on_result`` in one call.
     """
 
-    def __init__(self, slots: ActorSlots, options: _RunOptions, work: _Work, on_result):
+    def __init__(self, slots: ActorSlots, options: _RunOptions, work: _Work, on_result,
+                 catalog_on: MutableMapping[Slot, "ray.ObjectRef"]):
         self.slots = slots
+        self.catalog_on = catalog_on   # the catalog each actor was given (kept across calls)
         self.options = options
         self.work = work
         self.on_result = on_result
@@ -498,7 +505,10 @@ class _Run:
     def _submit(self, slot: Slot, batch: List[str], suspect: bool = False) -> None:
         work = self.work
         if work.catalog is not None:
-            ref = slot.handle.measure_keys.remote(work.catalog, batch, work.batch_size, work.settings)
+            if self.catalog_on.get(slot) is not work.catalog:   # an actor runs its tasks in order: this first
+                slot.handle.use_catalog.remote(work.catalog)
+                self.catalog_on[slot] = work.catalog
+            ref = slot.handle.measure_keys.remote(batch, work.batch_size, work.settings)
         else:
             ref = slot.handle.measure.remote([work.specs[k] for k in batch], work.batch_size, work.settings)
         inflight = self.inflight[slot]
