@@ -19,6 +19,7 @@ import collections
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from ...graph.ops import window_out_hw
 from .errors import GpuRuntimeError
 
 ACTIVATIONS = ("relu", "identity", "tanh", "sigmoid")
@@ -43,9 +44,7 @@ class ConvKey:
 
     @property
     def out_hw(self) -> tuple:
-        oh = (self.h + 2 * self.padding[0] - self.kh) // self.stride[0] + 1
-        ow = (self.w + 2 * self.padding[1] - self.kw) // self.stride[1] + 1
-        return oh, ow
+        return window_out_hw(self.h, self.w, (self.kh, self.kw), self.stride, self.padding)
 
     def validate(self) -> None:
         if self.act not in ACTIVATIONS:
