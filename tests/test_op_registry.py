@@ -117,7 +117,6 @@ class _Scale(Node):
     """An op declared in the test only: doubles its input."""
     type = "test_scale"
     display_type = "Scale"
-    builder_name = "scale"
 
     def infer_shape(self):
         return self.input_shape()

@@ -187,13 +187,13 @@ class Node:
     """Base class of operators. ``hint_name`` is the number shown in printed schedules.
 
     A subclass declares an op type: ``type`` (its key in the registry, configs and stage keys),
-    ``builder_name`` (how error messages name it), ``attr_names`` (its configuration, in key order),
+    ``display_type`` (its printed name), ``attr_names`` (its configuration, in key order),
     ``param_names``, and overrides ``infer_shape`` and ``op_flops``; ``register_op`` checks this.
     """
 
     type: str = "node"
     display_type: str = "Node"
-    builder_name: str = "node"
+    builder_name: Optional[str] = None  # when error messages name it other than by its type ("pool2d")
     attr_names: Tuple[str, ...] = ()
     param_names: Tuple[str, ...] = ()
     is_input: bool = False         # the graph input: fed, never run
@@ -209,7 +209,7 @@ class Node:
     @classmethod
     def describe(cls, name: Optional[str]) -> str:
         """How constructor errors name a node of this type: ``"conv c1"``."""
-        return f"{cls.builder_name} {name or ''}".strip()
+        return f"{cls.builder_name or cls.type} {name or ''}".strip()
 
     # ----- description -------------------------------------------------------------------------
     def display(self) -> str:
@@ -383,7 +383,6 @@ def operator_types(ops: Optional[Registry] = None) -> List[str]:
 class Placeholder(Node):
     type = "placeholder"
     display_type = "Placeholder"
-    builder_name = "placeholder"
     is_input = True
 
     def __init__(self, name: Optional[str], output_shape: Sequence[int], hint_name: Optional[str] = None):
@@ -414,7 +413,6 @@ class Placeholder(Node):
 class Conv(Node):
     type = "conv"
     display_type = "Conv2d"
-    builder_name = "conv"
     attr_names = ("out_channels", "kernel", "stride", "padding", "groups", "act")
     param_names = ("weight", "bias")
 
@@ -581,16 +579,19 @@ class Pool(Node):
         return float(c * oh * ow * kh * kw)
 
 
+class _InputShaped(Node):
+    """An op whose output has its input's shape (terms summed and concatenated)."""
+
+    def infer_shape(self):
+        return self.input_shape()
+
+
 @register_op
-class Identity(Node):
+class Identity(_InputShaped):
     """Concatenation (and summation) of its input terms, nothing else."""
 
     type = "identity"
     display_type = "Identity"
-    builder_name = "identity"
-
-    def infer_shape(self):
-        return self.input_shape()
 
     @staticmethod
     def op_flops(attrs, terms, in_hw, out_shape) -> float:
@@ -601,13 +602,9 @@ class Identity(Node):
 
 
 @register_op
-class Relu(Node):
+class Relu(_InputShaped):
     type = "relu"
     display_type = "Relu"
-    builder_name = "relu"
-
-    def infer_shape(self):
-        return self.input_shape()
 
     @staticmethod
     def op_flops(attrs, terms, in_hw, out_shape) -> float:
@@ -621,7 +618,6 @@ class Element(Node):
 
     type = "element"
     display_type = "Element"
-    builder_name = "element"
     attr_names = ("op_type",)
 
     def __init__(self, name, inputs, op_type, output_shape=None, hint_name=None):
