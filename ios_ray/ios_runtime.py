@@ -72,8 +72,10 @@ def _executor_for(graph: Graph, batch_size: int, device: Union[Device, str]) -> 
             raise ValueError(f"the GPU executor cannot be imported ({exc}); use device='cpu'") from exc
         from .profile.gpu import engine_book
         from .runtime.gpu.context import GpuContext
+        context = GpuContext(0)   # raises GpuUnavailableError, with its reason, without CuPy or a device
         # the engines the profiler recorded for each conv (the default cost table's engine book)
-        return GpuExecutor(graph, batch_size, context=GpuContext(0, engines=engine_book()), stages=stages)
+        context.conv_plans.book = engine_book()
+        return GpuExecutor(graph, batch_size, context=context, stages=stages)
     return ReferenceExecutor(graph, batch_size, stages=stages)
 
 

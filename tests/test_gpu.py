@@ -366,8 +366,7 @@ def test_executor_requires_a_schedule_and_weights(ctx):
 @gpu
 @needs_gpu
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["sample", "squeezenet", "inception_v3", "randwire", pytest.param("nasnet", marks=(
-    pytest.mark.xfail(strict=True, reason="Sequential is not yet registered with the GPU and reference runtimes")))])
+@pytest.mark.parametrize("name", ["sample", "squeezenet", "inception_v3", "randwire", "nasnet"])
 @pytest.mark.parametrize("schedule", ["sequential", "greedy"])
 def test_zoo_models_match_reference(ctx, name, schedule):
     from ios_ray.models import get_model

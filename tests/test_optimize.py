@@ -84,9 +84,7 @@ def test_bad_options_are_rejected():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,batches", [("squeezenet", (1, 2)), ("inception_v3", (1,)), ("randwire", (1,)),
-                                          pytest.param("nasnet", (1,), marks=pytest.mark.xfail(
-                                              strict=True, raises=UnsupportedOpError,
-                                              reason="Sequential is not yet registered with the reference runtime"))])
+                                          ("nasnet", (1,))])
 def test_zoo_optimized_output_equals_original(name, batches):
     g = get_model(name)
     g.init_weights(0)

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
+from ...graph.ops import window_out_hw
 from .errors import GpuRuntimeError
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,7 @@ class ConvKey:
 
     @property
     def out_hw(self) -> tuple:
-        oh = (self.h + 2 * self.padding[0] - self.kh) // self.stride[0] + 1
-        ow = (self.w + 2 * self.padding[1] - self.kw) // self.stride[1] + 1
-        return oh, ow
+        return window_out_hw(self.h, self.w, (self.kh, self.kw), self.stride, self.padding)
 
     def canonical(self) -> "ConvKey":
         """The same convolution as cuDNN sees it: with one image, batch strides mean nothing, so they are

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+from ...graph.compound import Sequential
 from ...graph.ir import Conv, Identity, Node, SepConv, Shape
 
 ALIGN_FLOATS = 4  # cuDNN's 16-byte alignment, in float32 elements
@@ -56,7 +57,9 @@ class BufferPlan:
 
 
 def _needs_alignment(node: Node) -> bool:
-    """Writers whose output pointer goes to cuDNN."""
+    """Writers whose output pointer goes to cuDNN (a Sequential's is its last inner node's)."""
+    if isinstance(node, Sequential):
+        return _needs_alignment(node.nodes[-1])
     return isinstance(node, (Conv, SepConv))
 
 

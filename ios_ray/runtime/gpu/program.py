@@ -4,8 +4,9 @@ Data flow::
 
     stages (groups of IR nodes) + external nodes
       --plan_buffers (plan.py)--> storages and each node's channel slice in them
-      --lower each node--> Steps: our kernels (gather/concat copies, pooling, element-wise) and cuDNN
-                           convs (ConvPlans), with every buffer, weight and workspace allocated here
+      --lower each node (LOWERINGS[node.type])--> Steps: our kernels (gather/concat copies, pooling,
+                           element-wise) and cuDNN convs (ConvPlans), with every buffer, weight and
+                           workspace allocated here
       --enqueue--> stage by stage: stage start event on stream 0, group g on stream g (waits on it),
                    each group's end event joined back into stream 0; no host synchronisation
       --capture--> one CUDA graph (the whole program, or one stage for per-stage timing), replayed
@@ -21,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ...graph.ir import Conv, Element, Identity, Node, Pool, Relu, SepConv
+from ...graph.ops import Registry
 from .conv import ConvKey
 from .errors import GpuRuntimeError
 from .kernels import batch_stride
@@ -30,6 +32,9 @@ from .plan import BufferPlan, Loc, aligned, input_slice, plan_buffers, term_locs
 WeightSource = Callable[[Node, str, tuple], object]
 
 Step = Callable[[int], None]  # enqueues work on the current stream; the argument is the stream index
+
+# op type -> Program method lowering one node of that type (declared in graph/ops.py): (self, node, out, steps)
+LOWERINGS: Registry[Callable[..., None]] = Registry("GPU lowering")
 
 
 def graph_weights(node: Node, pname: str, shape: tuple):
@@ -78,6 +83,7 @@ class Program:
             raise GpuRuntimeError("every stage needs at least one non-empty group")
         order = [n for stage in self.stages for g in stage for n in g]
         self.plan: BufferPlan = plan_buffers(order, external, self.batch_size)
+        self._storage_shapes = list(self.plan.storages)   # grows with storages added while lowering
         self._keep: List[object] = []   # scratch buffers, weights, workspaces: alive while graphs are
         self._events: List[object] = []
         self._graphs: List[object] = []
@@ -126,8 +132,14 @@ class Program:
         self._keep.append(arr)
         return arr
 
+    def _add_storage(self, c: int, h: int, w: int) -> int:
+        """A storage beyond the plan's (a Sequential's inner output); returns its index."""
+        self.storages.append(self._scratch(c, h, w))
+        self._storage_shapes.append((c, h, w))
+        return len(self.storages) - 1
+
     def _cudnn_ready(self, loc: Loc) -> bool:
-        c_total, h, w = self.plan.storages[loc.storage]
+        c_total, h, w = self._storage_shapes[loc.storage]
         return aligned(loc.offset, c_total, h * w, self.batch_size)
 
     # ----- lowering ---------------------------------------------------------------------------------
@@ -175,64 +187,99 @@ class Program:
 
     def _lower(self, node: Node) -> List[Step]:
         steps: List[Step] = []
-        kernels = self.ctx.kernels
         out = self.output(node)
-        if isinstance(node, Conv):
-            x = self._gather(node, "identity", steps, for_cudnn=True)
-            wshape = node.weight_shapes()
-            weight = self._param(node, "weight", wshape["weight"])
-            bias = self._param(node, "bias", wshape["bias"])
-            steps.append(self._conv_step(x, out, weight, bias, node.stride, node.padding, node.groups, node.act))
-        elif isinstance(node, SepConv):
-            x = self._gather(node, node.pre_act, steps, for_cudnn=True)
-            c = x.shape[1]
-            shapes = node.weight_shapes()
-            _, oh, ow = node.output_shape
-            mid = self._scratch(c, oh, ow)
-            dw_w = self._param(node, "dw_weight", shapes["dw_weight"])
-            dw_b = self._param(node, "dw_bias", shapes["dw_bias"])
-            pw_w = self._param(node, "pw_weight", shapes["pw_weight"])
-            pw_b = self._param(node, "pw_bias", shapes["pw_bias"])
-            steps.append(self._conv_step(x, mid, dw_w, dw_b, node.stride, node.padding, c, "identity"))
-            steps.append(self._conv_step(mid, out, pw_w, pw_b, (1, 1), (0, 0), 1, node.act))
-        elif isinstance(node, Pool):
-            x = self._gather(node, "identity", steps, for_cudnn=False)
-            steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, node.stride, node.padding))
-        elif isinstance(node, Relu):
+        lower = LOWERINGS.get(node.type)
+        if lower is None:
+            raise GpuRuntimeError(f"{node.display()}: the GPU runtime has no kernel for op type {node.type!r}")
+        lower(self, node, out, steps)
+        return steps
+
+    # Each lowering appends the steps computing ``node`` into its output view ``out``.
+    @LOWERINGS.register("conv")
+    def _lower_conv(self, node: Conv, out, steps: List[Step]) -> None:
+        x = self._gather(node, "identity", steps, for_cudnn=True)
+        wshape = node.weight_shapes()
+        weight = self._param(node, "weight", wshape["weight"])
+        bias = self._param(node, "bias", wshape["bias"])
+        steps.append(self._conv_step(x, out, weight, bias, node.stride, node.padding, node.groups, node.act))
+
+    @LOWERINGS.register("sepconv")
+    def _lower_sepconv(self, node: SepConv, out, steps: List[Step]) -> None:
+        x = self._gather(node, node.pre_act, steps, for_cudnn=True)
+        c = x.shape[1]
+        shapes = node.weight_shapes()
+        _, oh, ow = node.output_shape
+        mid = self._scratch(c, oh, ow)
+        dw_w = self._param(node, "dw_weight", shapes["dw_weight"])
+        dw_b = self._param(node, "dw_bias", shapes["dw_bias"])
+        pw_w = self._param(node, "pw_weight", shapes["pw_weight"])
+        pw_b = self._param(node, "pw_bias", shapes["pw_bias"])
+        steps.append(self._conv_step(x, mid, dw_w, dw_b, node.stride, node.padding, c, "identity"))
+        steps.append(self._conv_step(mid, out, pw_w, pw_b, (1, 1), (0, 0), 1, node.act))
+
+    @LOWERINGS.register("pool")
+    def _lower_pool(self, node: Pool, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        x = self._gather(node, "identity", steps, for_cudnn=False)
+        steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, node.stride, node.padding))
+
+    @LOWERINGS.register("relu")
+    @LOWERINGS.register("activation")
+    def _lower_activation(self, node: Node, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        act = getattr(node, "act_type", "relu")   # Relu, or Activation's tanh/sigmoid
+        offset = 0
+        for locs in term_locs(node, self.plan):
+            length = locs[0].channels
+            dst = out[:, offset:offset + length]
+            srcs = [self.view(l) for l in locs]
+            steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act))
+            offset += length
+
+    @LOWERINGS.register("sequential")
+    def _lower_sequential(self, node: Node, out, steps: List[Step]) -> None:
+        """The inner nodes in turn on the group's stream: each one before the last writes a storage of its
+        own, registered in the plan so the next reads it like any producer; the last writes ``out``."""
+        last = len(node.nodes) - 1
+        for i, inner in enumerate(node.nodes):
+            if i == last:
+                self.plan.locations[inner.name] = self.plan.loc(node)
+                inner_out = out
+            else:
+                c, h, w = inner.output_shape
+                self.plan.locations[inner.name] = Loc(self._add_storage(c, h, w), 0, c)
+                inner_out = self.output(inner)
+            LOWERINGS[inner.type](self, inner, inner_out, steps)
+
+    @LOWERINGS.register("element")
+    def _lower_element(self, node: Element, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        operands = []
+        for locs in term_locs(node, self.plan):
+            if len(locs) == 1:
+                operands.append(self.view(locs[0]))
+                continue
+            _, h, w = node.output_shape
+            tmp = self._scratch(locs[0].channels, h, w)
+            srcs = [self.view(l) for l in locs]
+            steps.append(lambda si, tmp=tmp, srcs=srcs: kernels.nary(tmp, srcs, "add"))
+            operands.append(tmp)
+        steps.append(lambda si: kernels.nary(out, operands, node.op_type))
+
+    @LOWERINGS.register("identity")
+    def _lower_identity(self, node: Identity, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        if node.name not in self.plan.in_place:
+            base = self.plan.loc(node)
             offset = 0
             for locs in term_locs(node, self.plan):
                 length = locs[0].channels
-                dst = out[:, offset:offset + length]
-                srcs = [self.view(l) for l in locs]
-                steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", "relu"))
+                dest = Loc(base.storage, base.offset + offset, length)
+                if not (len(locs) == 1 and locs[0] == dest):
+                    dst = self.view(dest)
+                    srcs = [self.view(l) for l in locs]
+                    steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add"))
                 offset += length
-        elif isinstance(node, Element):
-            operands = []
-            for locs in term_locs(node, self.plan):
-                if len(locs) == 1:
-                    operands.append(self.view(locs[0]))
-                    continue
-                _, h, w = node.output_shape
-                tmp = self._scratch(locs[0].channels, h, w)
-                srcs = [self.view(l) for l in locs]
-                steps.append(lambda si, tmp=tmp, srcs=srcs: kernels.nary(tmp, srcs, "add"))
-                operands.append(tmp)
-            steps.append(lambda si: kernels.nary(out, operands, node.op_type))
-        elif isinstance(node, Identity):
-            if node.name not in self.plan.in_place:
-                base = self.plan.loc(node)
-                offset = 0
-                for locs in term_locs(node, self.plan):
-                    length = locs[0].channels
-                    dest = Loc(base.storage, base.offset + offset, length)
-                    if not (len(locs) == 1 and locs[0] == dest):
-                        dst = self.view(dest)
-                        srcs = [self.view(l) for l in locs]
-                        steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add"))
-                    offset += length
-        else:
-            raise GpuRuntimeError(f"{node.display()}: the GPU runtime has no kernel for op type {node.type!r}")
-        return steps
 
     # ----- running ----------------------------------------------------------------------------------
     def enqueue(self, stage_indices: Optional[Sequence[int]] = None) -> None:
