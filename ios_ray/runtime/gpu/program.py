@@ -145,13 +145,18 @@ class Program:
     # ----- lowering ---------------------------------------------------------------------------------
     def _gather(self, node: Node, act: str, steps: List[Step], for_cudnn: bool):
         """The node's input (terms summed, concatenated) as one view, gathering a copy when needed."""
-        kernels = self.ctx.kernels
         if act == "identity":
             loc = input_slice(node, self.plan)
             if loc is not None and (not for_cudnn or self._cudnn_ready(loc)):
                 return self.view(loc)
         c, h, w = node.input_shape()
         out = self._scratch(c, h, w)
+        self._write_terms(node, out, act, steps)
+        return out
+
+    def _write_terms(self, node: Node, out, act: str, steps: List[Step]) -> None:
+        """Steps writing ``act`` of the node's input (each term summed, terms side by side) into ``out``."""
+        kernels = self.ctx.kernels
         offset = 0
         for locs in term_locs(node, self.plan):
             length = locs[0].channels
@@ -159,7 +164,6 @@ class Program:
             srcs = [self.view(l) for l in locs]
             steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act))
             offset += length
-        return out
 
     def _conv_step(self, x, y, weight, bias, stride, padding, groups, act) -> Step:
         n, c, h, w = x.shape
@@ -226,15 +230,7 @@ class Program:
     @LOWERINGS.register("relu")
     @LOWERINGS.register("activation")
     def _lower_activation(self, node: Node, out, steps: List[Step]) -> None:
-        kernels = self.ctx.kernels
-        act = getattr(node, "act_type", "relu")   # Relu, or Activation's tanh/sigmoid
-        offset = 0
-        for locs in term_locs(node, self.plan):
-            length = locs[0].channels
-            dst = out[:, offset:offset + length]
-            srcs = [self.view(l) for l in locs]
-            steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act))
-            offset += length
+        self._write_terms(node, out, getattr(node, "act_type", "relu"), steps)   # Relu, or tanh/sigmoid
 
     @LOWERINGS.register("sequential")
     def _lower_sequential(self, node: Node, out, steps: List[Step]) -> None:
