@@ -485,3 +485,15 @@ def test_engine_book_makes_the_runtime_run_the_profiled_engines(tmp_path):
     # batch-1 convs writing into concat slices share the profiled (packed) signature
     assert set(built) <= {sig for sig in book._choices}   # noqa: SLF001
     ex.close()
+
+
+@gpu
+@needs_gpu
+def test_profiler_stops_timing_once_the_median_is_stable(profiler):
+    """Repeats stop early on a steady stage (at least MIN_REPEATS), and never exceed ``repeat``."""
+    from ios_ray.costs.measurement import MeasureSettings
+    from ios_ray.runtime.gpu.program import MIN_REPEATS
+    spec = _specs("sample", 1)[0]
+    m = profiler.measure([spec], 1, MeasureSettings(warmup=5, number=10, repeat=200))[0]
+    assert m.error.value == "" and MIN_REPEATS <= m.samples < 200
+    assert profiler.measure([spec], 1, MeasureSettings(warmup=0, number=1, repeat=2))[0].samples == 2

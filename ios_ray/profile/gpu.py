@@ -122,7 +122,7 @@ class GpuProfiler(StageProfiler):
 
     def time_stage(self, built, batch_size: int, settings: MeasureSettings) -> List[float]:
         """Per-repeat latencies (ms) of one captured stage; the stage's buffers are freed before returning."""
-        from ..runtime.gpu.program import Program, time_graph
+        from ..runtime.gpu.program import Program, time_graph_until_stable
         exts, groups = built
         program = None
         try:
@@ -131,7 +131,8 @@ class GpuProfiler(StageProfiler):
                               external_arrays=arrays)
             program.run_eager()
             graph = program.capture()
-            return time_graph(graph, self.ctx.main_stream, settings.warmup, settings.number, settings.repeat)
+            return time_graph_until_stable(graph, self.ctx.main_stream, settings.warmup, settings.number,
+                                           settings.repeat)
         except Exception:
             self._recover()  # the base class records the failure as a RUNTIME measurement
             raise
@@ -188,4 +189,4 @@ def gpu_device_info(device_id: int = 0, tf32: bool = False, autotune: bool = Fal
                       driver=f"{driver // 1000}.{(driver % 1000) // 10}",
                       library=f"{cudnn_version} / cuda runtime {runtime // 1000}.{(runtime % 1000) // 10} / "
                               f"cupy {cupy.__version__} / numpy {np.__version__} / ios_ray {__version__} / {math}",
-                      settings=f"autotune {'on' if autotune else 'off'}")
+                      settings=f"autotune {'on' if autotune else 'off'} / repeats until the median is stable")
