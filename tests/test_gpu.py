@@ -114,6 +114,25 @@ def test_plan_keeps_cudnn_outputs_packed_beyond_one_image():
     assert one.loc(by["c1"]).storage == one.loc(by["cat"]).storage
 
 
+def test_plan_places_a_profiled_concat_stages_inputs_as_the_runtime_places_its_producers():
+    """A profiled stage holding a concat of whole externals copies nothing at batch 1 (the runtime's
+    producers write into the concat); not at batch 2, nor where a cuDNN writer could not be aligned."""
+    from ios_ray.graph.ir import Identity, Placeholder
+    a, b = Placeholder("a", (8, 5, 5)), Placeholder("b", (4, 5, 5))
+    cat = Identity("cat", [[Value(a, 0, 8)], [Value(b, 0, 4)]])
+    cat.set_shape()
+    plan = plan_buffers([cat], [a, b], batch_size=1, place_external=True)
+    assert plan.loc(a) == type(plan.loc(a))(plan.loc(cat).storage, 0, 8)
+    assert plan.loc(b).storage == plan.loc(cat).storage and "cat" in plan.in_place
+    assert "cat" not in plan_buffers([cat], [a, b], batch_size=2, place_external=True).in_place
+    assert "cat" not in plan_buffers([cat], [a, b], batch_size=1).in_place
+    odd = Placeholder("odd", (3, 5, 5))          # b would start at 3 x 25 floats: misaligned
+    cat2 = Identity("cat2", [[Value(odd, 0, 3)], [Value(b, 0, 4)]])
+    cat2.set_shape()
+    plan2 = plan_buffers([cat2], [odd, b], batch_size=1, place_external=True)
+    assert plan2.loc(b).storage != plan2.loc(cat2).storage and "cat2" not in plan2.in_place
+
+
 def test_plan_nested_concat_offsets_add_up():
     g = mixed_graph()
     by = g.node_by_name()

@@ -122,13 +122,13 @@ class GpuProfiler(StageProfiler):
 
     def time_stage(self, built, batch_size: int, settings: MeasureSettings) -> List[float]:
         """Per-repeat latencies (ms) of one captured stage; the stage's buffers are freed before returning."""
-        from ..runtime.gpu.program import Program, time_graph_until_stable
+        from ..runtime.gpu.program import Feed, Program, time_graph_until_stable
         exts, groups = built
         program = None
         try:
             arrays = {e.name: self._input((batch_size, *e.output_shape)) for e in exts}
-            program = Program(self.ctx, [groups], exts, batch_size, weights=self._weights,
-                              external_arrays=arrays)
+            program = Program(self.ctx, [groups], exts, batch_size,
+                              Feed(self._weights, arrays, place_external=True))
             program.run_eager()
             graph = program.capture()
             return time_graph_until_stable(graph, self.ctx.main_stream, settings.warmup, settings.number,

@@ -49,6 +49,24 @@ def graph_weights(node: Node, pname: str, shape: tuple):
     return cupy.asarray(arr)
 
 
+@dataclass(frozen=True)
+class Feed:
+    """Where a Program's weights and external inputs come from.
+
+    Attributes:
+        weights: the parameters (``graph_weights``: the nodes' own, copied to the device once).
+        arrays: device arrays (N, C, H, W), by external node name, to use as the externals' storages.
+        place_external: with one image, place an external that a concat reads whole inside the concat's
+            storage, as the runtime places a producer (the profiler: a stage then costs what it costs in
+            the graph, where such a concat copies nothing); it gets random values there.
+        poison: fill every buffer with NaN first (tests: an unwritten element shows up).
+    """
+    weights: "WeightSource" = graph_weights
+    arrays: Optional[Dict[str, object]] = None
+    place_external: bool = False
+    poison: bool = False
+
+
 @dataclass
 class _Lowered:
     node: Node
@@ -63,17 +81,16 @@ class Program:
         stages: the stages in run order; the groups of a stage run concurrently, one stream each.
         external: nodes whose outputs are fed in (a placeholder, or a profiled stage's inputs).
         batch_size: the batch.
-        weights: where parameters come from (``graph_weights`` by default).
-        external_arrays: optional device arrays (N, C, H, W) to use as the externals' storages.
-        poison: fill every buffer with NaN first (tests: an unwritten element shows up).
+        feed: where weights and external inputs come from (``Feed``).
     Raises:
         GpuRuntimeError: an op the runtime cannot lower (unsupported conv, bad layout, ...).
     """
 
     def __init__(self, ctx, stages: Sequence[Sequence[Sequence[Node]]], external: Sequence[Node], batch_size: int,
-                 weights: WeightSource = graph_weights, external_arrays: Optional[Dict[str, object]] = None,
-                 poison: bool = False):
+                 feed: Optional["Feed"] = None):
         import cupy
+        feed = feed if feed is not None else Feed()
+        weights, poison = feed.weights, feed.poison
         if batch_size < 1:
             raise GpuRuntimeError(f"batch_size must be at least 1, got {batch_size}")
         self.ctx = ctx
@@ -82,12 +99,12 @@ class Program:
         if any(not stage or any(not g for g in stage) for stage in self.stages):
             raise GpuRuntimeError("every stage needs at least one non-empty group")
         order = [n for stage in self.stages for g in stage for n in g]
-        self.plan: BufferPlan = plan_buffers(order, external, self.batch_size)
+        self.plan: BufferPlan = plan_buffers(order, external, self.batch_size, place_external=feed.place_external)
         self._storage_shapes = list(self.plan.storages)   # grows with storages added while lowering
         self._keep: List[object] = []   # scratch buffers, weights, workspaces: alive while graphs are
         self._events: List[object] = []
         self._graphs: List[object] = []
-        external_arrays = dict(external_arrays or {})
+        external_arrays = dict(feed.arrays or {})
         ctx.ensure_streams(max(len(stage) for stage in self.stages))
         # set up on stream 0, which every stage starts from, and wait for it: the uploads must be
         # complete before any other (non-blocking) stream reads them
@@ -106,6 +123,11 @@ class Program:
                 if poison:
                     buf.fill(np.nan)
                 self.storages.append(buf)
+            for node in external:   # an external placed inside a consumer's storage: random values there
+                loc = self.plan.loc(node)
+                if self.plan.owners[loc.storage] != node.name:
+                    view = self.view(loc)
+                    view[...] = cupy.random.default_rng(loc.offset).standard_normal(view.shape, dtype=cupy.float32)
             self._weights = weights
             self._lowered: Dict[int, _Lowered] = {}
             for n in order:
