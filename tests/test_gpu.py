@@ -429,7 +429,7 @@ def test_profiler_measures_stages(profiler):
     ms = profiler.measure([one, both, chain], 1, MeasureSettings(warmup=2, number=10, repeat=5))
     for m, spec in zip(ms, [one, both, chain]):
         assert m.error is ErrorKind.NONE, m.message
-        assert m.key == spec.key and m.samples == 5
+        assert m.key == spec.key and 3 <= m.samples <= 5   # repeats stop once the median is stable
         assert 0 < m.latency_ms < 50 and m.spread_ms >= 0
 
 
