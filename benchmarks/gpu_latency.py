@@ -27,6 +27,7 @@ to ``--budget-s``: IOS optimizations that would start after it are skipped and s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -189,8 +190,8 @@ def main(argv=None) -> int:
             st, out, build_s, n = ours(ctx, g, batch, x, settings)
             add({**base, "runtime": "ios_ray", "schedule": "Greedy", **st, "stages": n, "build_s": build_s,
                  "rel_err_vs_sequential": rel_l2(out, ref_out)})
-            measure = lambda specs: profiler.measure(specs, batch, MeasureSettings(*settings))  # noqa: E731
-            op_ms = op_times(g, measure)
+            op_ms = op_times(g, functools.partial(profiler.measure, batch_size=batch,
+                                                  settings=MeasureSettings(*settings)))
             if op_ms is None:
                 doc["skipped"].append(f"{FLOOR} {model} b{batch} {math}: some operator failed alone")
             else:

@@ -87,14 +87,12 @@ def predicted_stage_ms(graph: Graph, num_stages: int) -> Optional[List[Optional[
     return list(predicted)
 
 
-def cpu_group_spans(graph: Graph, batch_size: int, x=None, warmup: int = 1) -> List[GroupSpan]:
-    """Time one inference of ``graph`` node by node on the reference kernels, after ``warmup`` untimed ones.
-
-    Runs under whatever BLAS thread setting the caller applied (``ios_runtime.graph_trace`` applies the
-    graph's). Groups of a stage run one after another (see ``CPU_NOTE``).
+def prepare_inference(graph: Graph, batch_size: int, x, warmup: int) -> Tuple[List[ScheduledStage], np.ndarray]:
+    """The checked schedule layout and input (``x``, or seeded random) of one traced inference.
 
     Raises:
-        ValueError: a bad batch size or input shape, missing weights, or a schedule that does not match.
+        ValueError: a bad batch size, warm-up count or input shape, missing weights, or a schedule that
+            does not match the graph.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -106,7 +104,19 @@ def cpu_group_spans(graph: Graph, batch_size: int, x=None, warmup: int = 1) -> L
     shape = (batch_size, *graph.input.output_shape)
     if x is None:
         x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    x = checked_input(graph, shape, x)
+    return layout, checked_input(graph, shape, x)
+
+
+def cpu_group_spans(graph: Graph, batch_size: int, x=None, warmup: int = 1) -> List[GroupSpan]:
+    """Time one inference of ``graph`` node by node on the reference kernels, after ``warmup`` untimed ones.
+
+    Runs under whatever BLAS thread setting the caller applied (``ios_runtime.graph_trace`` applies the
+    graph's). Groups of a stage run one after another (see ``CPU_NOTE``).
+
+    Raises:
+        ValueError: a bad batch size or input shape, missing weights, or a schedule that does not match.
+    """
+    layout, x = prepare_inference(graph, batch_size, x, warmup)
     spans: List[GroupSpan] = []
     for _ in range(warmup + 1):  # the last pass is the one kept
         spans = []

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-import numpy as np
-
 from ...graph.ir import Graph, Node
-from ..reference import check_weights, checked_input
-from ..trace import GroupSpan, schedule_layout
+from ..trace import GroupSpan, prepare_inference
 from .context import GpuContext
 from .errors import GpuRuntimeError
 from .program import Program, Step
@@ -101,17 +98,7 @@ def gpu_group_spans(graph: Graph, batch_size: int, x=None, tf32: bool = False, d
             the event records fail.
     """
     import cupy
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-    layout = schedule_layout(graph)
-    for node in graph.nodes()[1:]:
-        check_weights(node)
-    shape = (batch_size, *graph.input.output_shape)
-    if x is None:
-        x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    x = checked_input(graph, shape, x)
+    layout, x = prepare_inference(graph, batch_size, x, warmup)
     ctx = GpuContext(device_id, tf32=tf32)
     program = MarkedProgram(ctx, [st.groups for st in layout], [graph.input], batch_size)
     try:
