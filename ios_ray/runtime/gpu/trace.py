@@ -89,7 +89,7 @@ class MarkedProgram(Program):
 
 def gpu_group_spans(graph: Graph, batch_size: int, x=None, tf32: bool = False, device_id: int = 0,
                     warmup: int = 3) -> List[GroupSpan]:
-    """Start and end (ms from the first group's start) of every group in one replay of the graph's
+    """Start and end (ms from the earliest group start) of every group in one replay of the graph's
     schedule captured as one CUDA graph, after ``warmup`` replays.
 
     Raises:
@@ -111,8 +111,10 @@ def gpu_group_spans(graph: Graph, batch_size: int, x=None, tf32: bool = False, d
                 cuda_graph.launch(main)
             main.synchronize()
             origin = program.marks[(0, 0)][0]
-            return [GroupSpan(si, gi, cupy.cuda.get_elapsed_time(origin, start),
-                              cupy.cuda.get_elapsed_time(origin, end))
-                    for (si, gi), (start, end) in sorted(program.marks.items())]
+            times = {key: (cupy.cuda.get_elapsed_time(origin, start), cupy.cuda.get_elapsed_time(origin, end))
+                     for key, (start, end) in program.marks.items()}
     finally:
         program.close()
+    # the groups of the first stage start together: measure from the earliest of them
+    zero = min(start for start, _ in times.values())
+    return [GroupSpan(si, gi, start - zero, end - zero) for (si, gi), (start, end) in sorted(times.items())]
