@@ -94,8 +94,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
     print(f"output shape {tuple(y.shape)}, mean {float(np.mean(y)):.6f}")
     where = ios_runtime.device_name(graph, ns.batch_size, threads=ns.threads)
     report = getattr(graph, "optimization_report", None)
-    predicted = "" if report is None else (f"; predicted {report.predicted_latency_ms:.3f} ms by {report.device}"
-                                           if report.returned == "IOS" else f"; returned {report.returned}")
+    stage_ms = getattr(report, "stage_predicted_ms", None)
+    predicted = "" if not stage_ms or None in stage_ms else \
+        f"; predicted {sum(stage_ms):.3f} ms ({report.returned} schedule, {report.device})"
     print(f"latency ({where}): median {float(np.median(lat)):.3f} ms over {ns.repeat} repeats of {ns.number}"
           f"{predicted}")
     if ns.trace:
