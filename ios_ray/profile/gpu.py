@@ -24,7 +24,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..costs.measurement import DeviceInfo, MeasureSettings
-from .base import StageProfiler
+from ..graph.ir import Graph
+from .base import StageProfiler, timing_copy
 
 InputShape = Tuple[int, int, int, int]
 
@@ -139,6 +140,27 @@ class GpuProfiler(StageProfiler):
         finally:
             if program is not None:
                 program.close()
+
+    def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> List[float]:
+        """Per-repeat latencies (ms) of the whole scheduled ``graph`` captured as one CUDA graph on this
+        profiler's context (its streams, conv plans and math mode), with random weights; the executor's
+        buffers are freed before returning.
+
+        Raises:
+            ValueError: a bad batch size or a schedule that does not match the graph.
+            GpuRuntimeError: an op cannot be lowered.
+        """
+        from ..runtime.gpu.executor import GpuExecutor
+        executor = None
+        try:
+            executor = GpuExecutor(timing_copy(graph, self.seed), batch_size, context=self.ctx)
+            return executor.latency(settings.warmup, settings.number, settings.repeat)[0]
+        except Exception:
+            self._recover()  # a capture left open would break the next measurement
+            raise
+        finally:
+            if executor is not None:
+                executor.close()
 
     def _recover(self) -> None:
         """After a failure: end a capture left open and wait for the streams, so the next stage starts clean."""
