@@ -295,12 +295,13 @@ def _enumerate(graph: Graph, options: OptimizeOptions):
 
 def _profile(space, table, options: OptimizeOptions,
              source: Optional[CostSource]) -> Tuple[Mapping[str, Measurement], ProfileReport]:
-    """Every stage's measurement: one profiling path, on a pool of one (``source``) here or on Ray actors."""
+    """Every stage's measurement: one profiling path, on a pool of one (the live ``source``) here, or on Ray
+    actors that each build the recipe ``options.source`` (``source`` is None then)."""
     if options.num_workers is None:
         return profile_stages(space.specs, LocalPool(source), table, options.profile)
     from .distributed.driver import RayPoolOptions, profile_graph_space
     workers = RayPoolOptions(options.num_workers, address=options.address)
-    return profile_graph_space(space, source, workers, table, options.profile)
+    return profile_graph_space(space, options.source, workers, table, options.profile)
 
 
 Candidates = Dict[str, Tuple[Graph, List[List[Stage]]]]   # name -> (graph, its stages on the original graph)
