@@ -1,21 +1,14 @@
-"""Forward passes on the numpy reference kernels for graphs holding Sequential and Activation nodes.
-
-Until the reference runtime's op registry runs these node types itself (``test_compound`` holds the
-strict xfail that says when it does), the tests run them as the registration will: through each node's
-``run_reference``, every other node through ``reference.run_node``.
-"""
+"""Forward passes node by node on the numpy reference kernels (``reference.run_node``), with no schedule:
+what the builder tests compare against."""
 from typing import Dict
 
 import numpy as np
 
-from ios_ray.graph.compound import Activation, Sequential
 from ios_ray.graph.ir import Graph, Node, topo_order
 from ios_ray.runtime.reference import run_node
 
 
 def run_any(node: Node, env) -> np.ndarray:
-    if isinstance(node, (Sequential, Activation)):
-        return node.run_reference(env, run_any)
     return run_node(node, env)
 
 

@@ -102,9 +102,6 @@ def test_run_reference_keeps_inner_outputs_out_of_the_callers_env():
     assert out.shape == (1, 6, 4, 4) and list(env) == [g.input]
 
 
-@pytest.mark.xfail(strict=True, raises=UnsupportedOpError,
-                   reason="Sequential and Activation are not yet registered with the reference runtime; when they "
-                          "are (node.run_reference), this passes and the marker goes")
 def test_reference_executor_runs_sequential_and_activation():
     g = graph_with_sequentials()
     g.init_weights(0)

@@ -29,9 +29,6 @@ EXPECTED = {
 MAX_PART = 60  # the largest part the DP meets without a max_part_size cut (a block, or an explicit part)
 # the original's DP states at r=3, s=8 (its pure-Python DP, facts.md): ours less each part's empty state
 ORIGINAL_STATES = {"squeezenet": 78, "inception_v3": 1206, "randwire": 14734, "nasnet": 42966}
-# Sequential has no reference kernel until it is registered with the runtime's op registry
-SEQUENTIAL_RUNTIME_PENDING = pytest.mark.xfail(strict=True, raises=UnsupportedOpError,
-                                               reason="Sequential is not yet registered with the reference runtime")
 
 
 def fingerprint(graph: ios.Graph) -> str:
@@ -220,7 +217,7 @@ def test_forward_pass_is_finite(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["randwire", pytest.param("nasnet", marks=SEQUENTIAL_RUNTIME_PENDING)])
+@pytest.mark.parametrize("name", ["randwire", "nasnet"])
 def test_forward_pass_is_finite_large(name):
     graph = get_model(name)
     _, y = _run(graph)

@@ -55,10 +55,13 @@ def test_parallel_only_has_no_merges():
 def test_cpu_profiler_optimize_with_table(tmp_path):
     g = get_model("sample")
     table = str(tmp_path / "costs")
-    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, profiling="exhaustive")
+    # final_check=False: the DP's schedule, not whichever the noisy whole-graph timings favour
+    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False,
+                       profiling="exhaustive")
     rep = opt.optimization_report
     assert not rep.estimated and rep.measured == rep.unique_stages and rep.cache_hits == 0
-    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, profiling="exhaustive")
+    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False,
+                         profiling="exhaustive")
     assert again.optimization_report.measured == 0
     assert again.optimization_report.cache_hits == rep.unique_stages
     assert str(again) == str(opt)
@@ -84,9 +87,7 @@ def test_bad_options_are_rejected():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,batches", [("squeezenet", (1, 2)), ("inception_v3", (1,)), ("randwire", (1,)),
-                                          pytest.param("nasnet", (1,), marks=pytest.mark.xfail(
-                                              strict=True, raises=UnsupportedOpError,
-                                              reason="Sequential is not yet registered with the reference runtime"))])
+                                          ("nasnet", (1,))])
 def test_zoo_optimized_output_equals_original(name, batches):
     g = get_model(name)
     g.init_weights(0)

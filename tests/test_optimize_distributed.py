@@ -101,6 +101,20 @@ def test_user_cost_source_object_works_with_workers(ray_4cpu, tmp_path):
     assert again.cache_hits == again.unique_stages and again.stale == again.measured == 0
 
 
+def test_final_check_runs_on_one_worker_with_the_profiling_threads(ray_4cpu):
+    from ios_ray.models.sample import sample_network
+    opt = ios.optimize(sample_network(32, 8), cost="cpu:2", cost_table=False, num_workers=2, warmup=0, number=1,
+                       repeat=2)
+    rep = opt.optimization_report
+    assert [c.schedule for c in rep.final_check] == ["IOS", "Sequential", "Greedy"]
+    assert all(not c.error and c.measured_ms > 0 for c in rep.final_check)
+    assert rep.cpu_threads == 2 and rep.software.endswith("blas threads 2") and rep.returned in ("IOS", "Sequential",
+                                                                                                  "Greedy")
+    # a worker whose source cannot time a whole graph answers so: the check is skipped, the DP's schedule kept
+    rep = ios.optimize(get_model("sample"), cost=LinearSource("3"), cost_table=False, num_workers=1).optimization_report
+    assert rep.final_check == [] and "cannot time a whole graph" in rep.final_check_note
+
+
 def _optimize_into(model, table, out):
     g = get_model(model)
     opt = ios.optimize(g, cost="analytic:H200", cost_table=table, profiling="exhaustive")
@@ -137,3 +151,15 @@ def test_lazy_rounds_spread_over_workers_and_give_the_same_stages(ray_4cpu, tmp_
             assert len(rep.per_worker) == 2, f"one worker did everything: {rep.per_worker}"
         runs[n] = (str(opt), rep.measured, rep.rounds, sorted(CostTable(table).read_all()["key"].to_pylist()))
     assert runs[None] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize("profiling", ["lazy", "exhaustive"])
+def test_workers_build_the_chosen_recipe(ray_4cpu, profiling):
+    """Regression: with num_workers the Ray workers were given the in-process source (None there, i.e. the
+    CPU profiler) instead of the chosen recipe; both profiling paths must hand them ``options.source``."""
+    g = get_model("squeezenet")
+    local = ios.optimize(g, cost="analytic:H200", cost_table=False, profiling=profiling).optimization_report
+    rep = ios.optimize(g, cost="analytic:H200", cost_table=False, num_workers=1,
+                       profiling=profiling).optimization_report
+    assert rep.estimated and rep.measured == local.measured > 0
+    assert rep.predicted_latency_ms == pytest.approx(local.predicted_latency_ms)

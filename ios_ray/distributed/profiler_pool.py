@@ -39,8 +39,10 @@ from ray.exceptions import RayActorError, RayTaskError
 
 from ..costs.factory import CostArg, SourceRecipe, resolve_cost
 from ..costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings
-from ..space.stage import StageSpec
+from ..graph.ops import OPS
+from ..space.stage import OpSpec, StageSpec
 from .actors import WORKER_LOST_ERRORS, ActorSlots, Slot
+from ..graph.ir import Graph
 from .cluster import WorkerResources, check_resources
 
 logger = logging.getLogger(__name__)
@@ -63,39 +65,29 @@ class WorkersExhaustedError(ProfilerPoolError):
     """Every worker died and the restart budget is spent, with specs still unmeasured."""
 
 
-def _op_estimate(op, spec: StageSpec) -> float:
-    """flops + weighted bytes of one op from its spec alone (no nodes built: this runs for every spec)."""
+def _op_estimate(op: OpSpec, spec: StageSpec, group: Sequence[OpSpec]) -> float:
+    """flops (the op's declared ``op_flops``) + weighted bytes of one op of ``group``, from the spec alone:
+    no nodes are built, since this runs for every spec."""
     c, h, w = op.output_shape
-    out = c * h * w
+    kind, idx = op.inputs[0][0][:2]  # every input of an op has the same spatial size
+    _, ih, iw = spec.inputs[idx] if kind == "e" else group[idx].output_shape
+    terms = []
     read = 0
-    in_c = 0
     for term in op.inputs:
-        in_c += term[0][3] - term[0][2]
-        for kind, idx, begin, end in term:
-            shape = spec.inputs[idx] if kind == "e" else None
-            hw = shape[1] * shape[2] if shape is not None else h * w
-            read += (end - begin) * hw
-    attrs = dict(op.attrs)
-    kh, kw = attrs.get("kernel", (1, 1))
-    if op.type == "conv":
-        flops = 2.0 * out * (in_c // max(1, attrs.get("groups", 1))) * kh * kw
-    elif op.type == "sepconv":
-        flops = 2.0 * h * w * in_c * (kh * kw + c)
-    elif op.type == "pool":
-        flops = float(read if attrs.get("pool_type") == "global_avg" else out * kh * kw)
-    else:
-        flops = float(max(out, read))
-    return flops + BYTES_WEIGHT * 4.0 * (read + out)
+        terms.append(term[0][3] - term[0][2])
+        for ref in term:
+            read += ref[3] - ref[2]
+    flops = OPS[op.type].op_flops(dict(op.attrs), terms, (ih, iw), op.output_shape)
+    return flops + BYTES_WEIGHT * 4.0 * (read * ih * iw + c * h * w)
 
 
 def estimate_cost(spec: StageSpec) -> float:
     """Relative cost of measuring ``spec``, used only to order and batch work (flops + weighted bytes).
 
     Computed from the spec's shapes and attributes without building IR nodes, so that ordering a
-    few hundred thousand specs takes seconds, not minutes; an op reading an earlier op of its group is
-    assumed to read at its own output resolution.
+    few hundred thousand specs takes seconds, not minutes.
     """
-    return sum(_op_estimate(op, spec) for g in spec.groups for op in g) + FIXED_OVERHEAD_FLOPS
+    return sum(_op_estimate(op, spec, g) for g in spec.groups for op in g) + FIXED_OVERHEAD_FLOPS
 
 
 def make_batches(costs: Mapping[str, float], num_workers: int, *, max_batch: int = 8,
@@ -182,6 +174,12 @@ class ProfileWorker:
         """
         specs = self._catalog
         return self.measure([specs[k] for k in keys], batch_size, settings)
+
+    def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> Optional[List[float]]:
+        """Per-repeat ms of the whole scheduled graph (``optimize``'s final check); None when the cost
+        source cannot time a whole graph (it has no ``measure_graph``)."""
+        measure_graph = getattr(self._source, "measure_graph", None)
+        return None if measure_graph is None else measure_graph(graph, batch_size, settings)
 
 
 @dataclass(frozen=True)

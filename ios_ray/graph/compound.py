@@ -12,20 +12,22 @@ convolution) this way.
 Both follow the core IR's conventions (``ir.Node``): ``attrs()`` is name-free and JSON-able (stage keys
 and ``node_from_config`` use it), ``export_config()`` adds names. How a backend runs them:
 
-- reference runtime: ``node.run_reference(env, run_node)`` (``run_node`` runs the inner nodes);
-- GPU runtime and analytic model: a Sequential is its ``nodes`` run in order on the group's stream;
-  an Activation is a ReLU-like element-wise kernel with ``act_type``;
-- JSON: ``NODE_TYPES`` maps ``"sequential"`` and ``"activation"`` to these classes.
+- both are registered ops (``ops.register_op``), so JSON, stage keys and the coverage test see them;
+- reference runtime (``KERNELS``): ``node.run_reference(env, run_node)`` (``run_node`` runs the inner nodes);
+- GPU runtime (``LOWERINGS``) and analytic model (``kernels``): a Sequential is its ``nodes`` run in
+  order on the group's stream; an Activation is a ReLU-like element-wise kernel with ``act_type``.
 """
 from __future__ import annotations
 
+import functools
+import json
 from collections import ChainMap
 from collections.abc import MutableMapping
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .ir import Node, Placeholder, Shape, Terms, Value, node_from_config
+from .ops import KernelCost, Node, Placeholder, Shape, Terms, Value, node_from_config, register_op
 
 Env = Mapping[Node, np.ndarray]
 RunNode = Callable[[Node, Env], np.ndarray]
@@ -34,6 +36,7 @@ InnerSpec = Union[Node, Mapping]
 ACT_TYPES = ("tanh", "sigmoid")
 
 
+@register_op
 class Sequential(Node):
     """A compound operator: ``nodes`` run one after another, scheduled as one node.
 
@@ -107,8 +110,18 @@ class Sequential(Node):
         return prev.output_shape
 
     # ----- costs: the inner nodes run one after another ------------------------------------------
+    @staticmethod
+    def op_flops(attrs: Mapping, terms: Sequence[int], in_hw: Tuple[int, int], out_shape: Shape) -> float:
+        """The inner nodes' FLOPs, built once per configuration and input shape (the profiler pool
+        prices specs from their attributes alone)."""
+        return _sequential_flops(json.dumps(attrs, sort_keys=True), tuple(int(t) for t in terms),
+                                 tuple(int(d) for d in in_hw))
+
     def flops(self) -> float:
         return sum(node.flops() for node in self.nodes)
+
+    def kernels(self, dtype_bytes: int) -> List[KernelCost]:
+        return [k for node in self.nodes for k in node.kernels(dtype_bytes)]
 
     def bytes_accessed(self, dtype_bytes: int = 4) -> float:
         return sum(node.bytes_accessed(dtype_bytes) for node in self.nodes)
@@ -134,6 +147,14 @@ class Sequential(Node):
         for node in self.nodes:
             out = local[node] = run_node(node, local)
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _sequential_flops(attrs_json: str, terms: Tuple[int, ...], in_hw: Tuple[int, int]) -> float:
+    x = Placeholder("x", (sum(terms), *in_hw))
+    seq = Sequential("s", [[Value(x, 0, sum(terms))]], json.loads(attrs_json)["nodes"])
+    seq.set_shape()
+    return seq.flops() - seq.nodes[0].input_flops()
 
 
 class InnerParams(MutableMapping):
@@ -188,6 +209,7 @@ def _inner_node(spec: InnerSpec, index: int, desc: str) -> Node:
     return spec
 
 
+@register_op
 class Activation(Node):
     """Element-wise ``tanh`` or ``sigmoid`` of the input (the original's ``activation``; ReLU is ``Relu``).
 
@@ -206,15 +228,15 @@ class Activation(Node):
         self.display_type = act_type.capitalize()
         super().__init__(name, inputs, output_shape, hint_name)
 
-    def attrs(self) -> dict:
-        return {"act_type": self.act_type}
+    attr_names = ("act_type",)
 
     def infer_shape(self) -> Shape:
         return self.input_shape()
 
-    def flops(self) -> float:
-        c, h, w = self.output_shape
-        return float(c * h * w) + self.input_flops()
+    @staticmethod
+    def op_flops(attrs: Mapping, terms: Sequence[int], in_hw: Tuple[int, int], out_shape: Shape) -> float:
+        c, h, w = out_shape
+        return float(c * h * w)
 
     def run_reference(self, env: Env, run_node: RunNode) -> np.ndarray:
         """The output on the numpy reference runtime (``run_node`` is unused: no inner nodes)."""
