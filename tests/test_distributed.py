@@ -26,7 +26,7 @@ from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.costs.factory import CpuRecipe, GpuRecipe, WorkerResources, parse_cost
 from ios_ray.costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings
 from ios_ray.costs.table import CostTable
-from ios_ray.distributed import (InsufficientResourcesError, ProfileOptions, ProfilerPool, ProgressBar,
+from ios_ray.distributed import (InsufficientResourcesError, PoolOptions, ProfileOptions, ProfilerPool, ProgressBar,
                                  check_resources, enumerate_graph_distributed, estimate_cost, make_batches,
                                  profile_graph_space)
 from ios_ray.distributed.actors import ActorSlots
@@ -228,7 +228,7 @@ def test_analytic_model_in_actors_matches_local(ray_local, specs):
 def test_killed_actor_mid_run_changes_nothing(ray_local, specs):
     with ProfilerPool(1, source()) as pool:
         reference, _ = pool.measure(specs, 1, SETTINGS)
-    with ProfilerPool(2, source(delay_s=0.01), inflight_per_worker=2) as pool:
+    with ProfilerPool(2, source(delay_s=0.01), PoolOptions(inflight_per_worker=2)) as pool:
         killed = []
 
         def kill_first_busy(batch):
@@ -257,7 +257,7 @@ def test_kill_from_another_thread_while_busy(ray_local, specs, tmp_path):
 
 def test_spec_that_always_kills_its_worker_ends_as_worker_died(ray_local, specs):
     bad = sorted(specs)[3]
-    with ProfilerPool(2, source(crash_keys=[bad]), max_retries=2) as pool:
+    with ProfilerPool(2, source(crash_keys=[bad]), PoolOptions(max_retries=2)) as pool:
         results, report = pool.measure(specs, 1, SETTINGS)
     assert results[bad].error is ErrorKind.WORKER_DIED and math.isinf(results[bad].cost)
     assert "died 3 times" in results[bad].message
@@ -271,7 +271,7 @@ def test_spec_that_always_kills_its_worker_ends_as_worker_died(ray_local, specs)
 def test_hung_batch_is_killed_after_timeout(ray_local, specs):
     few = dict(sorted(specs.items())[:6])
     hang = sorted(few)[0]
-    with ProfilerPool(1, source(hang_keys=[hang]), max_retries=1, task_timeout_s=1.0) as pool:
+    with ProfilerPool(1, source(hang_keys=[hang]), PoolOptions(max_retries=1, task_timeout_s=1.0)) as pool:
         t0 = time.perf_counter()
         results, report = pool.measure(few, 1, SETTINGS)
     assert results[hang].error is ErrorKind.WORKER_DIED and "task_timeout_s" in results[hang].message
@@ -304,7 +304,7 @@ def test_source_that_raises_gives_a_runtime_error_for_that_stage_only(ray_local,
 
 def test_exhausted_restart_budget_raises_instead_of_returning_partial_results(ray_local, specs):
     few = dict(sorted(specs.items())[:4])
-    with ProfilerPool(1, source(crash_keys=list(few)), max_worker_restarts=1) as pool:
+    with ProfilerPool(1, source(crash_keys=list(few)), PoolOptions(max_worker_restarts=1)) as pool:
         with pytest.raises(WorkersExhaustedError, match="restart budget"):
             pool.measure(few, 1, SETTINGS)
 
@@ -313,7 +313,7 @@ def test_worker_death_and_its_retries_are_logged(ray_local, specs, caplog):
     few = dict(sorted(specs.items())[:6])
     bad = sorted(few)[2]
     with caplog.at_level(logging.INFO, logger="ios_ray.distributed"):
-        with ProfilerPool(1, source(crash_keys=[bad]), max_retries=1) as pool:
+        with ProfilerPool(1, source(crash_keys=[bad]), PoolOptions(max_retries=1)) as pool:
             results, report = pool.measure(few, 1, SETTINGS)
     assert results[bad].error is ErrorKind.WORKER_DIED
     deaths = [r.getMessage() for r in caplog.records
@@ -521,6 +521,16 @@ def test_batches_shrink_as_work_runs_out_and_small_rounds_spread():
         left -= sizes[-1]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] == 121 and sizes[-1] <= 8
     assert [plan.size(5, 4), plan.size(3, 4), plan.size(100_000, 4)] == [2, 1, 256]
+
+
+@pytest.mark.parametrize("bad, named", [(dict(max_retries=-1), "max_retries"),
+                                         (dict(inflight_per_worker=0), "inflight_per_worker"),
+                                         (dict(min_batch=9, max_batch=8), "min_batch"),
+                                         (dict(task_timeout_s=0), "task_timeout_s"),
+                                         (dict(max_worker_restarts=-1), "max_worker_restarts")])
+def test_pool_options_out_of_range_are_named(bad, named):
+    with pytest.raises(ValueError, match=named):
+        PoolOptions(**bad)
 
 
 def test_catalog_batches_travel_as_keys_with_the_same_results(ray_local, tmp_path):

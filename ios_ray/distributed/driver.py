@@ -24,7 +24,7 @@ from ..profile.stages import (DeviceMismatchError, OnResult, PoolStats, ProfileO
 from ..space.enumerate import SpecTable
 from ..space.stage import StageSpec
 from .cluster import check_resources, connect
-from .profiler_pool import ProfilerPool
+from .profiler_pool import PoolOptions, ProfilerPool
 
 __all__ = ["DeviceMismatchError", "RayPoolOptions", "RayStagePool", "open_ray_pool", "profile_graph_space"]
 
@@ -76,8 +76,8 @@ class RayStagePool:
     def _started(self) -> ProfilerPool:
         if self._pool is None:
             o = self._options
-            self._pool = ProfilerPool(o.num_workers, self._recipe, cpus_per_worker=o.cpus_per_worker,
-                                      max_retries=o.max_retries, task_timeout_s=o.task_timeout_s)
+            self._pool = ProfilerPool(o.num_workers, self._recipe, PoolOptions(
+                cpus_per_worker=o.cpus_per_worker, max_retries=o.max_retries, task_timeout_s=o.task_timeout_s))
             if self._catalog is not None:
                 self._pool.use_catalog(self._catalog)
         return self._pool

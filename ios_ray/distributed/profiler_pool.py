@@ -198,21 +198,59 @@ class PoolReport:
     driver_cpu_s: float = 0.0           # the driver's own CPU time in this call (process time)
 
 
+@dataclass(frozen=True)
+class PoolOptions:
+    """How a ``ProfilerPool`` reserves, batches and retries.
+
+    Args:
+        cpus_per_worker: CPUs each actor reserves (GPU recipes also reserve one GPU).
+        max_retries: times a spec may be lost to a dying worker and tried again.
+        max_worker_restarts: actor replacements allowed per ``measure`` call (default ``2 * num_workers + 4``).
+        max_batch: most specs per batch.
+        min_batch: fewest specs per batch while every worker can still get that many.
+        batches_per_worker: a batch takes ``1 / (batches_per_worker x live workers)`` of the specs left
+            (guided self-scheduling: big batches first, small ones at the end).
+        inflight_per_worker: batches queued on one actor at a time (2 hides the round trip).
+        task_timeout_s: a batch running longer is treated as a hung worker: the actor is killed.
+    Raises:
+        ValueError: a value out of range (named).
+    """
+    cpus_per_worker: float = 1.0
+    max_retries: int = 2
+    max_worker_restarts: Optional[int] = None
+    max_batch: int = 256
+    min_batch: int = 8
+    batches_per_worker: int = 2
+    inflight_per_worker: int = 2
+    task_timeout_s: Optional[float] = None
+
+    def __post_init__(self):
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.inflight_per_worker < 1:
+            raise ValueError(f"inflight_per_worker must be >= 1, got {self.inflight_per_worker}")
+        if not 1 <= self.min_batch <= self.max_batch or self.batches_per_worker < 1:
+            raise ValueError(f"need 1 <= min_batch <= max_batch and batches_per_worker >= 1; got min_batch="
+                             f"{self.min_batch}, max_batch={self.max_batch}, "
+                             f"batches_per_worker={self.batches_per_worker}")
+        if self.task_timeout_s is not None and self.task_timeout_s <= 0:
+            raise ValueError(f"task_timeout_s must be positive, got {self.task_timeout_s}")
+        if self.max_worker_restarts is not None and self.max_worker_restarts < 0:
+            raise ValueError(f"max_worker_restarts must be >= 0 or None, got {self.max_worker_restarts}")
+
+
 class ProfilerPool:
     """A fixed-size pool of profiling actors (``ProfileWorker``) with work stealing and bounded retries.
 
     Example::
 
-        with ProfilerPool(4, "cpu") as pool:
+        with ProfilerPool(4, "cpu", PoolOptions(task_timeout_s=600)) as pool:
             results, report = pool.measure(specs_by_key, batch_size=1, settings=MeasureSettings(),
                                            on_result=lambda ms: table_buffer.extend(ms))
     """
 
-    def __init__(self, num_workers: int, source: CostArg, *, cpus_per_worker: float = 1.0,
-                 max_retries: int = 2, max_worker_restarts: Optional[int] = None, max_batch: int = 256,
-                 batches_per_worker: int = 2, inflight_per_worker: int = 2,
-                 task_timeout_s: Optional[float] = None, check: bool = True,
-                 cost_estimate: Optional[Callable[[StageSpec], float]] = estimate_cost, min_batch: int = 8):
+    def __init__(self, num_workers: int, source: CostArg, options: PoolOptions = PoolOptions(), *,
+                 check: bool = True, cost_estimate: Optional[Callable[[StageSpec], float]] = estimate_cost):
         """A pool of ``num_workers`` actors (Ray must be connected: see ``cluster.connect``).
 
         The first actor starts at once; the others when ``measure``, ``devices`` or ``actor_handles``
@@ -222,19 +260,10 @@ class ProfilerPool:
             num_workers: actors to start.
             source: the cost-source recipe each actor builds its source from, its string form, or a
                 picklable CostSource object (see ``costs.factory.resolve_cost``).
-            cpus_per_worker: CPUs each actor reserves (GPU recipes also reserve one GPU).
-            max_retries: times a spec may be lost to a dying worker and tried again.
-            max_worker_restarts: actor replacements allowed per ``measure`` call
-                (default ``2 * num_workers + 4``).
-            max_batch: most specs per batch.
-            batches_per_worker: a batch takes ``1 / (batches_per_worker x live workers)`` of the specs
-                left (guided self-scheduling: big batches first, small ones at the end).
-            inflight_per_worker: batches queued on one actor at a time (2 hides the round trip).
-            task_timeout_s: a batch running longer is treated as a hung worker: the actor is killed.
+            options: reservations, batching, retries and timeouts (``PoolOptions``).
             check: check the cluster's resources first (raises InsufficientResourcesError).
             cost_estimate: relative cost of a spec: specs shipped as specs go heaviest first (None: in the
                 order given); keys of a catalog (``use_catalog``) always go in the order given.
-            min_batch: fewest specs per batch while every worker can still get that many.
 
         Raises:
             ValueError: a bad argument.
@@ -242,29 +271,21 @@ class ProfilerPool:
         """
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if inflight_per_worker < 1:
-            raise ValueError(f"inflight_per_worker must be >= 1, got {inflight_per_worker}")
-        if not 1 <= min_batch <= max_batch or batches_per_worker < 1:
-            raise ValueError(f"need 1 <= min_batch <= max_batch and batches_per_worker >= 1; got min_batch="
-                             f"{min_batch}, max_batch={max_batch}, batches_per_worker={batches_per_worker}")
-        if task_timeout_s is not None and task_timeout_s <= 0:
-            raise ValueError(f"task_timeout_s must be positive, got {task_timeout_s}")
         self._source = resolve_cost(source)  # the recipe each actor builds its own cost source from
         self._num_workers = num_workers
-        need = self._source.resources(cpus_per_worker)
+        o = options
+        need = self._source.resources(o.cpus_per_worker)
         self._resources: WorkerResources = check_resources(num_workers, need) if check else need
-        self._options = _RunOptions(max_retries, _BatchPlan(min_batch, max_batch, batches_per_worker),
-                                    inflight_per_worker, task_timeout_s, cost_estimate)
+        self._options = _RunOptions(o.max_retries, _BatchPlan(o.min_batch, o.max_batch, o.batches_per_worker),
+                                    o.inflight_per_worker, o.task_timeout_s, cost_estimate)
         self._catalog: Optional[Tuple[Mapping[str, StageSpec], "ray.ObjectRef"]] = None
         self._catalog_on: "weakref.WeakKeyDictionary[Slot, ray.ObjectRef]" = weakref.WeakKeyDictionary()
         actor_cls = ray.remote(ProfileWorker).options(
             num_cpus=self._resources.num_cpus, num_gpus=self._resources.num_gpus, max_restarts=0,
             max_task_retries=0)
         self._slots = ActorSlots(actor_cls, (self._source,), num_workers, prefix="w", ready_method="ready",
-                                 max_restarts=2 * num_workers + 4 if max_worker_restarts is None
-                                 else max_worker_restarts)
+                                 max_restarts=2 * num_workers + 4 if o.max_worker_restarts is None
+                                 else o.max_worker_restarts)
         # One actor now (enough for the device probe, which may find everything cached); the rest start
         # when there is something to measure.
         self._slots.start(1)
