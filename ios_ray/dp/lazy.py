@@ -32,7 +32,7 @@ import numpy as np
 
 from ..graph.schedule import Strategy
 from ..space.enumerate import GraphSpace, PartSpace
-from .solve import Solution, checked_cost, part_best, part_path, part_stages
+from .solve import Solution, checked_cost, part_best, part_levels, part_path, part_stages
 
 Measure = Callable[[List[str]], Mapping[str, float]]
 
@@ -248,12 +248,7 @@ def k_best_paths(part: PartSpace, sc: np.ndarray, k: int) -> List[Tuple[float, L
     best[0, 0] = 0.0
     back_t = np.full((n, k), -1, dtype=np.int64)
     back_r = np.zeros((n, k), dtype=np.int64)
-    levels = part.level_offsets
-    for size in range(1, len(levels) - 1):
-        a, b = levels[size], levels[size + 1]
-        if a == b:
-            continue
-        lo, hi = int(offsets[a]), int(offsets[b])
+    for a, b, lo, hi in part_levels(part):
         cand = (best[nxt[lo:hi]] + sc[sid[lo:hi]][:, None]).ravel()
         state = np.repeat(np.arange(a, b), np.diff(offsets[a:b + 1]) * k)
         order = np.lexsort((cand, state))

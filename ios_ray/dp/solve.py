@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Mapping, Tuple
+from typing import Iterator, List, Mapping, Tuple
 
 import numpy as np
 
@@ -115,15 +115,21 @@ def part_best(part: PartSpace, sc: np.ndarray) -> np.ndarray:
     # A transition leads to a smaller state, so solving level by level (state size) is in order.
     best = np.full(n, np.inf)
     best[0] = 0.0
-    levels = part.level_offsets
-    for size in range(1, len(levels) - 1):
-        a, b = levels[size], levels[size + 1]
-        if a == b:
-            continue
-        lo, hi = int(offsets[a]), int(offsets[b])
+    for a, b, lo, hi in part_levels(part):
         vals = best[nxt[lo:hi]] + sc[sid[lo:hi]]
         best[a:b] = np.minimum.reduceat(vals, offsets[a:b] - lo)
     return best
+
+
+def part_levels(part: PartSpace) -> Iterator[Tuple[int, int, int, int]]:
+    """``(a, b, lo, hi)`` per state size, smallest first (the empty state left out): states ``a..b-1`` have
+    that size and their transitions are ``lo..hi-1``. A transition leads to a smaller state, so a DP over
+    the states solved in this order finds every next state already solved."""
+    offsets, levels = part.offsets, part.level_offsets
+    for size in range(1, len(levels) - 1):
+        a, b = int(levels[size]), int(levels[size + 1])
+        if a < b:
+            yield a, b, int(offsets[a]), int(offsets[b])
 
 
 def part_path(part: PartSpace, sc: np.ndarray, best: np.ndarray) -> List[int]:
