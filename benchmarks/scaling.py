@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import ray
+import ray.cloudpickle
 
 from ios_ray.costs.factory import parse_cost
 from ios_ray.costs.measurement import DeviceInfo, MeasureSettings, Measurement
 from ios_ray.costs.table import CostTable
-from ios_ray.distributed import (ProfileOptions, ProfilerPool, connect, enumerate_graph_distributed,
+from ios_ray.distributed import (PoolOptions, ProfileOptions, ProfilerPool, connect, enumerate_graph_distributed,
                                  profile_graph_space)
 from ios_ray.models import MODELS, get_model
 from ios_ray.space.enumerate import enumerate_graph
@@ -163,13 +164,16 @@ def run_profile(args) -> dict:
 
 
 def run_simulate(args) -> dict:
+    if __name__ != "__main__":   # imported (optimize_cost.py --simulate): the workers cannot import this file
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     specs = _specs(args)
     stubs = KeyStubs(specs)
     rows = []
     for n in args.simulate:
         # 1/(4n) CPU each: the workers sleep, so they need no real CPU, and any count fits on this machine.
-        pool = ProfilerPool(n, SleepingSource(args.sim_ms), cpus_per_worker=min(1.0, 1.0 / (4 * n)),
-                            min_batch=args.min_batch, batches_per_worker=args.batches_per_worker)
+        pool = ProfilerPool(n, SleepingSource(args.sim_ms), PoolOptions(
+            cpus_per_worker=min(1.0, 1.0 / (4 * n)), min_batch=args.min_batch,
+            batches_per_worker=args.batches_per_worker))
         try:
             t0 = time.perf_counter()
             pool.devices()  # wait until every actor is up: start-up is not dispatch overhead
@@ -178,10 +182,10 @@ def run_simulate(args) -> dict:
                 pool.use_catalog(stubs)
                 pool.measure(KeyStubs([]), 1, MeasureSettings(0, 1, 1))
             start_s = time.perf_counter() - t0
-            cpu0, t0 = time.process_time(), time.perf_counter()
+            cpu0, thread0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
             results, report = pool.measure(work, args.batch_size, MeasureSettings(0, 1, 1))
             wall = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
+            cpu, thread = time.process_time() - cpu0, time.thread_time() - thread0
         finally:
             pool.shutdown()
         ideal = len(specs) * args.sim_ms / 1e3 / n
@@ -189,21 +193,24 @@ def run_simulate(args) -> dict:
                      "efficiency": ideal / wall if wall > 0 else math.nan,
                      "overhead_ms_per_stage": (wall - ideal) * 1e3 / len(specs),
                      "driver_us_per_stage": cpu * 1e6 / len(specs),
-                     "driver_loop_us_per_stage": report.driver_cpu_s * 1e6 / len(specs), "batches": report.batches,
+                     "driver_loop_us_per_stage": report.driver_cpu_s * 1e6 / len(specs),
+                     "driver_thread_us_per_stage": thread * 1e6 / len(specs), "batches": report.batches,
                      "errors": report.errors, "per_worker_min": min(report.per_worker.values()),
                      "per_worker_max": max(report.per_worker.values())})
     print(f"simulated profiling: model {args.model}, {len(specs)} stages, {args.sim_ms} ms per stage, "
           f"batches as {args.transport}")
     print(f"{'workers':>7} {'start s':>8} {'wall s':>8} {'ideal s':>8} {'efficiency':>10} {'overhead ms/stage':>17} "
-          f"{'driver CPU us/stage':>19} {'batches':>7} {'stages/worker':>13}")
+          f"{'driver CPU us/stage':>19} {'(its thread)':>12} {'batches':>7} {'stages/worker':>13}")
     for r in rows:
         print(f"{r['workers']:>7} {r['start_s']:>8.2f} {r['wall_s']:>8.2f} {r['ideal_s']:>8.2f} {r['efficiency']:>9.0%} "
-              f"{r['overhead_ms_per_stage']:>17.3f} {r['driver_us_per_stage']:>19.1f} {r['batches']:>7} "
+              f"{r['overhead_ms_per_stage']:>17.3f} {r['driver_us_per_stage']:>19.1f} "
+              f"{r['driver_thread_us_per_stage']:>12.1f} {r['batches']:>7} "
               f"{r['per_worker_min']:>6}-{r['per_worker_max']:<6}")
     return {"mode": "simulate", "model": args.model, "sim_ms": args.sim_ms, "transport": args.transport,
             "what_ran": (f"{max(args.simulate)} simulated actors at {min(1.0, 1 / (4 * max(args.simulate))):.4f} CPU "
                          f"each on a {os.cpu_count()}-core host; each sleeps sim_ms per stage and does nothing "
-                         f"else; driver CPU is process_time around ProfilerPool.measure"),
+                         f"else; driver CPU is process_time around ProfilerPool.measure (Ray's threads in the "
+                         f"driver process included), its thread: thread_time of the calling thread alone"),
             "machine": _machine(), "rows": rows}
 
 
