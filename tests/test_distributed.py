@@ -26,6 +26,7 @@ from ios_ray.costs.table import CostTable
 from ios_ray.distributed import (InsufficientResourcesError, ProfileOptions, ProfilerPool, ProgressBar,
                                  check_resources, enumerate_graph_distributed, estimate_cost, make_batches,
                                  profile_graph_space)
+from ios_ray.distributed.cluster import connect
 from ios_ray.distributed.enumerate import plan_shards
 from ios_ray.distributed.profiler_pool import WorkersExhaustedError, WorkerStartError
 from ios_ray.models import get_model
@@ -95,7 +96,7 @@ def ray_local():
     """A 4-CPU cluster without GPUs, whatever the host has (the resource tests rely on it)."""
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1")
+        connect(num_cpus=4, num_gpus=0)
     yield
     if started:
         ray.shutdown()

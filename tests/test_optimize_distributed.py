@@ -11,6 +11,7 @@ from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.costs.measurement import DeviceInfo, Measurement
 from ios_ray.costs.table import CostTable
 from ios_ray.distributed import InsufficientResourcesError
+from ios_ray.distributed.cluster import connect
 from ios_ray.models import get_model
 
 pytestmark = pytest.mark.ray
@@ -23,7 +24,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def ray_4cpu():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1")
+    connect(num_cpus=4, num_gpus=0)
     yield
     ray.shutdown()
 

@@ -8,15 +8,19 @@ whose resources never appear).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import ray
 
 from ..costs.factory import WorkerResources
 
 log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
 
 __all__ = ["InsufficientResourcesError", "WorkerResources", "check_resources", "connect"]
 
@@ -25,15 +29,17 @@ class InsufficientResourcesError(RuntimeError):
     """The cluster lacks the CPUs or GPUs that the requested number of workers needs."""
 
 
-def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bool:
+def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> bool:
     """Make sure this process is connected to Ray.
 
     Uses the running Ray if ``ray.init`` was already called; joins ``address`` (e.g. ``"auto"`` or
-    ``"ray://head:10001"``) if given; otherwise starts a private local instance without dashboard.
+    ``"ray://head:10001"``), or the cluster ``RAY_ADDRESS`` names (as inside a submitted job), if given;
+    otherwise starts a private local instance without dashboard whose every server (GCS, raylet, object
+    manager, workers, agents) listens on 127.0.0.1 only.
 
     Args:
         address: an existing cluster to join, or None.
-        num_cpus: CPUs of a newly started local instance (ignored when joining a cluster).
+        num_cpus, num_gpus: resources of a newly started local instance (ignored when joining a cluster).
 
     Returns:
         True when this call started or joined Ray (the caller may ``ray.shutdown()`` it when done),
@@ -43,11 +49,32 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None) -> bo
         return False
     if address is not None:
         ray.init(address=address)
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init()
     else:
-        # _node_ip_address keeps the local instance on the loopback name; Ray may still resolve it to
-        # the host's own address for its internal RPCs.
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+        with _loopback_node_ip():
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                     _node_ip_address=LOOPBACK)
     return True
+
+
+@contextlib.contextmanager
+def _loopback_node_ip() -> Iterator[None]:
+    """Let ``ray.init`` keep 127.0.0.1 as the node address of the instance it starts.
+
+    On Linux ``ray.init`` (like ``ray start``) swaps a loopback ``_node_ip_address`` for the host's
+    routable address unless Ray's cluster mode is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read once
+    when Ray is imported; off by default on macOS and Windows), and its servers then listen on every
+    interface. The flag is turned off only while this process starts its own single-node instance; a
+    node started with the loopback address binds every server to it (``tests/test_loopback.py``).
+    """
+    from ray._private import ray_constants
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def _totals() -> Dict[str, float]:
