@@ -37,6 +37,7 @@ def test_same_schedule_for_1_2_4_workers_and_in_process(ray_4cpu):
         assert str(opt) == str(local), f"{n} workers gave another schedule"
         rep = opt.optimization_report
         assert rep.num_workers == n and rep.measured == rep.unique_stages
+        assert "ray start" in rep.seconds and f"workers={n} Ray workers" in rep.format()  # not in "enumerate"
         assert sum(rep.per_worker.values()) == rep.unique_stages  # each unique stage measured once
         assert rep.predicted_latency_ms == pytest.approx(local.optimization_report.predicted_latency_ms)
 

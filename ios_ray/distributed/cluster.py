@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 
-__all__ = ["InsufficientResourcesError", "WorkerResources", "check_resources", "connect"]
+__all__ = ["InsufficientResourcesError", "WorkerResources", "check_local_resources", "check_resources", "connect",
+           "local_resources", "starts_local_instance"]
 
 
 class InsufficientResourcesError(RuntimeError):
@@ -52,6 +53,8 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_g
     elif os.environ.get("RAY_ADDRESS"):
         ray.init()
     else:
+        if num_cpus is None:
+            num_cpus = int(local_resources()["CPU"])
         with _loopback_node_ip():
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                      _node_ip_address=LOOPBACK)
@@ -82,18 +85,50 @@ def _totals() -> Dict[str, float]:
     return {"CPU": float(res.get("CPU", 0.0)), "GPU": float(res.get("GPU", 0.0))}
 
 
-def _shortfall(num_workers: int, need: WorkerResources, have: Dict[str, float]) -> Optional[str]:
+def _shortfall(num_workers: int, need: WorkerResources, have: Dict[str, float],
+               where: str = "the cluster") -> Optional[str]:
     if need.num_gpus > 0 and have["GPU"] < num_workers * need.num_gpus:
         if have["GPU"] == 0:
-            return (f"GPU profiling needs {num_workers} GPU(s), one per worker, but this Ray cluster has no "
-                    f"GPUs ({have['CPU']:g} CPUs); use the cpu or analytic cost source, or join a GPU cluster")
-        return (f"{num_workers} GPU workers need {num_workers * need.num_gpus:g} GPUs, but the cluster has "
+            return (f"GPU profiling needs {num_workers} GPU(s), one per worker, but {where} has no usable GPU "
+                    f"({have['CPU']:g} CPUs); use the cpu or analytic cost source, or join a GPU cluster")
+        return (f"{num_workers} GPU workers need {num_workers * need.num_gpus:g} GPUs, but {where} has "
                 f"{have['GPU']:g}; ask for at most {int(have['GPU'] // need.num_gpus)} workers")
     if need.num_cpus > 0 and have["CPU"] < num_workers * need.num_cpus:
         return (f"{num_workers} workers need {num_workers * need.num_cpus:g} CPUs ({need.num_cpus:g} each), but "
-                f"the cluster has {have['CPU']:g} CPUs; ask for at most {int(have['CPU'] // need.num_cpus)} workers "
+                f"{where} has {have['CPU']:g} CPUs; ask for at most {int(have['CPU'] // need.num_cpus)} workers "
                 f"or lower the CPUs per worker")
     return None
+
+
+def starts_local_instance(address: Optional[str] = None) -> bool:
+    """Whether ``connect(address)`` would start a new local instance (rather than use or join one)."""
+    return not ray.is_initialized() and address is None and not os.environ.get("RAY_ADDRESS")
+
+
+def local_resources() -> Dict[str, float]:
+    """This machine's CPUs (those this process may run on) and usable GPUs (CuPy's count; 0 without
+    CuPy or a driver): what a local instance started by ``connect`` offers."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        import cupy
+        gpus = cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # no CuPy, no driver, no device
+        gpus = 0
+    return {"CPU": float(cpus), "GPU": float(gpus)}
+
+
+def check_local_resources(num_workers: int, need: WorkerResources) -> None:
+    """Before starting a local instance: fail at once if this machine cannot host the workers.
+
+    Raises:
+        InsufficientResourcesError: too few CPUs or GPUs here.
+    """
+    problem = _shortfall(num_workers, need, local_resources(), where="this machine")
+    if problem is not None:
+        raise InsufficientResourcesError(problem)
 
 
 def check_resources(num_workers: int, need: WorkerResources, *, wait_for_autoscaler: bool = False,
