@@ -455,6 +455,7 @@ class CostTable:
             The path of the new file, or None when ``measurements`` is empty.
         Raises:
             ValueError: a measurement's spec is missing or has another key.
+            CostTableError: the table location cannot be written.
         """
         if not measurements:
             return None
@@ -490,15 +491,18 @@ class CostTable:
             for name, v in values.items():
                 rows[name].append(v)
         table = pa.Table.from_pydict(rows, schema=SCHEMA)
-        return self._write_atomic(table, now)
+        try:
+            return self._write_atomic(table, now)
+        except (OSError, pa.ArrowException) as e:  # name the table, not the temporary file
+            raise CostTableError(f"cost table {self.location}: cannot write new rows ({brief_error(e)})") from e
 
     def _write_atomic(self, table: pa.Table, now: datetime) -> str:
         """Write under a temporary name in the table directory, then rename into place."""
+        self._fs.create_dir(self._root, recursive=True)
         unique = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex}"
         tmp = f"{self._root}/{TMP_PREFIX}{unique}{FILE_SUFFIX}"
         final = f"{self._root}/{FILE_PREFIX}{unique}{FILE_SUFFIX}"
         try:
-            self._fs.create_dir(self._root, recursive=True)
             with self._fs.open_output_stream(tmp) as out:
                 pq.write_table(table, out)
             if isinstance(self._fs, pafs.LocalFileSystem):
@@ -506,13 +510,11 @@ class CostTable:
             self._fs.move(tmp, final)
             if isinstance(self._fs, pafs.LocalFileSystem):
                 _fsync(self._root)
-        except BaseException as e:
+        except BaseException:
             try:
                 self._fs.delete_file(tmp)
             except (OSError, pa.ArrowException):
                 pass
-            if isinstance(e, (OSError, pa.ArrowException)):
-                raise CostTableError(f"cost table {self.location}: cannot write new rows ({brief_error(e)})") from e
             raise
         return final
 

@@ -11,6 +11,8 @@ output. Shapes exclude the batch dimension: ``(C, H, W)``.
 """
 from __future__ import annotations
 
+import inspect
+import numbers
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -71,11 +73,18 @@ class Value:
 Terms = List[List[Value]]
 
 
+def _int(x, what: str, node_desc: str) -> int:
+    """``x`` as an int; strings ("64") and booleans are refused, not converted."""
+    if isinstance(x, (str, bytes, bool)) or not isinstance(x, (numbers.Integral, float)) or x != int(x):
+        raise ValueError(f"{node_desc}: {what} must be an int, got {x!r}")
+    return int(x)
+
+
 def _pair(x, what: str, node_desc: str) -> Tuple[int, int]:
-    if isinstance(x, int):
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
         x = (x, x)
     try:
-        a, b = (int(v) for v in x)
+        a, b = (_int(v, what, node_desc) for v in x)
     except (TypeError, ValueError):
         raise ValueError(f"{node_desc}: {what} must be an int or a pair of ints, got {x!r}") from None
     return a, b
@@ -227,11 +236,11 @@ class Conv(Node):
                  output_shape=None, hint_name=None):
         super().__init__(name, inputs, output_shape, hint_name)
         desc = f"conv {name or ''}".strip()
-        self.out_channels = int(out_channels)
+        self.out_channels = _int(out_channels, "out_channels", desc)
         self.kernel = _pair(kernel, "kernel", desc)
         self.stride = _pair(stride, "stride", desc)
         self.padding = _pair(padding, "padding", desc)
-        self.groups = int(groups)
+        self.groups = _int(groups, "groups", desc)
         self.act = act
         if act not in ACTIVATIONS:
             raise ValueError(f"{desc}: act must be one of {ACTIVATIONS}, got {act!r}")
@@ -305,7 +314,7 @@ class SepConv(Node):
                  pre_act="relu", output_shape=None, hint_name=None):
         super().__init__(name, inputs, output_shape, hint_name)
         desc = f"sep_conv {name or ''}".strip()
-        self.out_channels = int(out_channels)
+        self.out_channels = _int(out_channels, "out_channels", desc)
         self.kernel = _pair(kernel, "kernel", desc)
         self.stride = _pair(stride, "stride", desc)
         self.padding = _pair(padding, "padding", desc)
@@ -469,6 +478,10 @@ def node_from_config(cfg: dict, name2node: Dict[str, Node]) -> Node:
         inputs.append(vals)
     attrs = {k: v for k, v in cfg.items() if k not in ("type", "name", "hint_name", "inputs", "output_shape")}
     cls = NODE_TYPES[kind]
+    required = [p.name for p in list(inspect.signature(cls.__init__).parameters.values())[3:] if p.default is p.empty]
+    missing = [a for a in required if a not in attrs]
+    if missing:
+        raise ValueError(f"node {name!r} ({kind}): missing attribute(s) {missing}")
     try:
         return cls(name, inputs, **attrs, hint_name=cfg.get("hint_name"))
     except (TypeError, ValueError) as exc:

@@ -79,6 +79,7 @@ def check_block_schedule(block: Block, bi: int = 0) -> None:
         raise ValueError(f"block {bi} has no schedule (call optimize, sequential_schedule or greedy_schedule)")
     by_name: Dict[str, Node] = {n.name: n for n in block.nodes}
     members = {id(n) for n in block.nodes}
+    scheduled = {n for s in block.stages if isinstance(s, Stage) for g in s.groups for n in g}
     seen: Dict[str, int] = {}
     for si, stage in enumerate(block.stages):
         if not isinstance(stage, Stage):
@@ -97,7 +98,7 @@ def check_block_schedule(block: Block, bi: int = 0) -> None:
                 for p in node.input_nodes():
                     if id(p) not in members:
                         continue
-                    if p.name in seen:
+                    if p.name in seen or p.name not in scheduled:  # an unscheduled input: reported below
                         continue
                     if in_stage.get(p.name) == gi:
                         continue
