@@ -57,3 +57,17 @@ def test_cluster_launcher_turns_token_authentication_on():
     head_start = next(c for c in config["head_start_ray_commands"] if "ray start" in c)
     assert "--dashboard-host=127.0.0.1" in head_start
     assert "can be switched on" not in (REPO / "cluster/ray-cluster.yaml").read_text()
+
+
+def test_a_test_session_leaves_no_cache_directory_behind(tmp_path):
+    """Regression: every test session left an empty ios_ray_test_cache_* directory in the temp folder."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
+    env.pop("IOS_RAY_CACHE", None)
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "tests/test_packaging.py::test_gpu_extra_brings_everything_but_the_driver"],
+                         cwd=str(REPO), env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("ios_ray_test_cache_")]
