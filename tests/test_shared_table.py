@@ -49,7 +49,7 @@ def _options(source, table, **profile):
 
 
 def _optimize_shared(table, barrier, out):
-    opts = _options(SleepySource(ms=25), table, claim_chunk=8, claim_poll_s=0.1)
+    opts = _options(SleepySource(ms=25), table, claim_chunk=8, claim_seconds=0.1, claim_poll_s=0.1)
     barrier.wait()
     rep = optimize_with(get_model("squeezenet"), opts).optimization_report
     out.put((rep.measured, rep.from_other_runs, rep.cache_hits, rep.predicted_latency_ms))

@@ -19,6 +19,7 @@ Ray actors. Both offer ``dtype``, ``num_workers``, ``device()``, ``devices()`` a
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -131,8 +132,9 @@ class ProfileOptions:
         settings: warm-up / number / repeat of each timing.
         progress: draw a progress bar on stderr.
         append_chunk, append_interval_s: append to the table every this many results or seconds.
-        claim_chunk: stages claimed (then measured, appended and released) at a time when a table is
-            shared; concurrent runs split the work in units of this size.
+        claim_chunk: stages per worker claimed (then measured, appended and released) at a time when a
+            table is shared; concurrent runs split the work in units of this size times the pool's workers.
+        claim_seconds: chunks grow (never below ``claim_chunk`` per worker) to about this much measuring.
         claim_ttl_s: how long this run's claims outlive it if it dies (renewed every third of it).
         claim_poll_s: how often a run waiting for stages other runs hold looks at the table.
     """
@@ -141,7 +143,8 @@ class ProfileOptions:
     progress: bool = False
     append_chunk: int = 256
     append_interval_s: float = 10.0
-    claim_chunk: int = 256
+    claim_chunk: int = 64
+    claim_seconds: float = 5.0
     claim_ttl_s: float = 60.0
     claim_poll_s: float = 1.0
 
@@ -151,9 +154,9 @@ class ProfileOptions:
         if self.append_chunk < 1 or self.append_interval_s < 0:
             raise ValueError(f"append_chunk must be >= 1 and append_interval_s >= 0, got {self.append_chunk}, "
                              f"{self.append_interval_s}")
-        if self.claim_chunk < 1 or not self.claim_ttl_s > 0 or not self.claim_poll_s > 0:
-            raise ValueError(f"claim_chunk must be >= 1 and claim_ttl_s, claim_poll_s > 0, got {self.claim_chunk}, "
-                             f"{self.claim_ttl_s}, {self.claim_poll_s}")
+        if self.claim_chunk < 1 or min(self.claim_seconds, self.claim_ttl_s, self.claim_poll_s) <= 0:
+            raise ValueError(f"claim_chunk must be >= 1 and claim_seconds, claim_ttl_s, claim_poll_s > 0, got "
+                             f"{self.claim_chunk}, {self.claim_seconds}, {self.claim_ttl_s}, {self.claim_poll_s}")
 
 
 @dataclass(frozen=True)
@@ -315,39 +318,61 @@ class _Run:
         return got
 
     def measure_shared(self, todo: Sequence[str]) -> Dict[str, Measurement]:
-        """Measure ``todo`` sharing the work with concurrent runs through the table's claims."""
-        device, o = self.conditions.device, self.options
+        """Measure ``todo`` sharing the work with concurrent runs through the table's claims.
+
+        Each round reads the other runs' claims first and then the table, for the next chunk of unclaimed
+        keys and for the keys others hold (a claim is released only after its rows are appended, so a key
+        neither claimed nor in the table is truly missing), claims the chunk, measures and releases it;
+        when others hold everything left, it waits for their rows (or their claims' expiry).
+        """
+        o = self.options
+        smallest = chunk = o.claim_chunk * max(1, self.pool.num_workers)
         results: Dict[str, Measurement] = {}
-        remaining = list(todo)
+        remaining = dict.fromkeys(todo)  # ordered; finished keys are deleted
         book = self.table.claims(self.conditions, ttl_s=o.claim_ttl_s)  # first write: fails on a read-only table
         try:
             while remaining:
-                held = book.held()  # claims before the table: a released claim's rows are already there
-                landed = _reusable(self.table.search(remaining, device, self.conditions.batch_size,
-                                                     self.conditions.dtype).found)
-                if landed:
-                    results.update(landed)
-                    self.from_others += len(landed)
-                    if self.bar is not None:
-                        self.bar.update(len(landed))
-                    remaining = [k for k in remaining if k not in landed]
-                free = [k for k in remaining if k not in held][:o.claim_chunk]
+                held = book.held()
+                free = list(itertools.islice((k for k in remaining if k not in held), chunk))
+                landed = self._landed(free + [k for k in held if k in remaining])
+                for k in landed:
+                    del remaining[k]
+                results.update(landed)
+                free = [k for k in free if k not in landed]
                 if not free:
                     if remaining:
-                        log.info("waiting for %d stages other runs are measuring", len(remaining))
-                        t0 = time.perf_counter()
-                        time.sleep(o.claim_poll_s)
-                        self.wait_s += time.perf_counter() - t0
+                        self._wait(len(remaining))
                     continue
                 grant = book.claim(free)
                 if grant.keys:
+                    t0 = time.perf_counter()
                     results.update(self.measure(grant.keys))
                     book.release(grant)
-                    done = set(grant.keys)
-                    remaining = [k for k in remaining if k not in done]
+                    for k in grant.keys:
+                        del remaining[k]
+                    # fast stages (estimates, a warm GPU) in bigger chunks: fewer claims and table files
+                    rate = len(grant.keys) / max(time.perf_counter() - t0, 1e-6)
+                    chunk = max(smallest, int(rate * o.claim_seconds))
         finally:
             book.close()
         return results
+
+    def _landed(self, keys: List[str]) -> Dict[str, Measurement]:
+        """Reusable rows of ``keys`` that other runs appended meanwhile."""
+        if not keys:
+            return {}
+        c = self.conditions
+        landed = _reusable(self.table.search(keys, c.device, c.batch_size, c.dtype).found)
+        self.from_others += len(landed)
+        if landed and self.bar is not None:
+            self.bar.update(len(landed))
+        return landed
+
+    def _wait(self, missing: int) -> None:
+        log.info("waiting for %d stages other runs are measuring", missing)
+        t0 = time.perf_counter()
+        time.sleep(self.options.claim_poll_s)
+        self.wait_s += time.perf_counter() - t0
 
 
 def profile_stages(specs: Mapping[str, StageSpec], pool: StagePool, table,
