@@ -17,6 +17,7 @@ from typing import List, Optional
 
 DEFAULT_MODEL = "squeezenet"
 EXIT_ERROR = 2
+MAX_ERROR_CHARS = 1000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -205,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line(exc: BaseException) -> str:
     """The error as one line: the message of an expected error, else also its type."""
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > MAX_ERROR_CHARS:  # e.g. a worker's remote traceback folded into one line
+        text = text[:MAX_ERROR_CHARS] + " ... (`ios-ray --traceback ...` shows all)"
     if isinstance(exc, (ValueError, OSError)) or type(exc).__module__.startswith("ios_ray."):
         return text
     return f"{type(exc).__name__}: {text} (unexpected; `ios-ray --traceback ...` shows where)"

@@ -183,3 +183,12 @@ def test_cli_error_in_a_fresh_process_is_one_line(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path),
                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_unexpected_errors_are_one_line_too_unless_traceback_is_asked(tmp_path, capsys):
+    bad = tmp_path / "g.json"
+    bad.write_text("[1, 2]")  # JSON, but not an object: a TypeError or AttributeError inside the loader
+    line = _one_line_error(capsys, ["run", str(bad)])
+    assert "ios-ray: error:" in line
+    with pytest.raises(Exception):
+        main(["--traceback", "run", str(bad)])
