@@ -171,3 +171,41 @@ def test_append_error_names_the_table(tmp_path):
     with pytest.raises(CostTableError, match=f"cost table {table.location}: cannot write"):
         table.append([Measurement(key, 1.0, samples=1)], {key: specs[key]},
                      Conditions(DeviceInfo("test:x", "cpu"), 1, "float32"))
+
+
+# ----- the claim rules, directly ----------------------------------------------------------------------
+def _conditions(device="test:sleepy", batch_size=1):
+    from ios_ray.costs.table import Conditions
+    return Conditions(DeviceInfo(device, "cpu", library="sleepy 1"), batch_size, "float32")
+
+
+def test_claims_the_earlier_grant_wins_and_scopes_do_not_mix(tmp_path):
+    table = CostTable(tmp_path / "t")
+    first, second = table.claims(_conditions()), table.claims(_conditions())
+    other_batch = table.claims(_conditions(batch_size=8))
+    try:
+        assert first.claim(["a", "b"]).keys == ("a", "b")
+        assert second.held() == {"a", "b"} and first.held() == frozenset()
+        assert second.claim(["b", "c"]).keys == ("c",)  # as if at the same moment (held not asked): b is first's
+        assert first.held() == {"c"}    # second gave b up and rewrote its grant
+        assert other_batch.held() == frozenset()  # another batch size is another stage
+    finally:
+        for book in (first, second, other_batch):
+            book.close()
+    assert not os.listdir(tmp_path / "t" / CLAIMS_DIR)
+
+
+def test_claims_of_a_run_whose_heartbeat_expired_are_free(tmp_path):
+    table = CostTable(tmp_path / "t")
+    dead = table.claims(_conditions(), ttl_s=0.3)
+    dead.claim(["a"])
+    dead._stop.set()  # stops renewing, as a killed run does (its files stay)
+    live = table.claims(_conditions())
+    try:
+        assert live.held() == {"a"}
+        time.sleep(0.6)
+        assert live.held() == frozenset()
+        assert live.claim(["a"]).keys == ("a",)
+    finally:
+        live.close()
+        dead.close()
