@@ -54,7 +54,7 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, num_g
         ray.init()
     else:
         if num_cpus is None:
-            num_cpus = int(local_resources()["CPU"])
+            num_cpus = _local_cpus()  # what check_local_resources counted
         with _loopback_node_ip():
             ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                      _node_ip_address=LOOPBACK)
@@ -109,15 +109,18 @@ def local_resources() -> Dict[str, float]:
     """This machine's CPUs (those this process may run on) and usable GPUs (CuPy's count; 0 without
     CuPy or a driver): what a local instance started by ``connect`` offers."""
     try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
         import cupy
         gpus = cupy.cuda.runtime.getDeviceCount()
     except Exception:  # no CuPy, no driver, no device
         gpus = 0
-    return {"CPU": float(cpus), "GPU": float(gpus)}
+    return {"CPU": float(_local_cpus()), "GPU": float(gpus)}
+
+
+def _local_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def check_local_resources(num_workers: int, need: WorkerResources) -> None:
