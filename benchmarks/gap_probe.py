@@ -239,7 +239,8 @@ def child(model: str, math: str, autotune: bool, batch: int, schedule: str) -> d
     graph.init_weights(0)
     graph.sequential_schedule() if schedule == "sequential" else graph.greedy_schedule()
     t0 = time.perf_counter()
-    ex = GpuExecutor(graph, batch, tf32=tf32, autotune=autotune)
+    from ios_ray.runtime.gpu.context import GpuContext
+    ex = GpuExecutor(graph, batch, context=GpuContext(0, tf32=tf32, autotune=autotune))
     main = ex.ctx.main_stream
     with ex.ctx.device:
         whole = ex.latency(warmup=10, number=20, repeat=15)[0]

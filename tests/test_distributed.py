@@ -5,9 +5,12 @@ stage it measures to a file per process (so "measured exactly once" is counted, 
 be told to crash (``os._exit``) or hang on chosen keys to exercise the pool's failure handling. It is a
 plain picklable CostSource object: the pool ships it to each actor as it is.
 """
+import glob
 import io
+import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -26,8 +29,10 @@ from ios_ray.costs.table import CostTable
 from ios_ray.distributed import (InsufficientResourcesError, ProfileOptions, ProfilerPool, ProgressBar,
                                  check_resources, enumerate_graph_distributed, estimate_cost, make_batches,
                                  profile_graph_space)
+from ios_ray.distributed.actors import ActorSlots
 from ios_ray.distributed.cluster import connect
-from ios_ray.distributed.enumerate import plan_shards
+from ios_ray.distributed.enumerate import ShardOptions, plan_shards
+from ios_ray.distributed.progress import Pace
 from ios_ray.distributed.profiler_pool import WorkersExhaustedError, WorkerStartError
 from ios_ray.models import get_model
 from ios_ray.space.enumerate import enumerate_graph
@@ -141,7 +146,7 @@ class _Tty(io.StringIO):
 def test_progress_bar_logs_lines_off_tty_and_redraws_on_tty():
     clock = _FakeClock()
     out = io.StringIO()
-    bar = ProgressBar(total=100, cache_hits=7, stream=out, clock=clock, log_interval_s=1000)
+    bar = ProgressBar(total=100, cache_hits=7, stream=out, pace=Pace(log_interval_s=1000, clock=clock))
     for _ in range(100):
         clock.t += 0.5
         bar.update(1)
@@ -153,7 +158,7 @@ def test_progress_bar_logs_lines_off_tty_and_redraws_on_tty():
     assert "ETA 0:25" in [l for l in lines if "50/100" in l][0]
 
     tty = _Tty()
-    bar = ProgressBar(total=10, stream=tty, clock=clock)
+    bar = ProgressBar(total=10, stream=tty, pace=Pace(clock=clock))
     for _ in range(10):
         clock.t += 1
         bar.update(1, errors=1)
@@ -305,6 +310,79 @@ def test_exhausted_restart_budget_raises_instead_of_returning_partial_results(ra
             pool.measure(few, 1, SETTINGS)
 
 
+def test_worker_death_and_its_retries_are_logged(ray_local, specs, caplog):
+    few = dict(sorted(specs.items())[:6])
+    bad = sorted(few)[2]
+    with caplog.at_level(logging.INFO, logger="ios_ray.distributed"):
+        with ProfilerPool(1, source(crash_keys=[bad]), max_retries=1) as pool:
+            results, report = pool.measure(few, 1, SETTINGS)
+    assert results[bad].error is ErrorKind.WORKER_DIED
+    deaths = [r.getMessage() for r in caplog.records
+              if r.name == "ios_ray.distributed.profiler_pool" and r.levelno == logging.WARNING]
+    assert len(deaths) == report.worker_deaths >= 2
+    assert deaths[0].startswith("worker w0 died (") and "retried, each alone; 0 given up" in deaths[0]
+    assert deaths[-1].endswith("0 unfinished stages retried, each alone; 1 given up as WORKER_DIED")
+    restarts = [r.getMessage() for r in caplog.records if r.name == "ios_ray.distributed.actors"]
+    assert any("replaced by w0.r1 (restart 1 of" in m for m in restarts)
+
+
+class _Named:
+    """A tiny actor that says who it is."""
+
+    def __init__(self, tag, worker_id):
+        self.tag, self.worker_id = tag, worker_id
+
+    def ready(self):
+        return self.worker_id
+
+    def whoami(self):
+        return f"{self.tag}:{self.worker_id}"
+
+
+def test_actor_slots_name_replace_within_budget_and_kill_all(ray_local, caplog):
+    with pytest.raises(ValueError, match="size must be at least 1"):
+        ActorSlots(ray.remote(_Named), ("x",), 0)
+    cls = ray.remote(_Named).options(num_cpus=0.25, max_restarts=0)
+    slots = ActorSlots(cls, ("x",), 2, prefix="t", max_restarts=1, ready_method="ready")
+    try:
+        slots.start(1)
+        assert len(slots) == 1
+        slots.start()
+        assert [s.worker_id for s in slots] == ["t0", "t1"]
+        assert ray.get([s.handle.whoami.remote() for s in slots]) == ["x:t0", "x:t1"]
+        assert ray.get(slots[0].ready_ref) == "t0" and slots[0].poll_ready()
+
+        first = slots[0]
+        ray.kill(first.handle, no_restart=True)
+        new = slots.replace(first, "killed by the test")
+        assert new is slots[0] and new.worker_id == "t0.r1" and not first.alive
+        assert ray.get(new.handle.whoami.remote()) == "x:t0.r1" and slots.restarts == 1
+        assert slots.replace(first, "again") is None and slots[0] is new   # already replaced: left alone
+
+        with caplog.at_level(logging.WARNING, logger="ios_ray.distributed.actors"):
+            assert slots.replace(slots[1], "budget test") is None       # the budget (1) is spent
+        assert "worker t1 lost (budget test); not replaced: the restart budget (1) is spent" in caplog.text
+        assert slots.live() == [new] and not slots[1].alive
+        slots.reset_budget()
+        assert slots.replace(slots[1], "budget renewed").worker_id == "t1.r1"
+    finally:
+        slots.shutdown()
+    assert not slots.live()
+    assert all(_dies(slot.handle) for slot in slots)
+
+
+def _dies(handle, timeout_s: float = 30.0) -> bool:
+    """Whether calls to the actor fail within ``timeout_s`` (``ray.kill`` takes effect asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.whoami.remote(), timeout=timeout_s)
+        except ray.exceptions.RayActorError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 # ----- the driver -----------------------------------------------------------------------------------
 
 def test_driver_warm_table_measures_nothing(ray_local, specs, tmp_path):
@@ -391,7 +469,45 @@ def test_plan_shards_covers_every_state_once_heaviest_first():
 def test_distributed_enumeration_equals_local(ray_local, model, opts):
     graph = get_model(model)
     local = enumerate_graph(graph, opts)
-    dist, report = enumerate_graph_distributed(graph, opts, num_workers=3, min_shard_states=4,
-                                               shards_per_worker=4, return_report=True)
+    dist, report = enumerate_graph_distributed(graph, opts, num_workers=3, return_report=True,
+                                               shards=ShardOptions(min_shard_states=4, shards_per_worker=4))
     assert report.num_shards > report.num_parts, "no part was sharded"
     assert_same_space(dist, local)
+
+
+def _kill_first_busy_enumerator(killed: list, stop: threading.Event) -> None:
+    """SIGKILL the process of the first enumeration actor seen running ``expand`` (Ray titles it so)."""
+    while not stop.is_set():
+        for path in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                with open(path, "rb") as f:
+                    title = f.read()
+            except OSError:
+                continue
+            if title.startswith(b"ray::EnumerateWorker.expand"):
+                pid = int(path.split("/")[2])
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the actor's process in /proc")
+def test_enumeration_worker_killed_mid_shard_is_retried_and_logged(ray_local, caplog):
+    graph = get_model("randwire")
+    opts = SpaceOptions(max_part_size=16)
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_first_busy_enumerator, args=(killed, stop), daemon=True)
+    killer.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="ios_ray.distributed"):
+            dist, report = enumerate_graph_distributed(graph, opts, num_workers=3, return_report=True)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the enumeration finished before an actor could be killed"
+    assert report.retries == 1
+    assert any(w.endswith(".r1") for w in report.per_worker), report.per_worker
+    retry = [r.getMessage() for r in caplog.records if r.name == "ios_ray.distributed.enumerate"]
+    assert len(retry) == 1 and "died (" in retry[0] and retry[0].endswith("retry 1 of 2")
+    assert_same_space(dist, enumerate_graph(graph, opts))

@@ -1,5 +1,6 @@
 """The model zoo: exact operator counts (the IOS paper's table), shapes, block chaining, schedules,
-RandWire determinism, and forward passes through the numpy reference runtime."""
+the original's RandWire graphs and NASNet parts, state counts, and forward passes through the numpy
+reference runtime."""
 import hashlib
 import json
 
@@ -8,21 +9,26 @@ import pytest
 
 import ios_ray as ios
 from ios_ray.graph import check_schedule
-from ios_ray.graph.ir import Conv, Identity, Placeholder, Relu, SepConv
-from ios_ray.models import MODELS, get_model, inception_v3, nasnet_large, randwire_large, watts_strogatz
-from ios_ray.models.randwire import STAGES
-from ios_ray.runtime import ReferenceExecutor
+from ios_ray.graph.compound import Sequential
+from ios_ray.graph.ir import Conv, Identity, Placeholder, Pool, Relu, SepConv
+from ios_ray.models import MODELS, get_model, inception_v3, nasnet_large, randwire_large
+from ios_ray.models.randwire import GRAPH_DIR, STAGE_GRAPHS, build_order, read_graph
+from ios_ray.runtime import ReferenceExecutor, UnsupportedOpError
 from ios_ray.runtime.reference import conv2d as np_conv2d
+from ios_ray.space.options import SpaceOptions
+from ios_ray.space.parts import graph_parts, part_states
 
 # name -> (operators, input shape, output shape, blocks)
 EXPECTED = {
     "inception_v3": (119, (3, 299, 299), (2048, 1, 1), 13),
     "randwire": (120, (3, 224, 224), (1280, 1, 1), 6),
-    "nasnet": (374, (3, 331, 331), (1000, 1, 1), 23),
+    "nasnet": (374, (3, 331, 331), (3360, 1, 1), 1),
     "squeezenet": (50, (3, 224, 224), (1000, 1, 1), 12),
     "sample": (5, (375, 15, 15), (1875, 15, 15), 1),
 }
-MAX_BLOCK = 60
+MAX_PART = 60  # the largest part the DP meets without a max_part_size cut (a block, or an explicit part)
+# the original's DP states at r=3, s=8 (its pure-Python DP, facts.md): ours less each part's empty state
+ORIGINAL_STATES = {"squeezenet": 78, "inception_v3": 1206, "randwire": 14734, "nasnet": 42966}
 
 
 def fingerprint(graph: ios.Graph) -> str:
@@ -43,7 +49,7 @@ def test_model_counts_shapes_and_blocks(name):
     assert graph.input.output_shape == in_shape
     assert graph.output_shape == out_shape
     assert len(graph.blocks) == num_blocks
-    assert max(len(b.nodes) for b in graph.blocks) <= MAX_BLOCK
+    assert max(len(part) for b in graph.blocks for part in (b.parts or [b.nodes])) <= MAX_PART
     assert not graph.has_weights()  # callers initialise weights themselves
     # blocks chain: each enters at the previous exit, and the exit is the last node added
     prev = graph.input
@@ -92,106 +98,96 @@ def test_inception_v3_rejects_bad_batch_size():
 
 
 def test_flops_are_those_of_the_published_networks():
-    # multiply-adds count 2 FLOPs: Inception-v3 5.7 GMACs, NASNet-A large 23.8, RandWire C=154 ~7.9-8.0
+    # multiply-adds count 2 FLOPs: Inception-v3 5.7 GMACs, RandWire C=154 ~7.9-8.0; the original IOS's
+    # NASNet-A large has no classifier and concatenates five combinations per normal cell: 22.3 GMACs
     gflops = {name: get_model(name).flops() / 1e9 for name in EXPECTED}
     assert 11.0 < gflops["inception_v3"] < 11.8
-    assert 47.0 < gflops["nasnet"] < 48.5
+    assert 44.0 < gflops["nasnet"] < 45.0
     assert 15.0 < gflops["randwire"] < 17.0
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_STATES))
+def test_state_counts_are_the_originals(name):
+    """r=3, s=8, parts of 50: the original counts the non-empty states of each part; ours add the empty one."""
+    parts = [p for block in graph_parts(get_model(name), SpaceOptions()) for p in block]
+    assert sum(len(part_states(p)) - 1 for p in parts) == ORIGINAL_STATES[name]
 
 
 # ----- RandWire ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n,k,p,seed", STAGES)
-def test_watts_strogatz_is_a_connected_small_world_graph(n, k, p, seed):
-    edges = watts_strogatz(n, k, p, seed)
-    assert edges == watts_strogatz(n, k, p, seed)
-    assert len(edges) == n * k // 2  # rewiring moves edges, never adds or drops them
-    assert len(set(edges)) == len(edges) and all(0 <= u < v < n for u, v in edges)
-    adj = {u: set() for u in range(n)}
-    for u, v in edges:
-        adj[u].add(v)
-        adj[v].add(u)
-    seen, stack = {0}, [0]
-    while stack:
-        for v in adj[stack.pop()] - seen:
-            seen.add(v)
-            stack.append(v)
-    assert len(seen) == n
-    ring = {(min(i, (i + j) % n), max(i, (i + j) % n)) for i in range(n) for j in range(1, k // 2 + 1)}
-    assert set(edges) != ring  # p = 0.75 rewires
-
-
-def test_watts_strogatz_depends_on_seed_and_checks_arguments():
-    assert watts_strogatz(32, 4, 0.75, 3) != watts_strogatz(32, 4, 0.75, 4)
-    assert watts_strogatz(8, 2, 0.0, 1) == tuple(sorted((min(i, (i + 1) % 8), max(i, (i + 1) % 8)) for i in range(8)))
-    for args in [(8, 3, 0.5, 0), (8, 8, 0.5, 0), (8, 0, 0.5, 0), (8, 2, 1.5, 0)]:
-        with pytest.raises(ValueError, match="watts_strogatz"):
-            watts_strogatz(*args)
-
-
-def test_randwire_graphs_are_pinned():
-    """The WS graphs fix the network; a change would silently invalidate cached stage costs."""
-    digest = hashlib.sha256(repr([watts_strogatz(*s) for s in STAGES]).encode()).hexdigest()
-    assert digest == "a13318f5aa6fe6861048ca117e97b8e0f9d36223f9de660fbe3b7401777de364"
+def test_randwire_graphs_are_the_originals():
+    """The stored WS(n, 4, 0.75) graphs fix the network; a change would silently invalidate stage costs."""
+    digest = hashlib.sha256(b"".join((GRAPH_DIR / f).read_bytes() for f in STAGE_GRAPHS)).hexdigest()
+    assert digest == "822f1bd82471565f131b611e51a876dd27f82c0d2b8e5f5414b6f29b59c59fc2"
+    for fname, n in zip(STAGE_GRAPHS, (16, 32, 32, 32)):
+        nodes, edges = read_graph(GRAPH_DIR / fname)
+        assert nodes == n and len(edges) == 2 * n and len(set(edges)) == len(edges)
+        assert sorted(build_order(n, edges)) == list(range(n))
 
 
 def test_randwire_stage_blocks_follow_their_graphs():
     graph = randwire_large()
-    for block, (n, k, p, seed) in zip(graph.blocks[1:5], STAGES):
+    for block, fname in zip(graph.blocks[1:5], STAGE_GRAPHS):
+        n, stored = read_graph(GRAPH_DIR / fname)
         nodes = block.inner_nodes
         assert len(nodes) == n and all(isinstance(s, SepConv) and s.pre_act == "relu" for s in nodes)
-        index = {id(s): i for i, s in enumerate(nodes)}
+        # nodes are built in the original's order, so the i-th built is node build_order[i] of the file
+        index = {id(s): u for s, u in zip(nodes, build_order(n, stored))}
         edges = set()
-        for i, s in enumerate(nodes):
+        for s in nodes:
             assert len(s.inputs) == 1  # predecessors are summed in one term
             for v in s.inputs[0]:
                 if v.node is block.enter_node:
                     assert s.stride == (2, 2) and len(s.inputs[0]) == 1
                 else:
                     assert s.stride == (1, 1)
-                    edges.add((index[id(v.node)], i))
-        assert edges == set(watts_strogatz(n, k, p, seed))
-        sinks = {i for i in range(n)} - {u for u, _ in edges}
+                    edges.add((index[id(v.node)], index[id(s)]))
+        assert edges == set(stored)
+        sinks = set(range(n)) - {u for u, _ in stored}
         assert isinstance(block.exit_node, Identity)
         assert {index[id(v.node)] for v in block.exit_node.inputs[0]} == sinks
 
 
+def test_randwire_graph_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "g.txt"
+    for text, match in [("3\n2\n0 1\n", "one 'u v' edge"), ("3\n1\n0 5\n", "distinct nodes"),
+                        ("3\n3\n0 1\n1 2\n2 0\n", "cycle"), ("x\n", "node count")]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=match) as err:
+            read_graph(bad)
+        assert str(bad) in str(err.value)
+
+
 # ----- NASNet -----------------------------------------------------------------------------------
 
-def _non_negative(v) -> bool:
-    """True when the value is a ReLU output by construction (so a further ReLU leaves it unchanged)."""
-    node = v.node
-    if isinstance(node, Relu) or (isinstance(node, Conv) and node.act == "relu"):
-        return True
-    if isinstance(node, Identity):
-        offset = 0
-        for term in node.inputs:
-            width = term[0].length
-            if offset <= v.begin and v.end <= offset + width:
-                return len(term) == 1 and _non_negative(term[0][v.begin - offset:v.end - offset])
-            offset += width
-    return False
-
-
-def test_nasnet_cell_blocks_carry_both_inputs_of_the_next_cell():
+def test_nasnet_is_one_block_with_a_part_per_cell():
     graph = nasnet_large()
-    cell_blocks = [b for b in graph.blocks if isinstance(b.exit_node, Relu)]
-    carry_blocks = [b for b in graph.blocks if isinstance(b.exit_node, Identity)]
-    assert len(cell_blocks) == 18 and len(carry_blocks) == 4  # 18 normal/first cells; 2 stems + 2 reductions
-    for block in cell_blocks[:-1]:
-        x = block.exit_node.inputs[0]
-        # the free carry: the exit's first term is the cell's x, read from the enter node and already ReLU'd
-        assert len(x) == 1 and x[0].node is block.enter_node and _non_negative(x[0])
-    last = cell_blocks[-1]
-    assert all(v.node is not last.enter_node for t in last.exit_node.inputs for v in t)
-    # identity carries: [path 1 | path 2 | cell output], the paths 1x1 stride-2 convs at the output's size
-    for block in carry_blocks:
-        *paths, out = block.exit_node.inputs
-        assert [p[0].node.stride for p in paths] == [(2, 2), (2, 2)]
-        assert isinstance(out[0].node, Relu)
-        assert len({p[0].node.output_shape[1:] for p in paths} | {out[0].node.output_shape[1:]}) == 1
-    sep = sum(isinstance(n, SepConv) for n in graph.nodes())
-    assert sep == 2 * 5 * 22  # 22 cells x 5 branch-separables x 2 separable convs
+    block, = graph.blocks
+    sizes = [len(p) for p in block.parts]
+    cells = [18, 16, 16, 16, 16, 16]  # a first cell, then five normal cells
+    assert sizes == [1, 18, 21, *cells, 19, *cells, 19, *cells, 1, 1]
+    assert [n for part in block.parts for n in part] == block.nodes  # in build order, each operator once
+    # every part but the stem conv, the ReLU and the pool ends with its cell's output concat
+    assert all(isinstance(p[-1], Identity) for p in block.parts[1:-2])
+    assert isinstance(block.parts[-2][0], Relu) and isinstance(block.exit_node, Pool)
+    # a cell reads itself and the two cells before it (a first cell after a reduction: the third before)
+    part_of = {id(n): i for i, p in enumerate(block.parts) for n in p}
+    for i, part in enumerate(block.parts):
+        back = 3 if i in (10, 17) else 2
+        for node in part:
+            assert all(i - back <= part_of.get(id(src), 0) <= i for src in node.input_nodes())
+
+
+def test_nasnet_operators_are_the_originals():
+    nodes = nasnet_large().blocks[0].nodes
+    relu_convs = [n for n in nodes if isinstance(n, Sequential)]
+    assert len(relu_convs) == 1 + 3 + 3 * 3 + 15 * 2 + 2 * 2  # stems, first, normal and reduction cells
+    for seq in relu_convs:
+        relu, conv = seq.nodes
+        assert isinstance(relu, Relu) and isinstance(conv, Conv)
+        assert conv.act == "identity" and conv.kernel == (1, 1) and seq.hint_name == "ReluConv"
+    assert sum(isinstance(n, SepConv) and n.pre_act == "relu" for n in nodes) == 2 * 5 * 22
+    assert [n.name for n in nodes] == sorted((n.name for n in nodes), key=int)  # the counter's names
 
 
 # ----- forward passes through the reference runtime ---------------------------------------------

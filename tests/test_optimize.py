@@ -7,6 +7,7 @@ from ios_ray import ios_runtime
 from ios_ray.graph import check_schedule
 from ios_ray.graph.schedule import Strategy
 from ios_ray.models import get_model
+from ios_ray.runtime import UnsupportedOpError
 
 
 def _outputs_match(graph, opt, batch):
@@ -54,10 +55,11 @@ def test_parallel_only_has_no_merges():
 def test_cpu_profiler_optimize_with_table(tmp_path):
     g = get_model("sample")
     table = str(tmp_path / "costs")
-    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table)
+    # final_check=False: the DP's schedule, not whichever the noisy whole-graph timings favour
+    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False)
     rep = opt.optimization_report
     assert not rep.estimated and rep.measured == rep.unique_stages and rep.cache_hits == 0
-    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table)
+    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False)
     assert again.optimization_report.measured == 0
     assert again.optimization_report.cache_hits == rep.unique_stages
     assert str(again) == str(opt)
@@ -282,13 +284,13 @@ def test_gpu_tf32_rows_carry_the_math_mode_and_software_fingerprint(tmp_path):
     runtime, CuPy, numpy, ios_ray, driver, autotune), and the autotune setting is part of it."""
     from ios_ray.costs.factory import GpuRecipe
     from ios_ray.costs.table import CostTable
-    tuned = GpuRecipe(tf32=True).build().device()
-    untuned = GpuRecipe(tf32=True, autotune=False).build().device()
+    untuned = GpuRecipe(tf32=True).build().device()          # the default: the heuristic's engines
+    tuned = GpuRecipe(tf32=True, autotune=True).build().device()
     assert tuned.name == untuned.name and tuned.software != untuned.software
-    for part in ("cudnn", "cuda runtime", "cupy", "numpy", "ios_ray", "driver", "autotune on"):
-        assert part in tuned.software, part
+    for part in ("cudnn", "cuda runtime", "cupy", "numpy", "ios_ray", "driver", "autotune off"):
+        assert part in untuned.software, part
     table = str(tmp_path / "costs")
     opt = ios.optimize(get_model("sample"), cost="gpu-tf32", warmup=0, number=1, repeat=1, cost_table=table)
     rows = CostTable(table).read_all().to_pylist()
     assert opt.optimization_report.dtype == "tf32" and len(rows) == opt.optimization_report.unique_stages
-    assert {r["dtype"] for r in rows} == {"tf32"} and {r["software"] for r in rows} == {tuned.software}
+    assert {r["dtype"] for r in rows} == {"tf32"} and {r["software"] for r in rows} == {untuned.software}

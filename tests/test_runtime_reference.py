@@ -245,7 +245,7 @@ MERGE_CASES = [
 @pytest.mark.parametrize("members", MERGE_CASES)
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
 def test_merged_conv_output_split_equals_member_outputs(members, stride):
-    from ios_ray.space.stage import merged_conv_params
+    from ios_ray.graph.merge import merged_conv_params
     v, block = _block_with_input((5, 9, 9))
     convs = [ios.conv2d(block, [[v]], 3 + i, k, stride, p, name=f"c{i}").node for i, (k, p) in enumerate(members)]
     rng = np.random.default_rng(8)

@@ -7,10 +7,11 @@ These are estimates, never measurements: every result says so (``estimated=True`
 keeps them apart from measured rows in the cost table. They let the DP and the distributed pipeline run
 without a GPU, and give a plausible ordering of schedules; the absolute numbers are only indicative.
 
-Each IR node runs one kernel, except a SepConv, which runs [pre-activation relu,] a depthwise conv and a
-pointwise conv, as the runtimes do; depthwise kernels reuse nothing across channels and reach only
-``depthwise_eff`` of the dense FLOP rate. The model, for batch size ``b`` and one kernel ``i`` (flops,
-bytes and output elements from the IR node):
+The kernels an op runs come from its declaration (``Node.kernels``, ``graph/ops.py``): one per op, except a
+SepConv, which runs [pre-activation relu,] a depthwise conv and a pointwise conv, as the runtimes do.
+Depthwise kernels (a SepConv's first conv, a Conv with one group per input channel) reuse nothing across
+channels and reach only ``depthwise_eff`` of the dense FLOP rate. The model, for batch size ``b`` and one
+kernel ``i`` (flops, bytes and output elements from the op's ``KernelCost``):
 
 * work_i  = output elements x b: what the op's threads cover;
 * util_i  = min(1, work_i / (SMs x tile_elems)): the fraction of the GPU one kernel fills -- one output
@@ -50,11 +51,11 @@ import math
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-from ..graph.ir import Node, SepConv
+from ..graph.ir import Node
 from ..space.stage import StageSpec
 from .measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
 
-MODEL_VERSION = 2
+MODEL_VERSION = 3  # 3: a depthwise Conv is priced at the depthwise rate, as a SepConv's depthwise step
 
 
 @dataclass(frozen=True)
@@ -104,39 +105,6 @@ def gpu_spec(name: str) -> GpuSpec:
 
 
 @dataclass(frozen=True)
-class Kernel:
-    """One GPU kernel an op runs, for batch 1: what the roofline needs."""
-    flops: float
-    act_bytes: float               # activations read and written (scale with the batch)
-    param_bytes: float             # weights read (once per batch)
-    out_elems: int
-    depthwise: bool = False        # no reuse across channels: runs at ``depthwise_eff`` of peak
-
-
-def node_kernels(node: Node, dtype_bytes: int) -> List[Kernel]:
-    """The kernels ``node`` runs: one per op, except a SepConv, which is [relu,] depthwise, pointwise."""
-    param_bytes = float(node.param_count() * dtype_bytes)
-    c, h, w = node.output_shape
-    if not isinstance(node, SepConv):
-        act = node.bytes_accessed(dtype_bytes) - param_bytes
-        return [Kernel(node.flops(), act, param_bytes, c * h * w)]
-    ci, hi, wi = node.input_shape()
-    read = sum(v.length * v.node.output_shape[1] * v.node.output_shape[2] for t in node.inputs for v in t)
-    kh, kw = node.kernel
-    mid = ci * h * w
-    kernels = []
-    if node.pre_act == "relu":
-        kernels.append(Kernel(node.input_flops() + ci * hi * wi, (read + ci * hi * wi) * dtype_bytes, 0.0,
-                              ci * hi * wi))
-        read = ci * hi * wi
-    kernels.append(Kernel(2.0 * mid * kh * kw, (read + mid) * dtype_bytes, (ci * kh * kw + ci) * dtype_bytes, mid,
-                          depthwise=True))
-    kernels.append(Kernel(2.0 * c * h * w * ci, (mid + c * h * w) * dtype_bytes, (c * ci + c) * dtype_bytes,
-                          c * h * w))
-    return kernels
-
-
-@dataclass(frozen=True)
 class KernelEstimate:
     """One kernel's modelled time (ms, launch included) and the fraction of the GPU it fills."""
     time_ms: float
@@ -182,7 +150,7 @@ class AnalyticCostModel:
     def kernel_estimates(self, node: Node, batch_size: int) -> List[KernelEstimate]:
         """The roofline time of each kernel of one IR node (shape set) at ``batch_size``."""
         out = []
-        for k in node_kernels(node, self._dtype_bytes):
+        for k in node.kernels(self._dtype_bytes):
             util = min(1.0, k.out_elems * batch_size / self._saturating_work)
             rate = self._flops_per_ms * util * (self.gpu.depthwise_eff if k.depthwise else 1.0)
             compute_ms = k.flops * batch_size / rate

@@ -157,7 +157,7 @@ def default_table_path() -> str:
     return os.path.join(base, "ios_ray", "costs")
 
 
-def _resolve(path_or_uri: Union[str, os.PathLike, None]) -> Tuple[pafs.FileSystem, str, str]:
+def resolve_location(path_or_uri: Union[str, os.PathLike, None]) -> Tuple[pafs.FileSystem, str, str]:
     """(filesystem, root path within it, display name) for a local path or a ``pyarrow.fs`` URI."""
     text = os.fspath(path_or_uri) if path_or_uri is not None else default_table_path()
     if "://" in text:
@@ -209,6 +209,34 @@ def _fsync(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_parquet_atomic(fs: pafs.FileSystem, root: str, table: pa.Table, now: datetime) -> str:
+    """Write ``table`` under a temporary name in directory ``root``, then rename it into place.
+
+    Returns:
+        The final path (``part-<UTC time>-<uuid>.parquet``): writers never collide, readers never see a
+        half-written file.
+    """
+    fs.create_dir(root, recursive=True)
+    unique = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex}"
+    tmp = f"{root}/{TMP_PREFIX}{unique}{FILE_SUFFIX}"
+    final = f"{root}/{FILE_PREFIX}{unique}{FILE_SUFFIX}"
+    try:
+        with fs.open_output_stream(tmp) as out:
+            pq.write_table(table, out)
+        if isinstance(fs, pafs.LocalFileSystem):
+            _fsync(tmp)  # the bytes reach the disk before the name does: no empty file after a crash
+        fs.move(tmp, final)
+        if isinstance(fs, pafs.LocalFileSystem):
+            _fsync(root)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except (OSError, pa.ArrowException):
+            pass
+        raise
+    return final
 
 
 def _error_kind(text: str, message: str) -> Tuple[ErrorKind, str]:
@@ -301,7 +329,7 @@ class CostTable:
     """
 
     def __init__(self, path_or_uri: Union[str, os.PathLike, None] = None):
-        self._fs, self._root, self.location = _resolve(path_or_uri)
+        self._fs, self._root, self.location = resolve_location(path_or_uri)
         # Files are immutable once renamed into place, so a file read once never needs reading again.
         self._file_cache: Dict[str, pa.Table] = {}
         self._legacy_files: set = set()   # version-1 files among those read
@@ -497,26 +525,7 @@ class CostTable:
             raise CostTableError(f"cost table {self.location}: cannot write new rows ({brief_error(e)})") from e
 
     def _write_atomic(self, table: pa.Table, now: datetime) -> str:
-        """Write under a temporary name in the table directory, then rename into place."""
-        self._fs.create_dir(self._root, recursive=True)
-        unique = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex}"
-        tmp = f"{self._root}/{TMP_PREFIX}{unique}{FILE_SUFFIX}"
-        final = f"{self._root}/{FILE_PREFIX}{unique}{FILE_SUFFIX}"
-        try:
-            with self._fs.open_output_stream(tmp) as out:
-                pq.write_table(table, out)
-            if isinstance(self._fs, pafs.LocalFileSystem):
-                _fsync(tmp)  # the bytes reach the disk before the name does: no empty file after a crash
-            self._fs.move(tmp, final)
-            if isinstance(self._fs, pafs.LocalFileSystem):
-                _fsync(self._root)
-        except BaseException:
-            try:
-                self._fs.delete_file(tmp)
-            except (OSError, pa.ArrowException):
-                pass
-            raise
-        return final
+        return write_parquet_atomic(self._fs, self._root, table, now)
 
     def claims(self, conditions: Conditions, ttl_s: float = 60.0) -> ClaimBook:
         """Open this run's claims on the table's stages measured under ``conditions`` (see ``claims``):

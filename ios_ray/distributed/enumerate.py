@@ -22,6 +22,7 @@ the order a local enumeration discovers stages, so parts are equal array for arr
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -35,8 +36,10 @@ from ..space.enumerate import (PartShard, PartSpace, assemble_graph, assemble_pa
                                enumerate_transitions, graph_parts, part_states)
 from ..space.keys import StageKeyer
 from ..space.options import SpaceOptions
+from .actors import WORKER_LOST_ERRORS, ActorSlots, Slot, describe
 from .cluster import WorkerResources, check_resources
-from .profiler_pool import WORKER_LOST_ERRORS
+
+logger = logging.getLogger(__name__)
 
 
 class EnumerationError(RuntimeError):
@@ -173,47 +176,55 @@ def plan_shards(states_by_part: Dict[Tuple[int, int], Sequence[int]], num_worker
     return tasks
 
 
+@dataclass(frozen=True)
+class ShardOptions:
+    """How the distributed enumeration cuts and runs its work.
+
+    Attributes:
+        cpus_per_worker: CPUs each actor reserves.
+        shards_per_worker: how finely the work is cut (more shards: better balance, more round trips).
+        min_shard_states: a large part is not cut into shards of fewer states than this.
+        max_retries: times a shard is retried after its worker died.
+    """
+    cpus_per_worker: float = 1.0
+    shards_per_worker: int = 4
+    min_shard_states: int = 64
+    max_retries: int = 2
+
+
 def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers: int,
-                                cpus_per_worker: float = 1.0, shards_per_worker: int = 4,
-                                min_shard_states: int = 64, max_retries: int = 2, return_report: bool = False):
+                                shards: ShardOptions = ShardOptions(), return_report: bool = False):
     """Enumerate ``graph``'s state space on ``num_workers`` Ray actors.
 
     Args:
         graph: the graph (sent once, through the object store, to each actor).
         opts: pruning and strategies, as for ``enumerate_graph``.
         num_workers: actors to start (Ray must be connected: ``cluster.connect``).
-        cpus_per_worker: CPUs each actor reserves.
-        shards_per_worker: how finely the work is cut (more shards: better balance, more round trips).
-        min_shard_states: a large part is not cut into shards of fewer states than this.
-        max_retries: times a shard is retried after its worker died.
+        shards: how the work is cut and retried (``ShardOptions``).
         return_report: also return an ``EnumerateReport``.
 
     Returns:
         The ``GraphSpace`` (equal to ``enumerate_graph(graph, opts)``), and the report if asked for.
 
     Raises:
-        InsufficientResourcesError: the cluster lacks ``num_workers * cpus_per_worker`` CPUs.
-        EnumerationError: a shard's worker died more than ``max_retries`` times.
+        InsufficientResourcesError: the cluster lacks ``num_workers * shards.cpus_per_worker`` CPUs.
+        EnumerationError: a shard's worker died more than ``shards.max_retries`` times.
     """
-    check_resources(num_workers, WorkerResources(num_cpus=cpus_per_worker))
+    check_resources(num_workers, WorkerResources(num_cpus=shards.cpus_per_worker))
     seconds: Dict[str, float] = {}
     t0 = time.perf_counter()
     parts = graph_parts(graph, opts)
     states = {(p.block_index, p.part_index): part_states(p) for ps in parts for p in ps}
-    tasks = plan_shards(states, num_workers, shards_per_worker=shards_per_worker,
-                        min_shard_states=min_shard_states)
+    tasks = plan_shards(states, num_workers, shards_per_worker=shards.shards_per_worker,
+                        min_shard_states=shards.min_shard_states)
     seconds["plan"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    workers = max(1, min(num_workers, len(tasks)))
-    actor_cls = ray.remote(EnumerateWorker).options(num_cpus=cpus_per_worker, max_restarts=0)
-    graph_ref = ray.put(graph)
-    actors = [actor_cls.remote(graph_ref, f"e{i}") for i in range(workers)]
-    try:
-        done, per_worker, retries = _run(tasks, actors, actor_cls, graph_ref, opts, max_retries)
-    finally:
-        for a in actors:
-            ray.kill(a, no_restart=True)
+    actor_cls = ray.remote(EnumerateWorker).options(num_cpus=shards.cpus_per_worker, max_restarts=0)
+    # no restart budget: each item's retries are bounded instead (max_retries)
+    with ActorSlots(actor_cls, (ray.put(graph),), max(1, min(num_workers, len(tasks))), prefix="e") as slots:
+        slots.start()
+        done, per_worker, retries = _run(tasks, slots, opts, shards.max_retries)
     seconds["enumerate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -232,49 +243,49 @@ class _Assemble:
     shard_refs: Tuple["ray.ObjectRef", ...]
 
 
-def _run(tasks: List[ShardTask], actors: list, actor_cls, graph_ref, opts: SpaceOptions, max_retries: int):
+def _run(tasks: List[ShardTask], slots: ActorSlots, opts: SpaceOptions, max_retries: int):
     """Hand work to idle actors (one item at a time each): shard tasks, then each part's assembly as soon
     as its last shard is done. A dead actor is replaced and its item retried (bounded)."""
     queue: Deque[Union[ShardTask, _Assemble]] = collections.deque(tasks)
-    inflight: Dict["ray.ObjectRef", Tuple[int, Union[ShardTask, _Assemble], "ray.ObjectRef"]] = {}
-    idle = list(range(len(actors)))
+    inflight: Dict["ray.ObjectRef", Tuple[Slot, Union[ShardTask, _Assemble], "ray.ObjectRef"]] = {}
+    idle = slots.live()
     losses: Dict[tuple, int] = collections.Counter()
     shard_refs: Dict[Tuple[int, int], Dict[int, "ray.ObjectRef"]] = collections.defaultdict(dict)
     done: Dict[Tuple[int, int], PartSpace] = {}
     per_worker: Dict[str, int] = collections.Counter()
     retries = 0
-    generation = [0] * len(actors)
     while queue or inflight:
         while queue and idle:
-            i = idle.pop()
+            slot = idle.pop()
             item = queue.popleft()
             if isinstance(item, ShardTask):
                 # two returns: the worker id (small: fetched, surfaces errors) and the payload, which for
                 # a shard stays in the object store until an assembling worker reads it
-                meta, payload = actors[i].expand.options(num_returns=2).remote(item, opts)
+                meta, payload = slot.handle.expand.options(num_returns=2).remote(item, opts)
             else:
-                meta, payload = actors[i].assemble.options(num_returns=2).remote(*item.part_id, opts,
-                                                                                  *item.shard_refs)
-            inflight[meta] = (i, item, payload)
+                meta, payload = slot.handle.assemble.options(num_returns=2).remote(*item.part_id, opts,
+                                                                                    *item.shard_refs)
+            inflight[meta] = (slot, item, payload)
         ready, _ = ray.wait(list(inflight), num_returns=1)
         for ref in ready:
-            i, item, payload = inflight.pop(ref)
+            slot, item, payload = inflight.pop(ref)
             try:
                 worker_id = ray.get(ref)
             except WORKER_LOST_ERRORS as exc:
-                ident = (item.part_id, item.shard_index if isinstance(item, ShardTask) else "assemble")
+                kind = f"shard {item.shard_index}" if isinstance(item, ShardTask) else "assembly"
+                what = f"part {item.part_id[0]}.{item.part_id[1]} ({kind})"
+                ident = (item.part_id, kind)
                 losses[ident] += 1
                 if losses[ident] > max_retries:
-                    raise EnumerationError(f"part {item.part_id[0]}.{item.part_id[1]} ({ident[1]}): its worker "
-                                           f"died {losses[ident]} times ({exc})") from exc
+                    raise EnumerationError(f"{what}: its worker died {losses[ident]} times ({exc})") from exc
+                logger.warning("%s: worker %s died (%s); retry %d of %d", what, slot.worker_id, describe(exc),
+                               losses[ident], max_retries)
                 retries += 1
                 queue.appendleft(item)
-                generation[i] += 1
-                actors[i] = actor_cls.remote(graph_ref, f"e{i}.r{generation[i]}")
-                idle.append(i)
+                idle.append(slots.replace(slot, f"{type(exc).__name__} during {what}"))
                 continue
             per_worker[worker_id] += 1
-            idle.append(i)
+            idle.append(slot)
             if isinstance(item, ShardTask) and item.num_shards > 1:
                 refs = shard_refs[item.part_id]
                 refs[item.shard_index] = payload

@@ -16,26 +16,31 @@ it, so that a further death is charged to exactly the spec that caused it. A spe
 ``max_retries`` times comes back as an error measurement (``ErrorKind.WORKER_DIED``) instead of killing
 workers forever. A batch whose
 ``measure`` raised (a cost-source bug: sources report failures as error measurements) is retried as
-single specs, and a single spec that raises becomes an ``ErrorKind.RUNTIME`` measurement.
+single specs, and a single spec that raises becomes an ``ErrorKind.RUNTIME`` measurement. The actors
+live in ``ActorSlots`` (``actors.py``: naming, replacement, the restart budget); each death, what it sent
+back to the queue, and each replacement is logged (WARNING/INFO, loggers ``ios_ray.distributed.*``).
 """
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+from ray.exceptions import RayActorError, RayTaskError
 
 from ..costs.factory import CostArg, SourceRecipe, resolve_cost
 from ..costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings
-from ..space.stage import StageSpec
+from ..graph.ops import OPS
+from ..space.stage import OpSpec, StageSpec
+from .actors import WORKER_LOST_ERRORS, ActorSlots, Slot
+from ..graph.ir import Graph
 from .cluster import WorkerResources, check_resources
 
-# Errors that mean "the process running the batch is gone": the batch did not finish and can be retried.
-WORKER_LOST_ERRORS = (RayActorError, WorkerCrashedError)
+logger = logging.getLogger(__name__)
 
 # One byte moved is weighed like this many flops when ordering specs (a CPU-like ridge point), and each
 # spec carries a fixed overhead (warm-up, launches, timing loop) so tiny stages still count for something.
@@ -55,39 +60,29 @@ class WorkersExhaustedError(ProfilerPoolError):
     """Every worker died and the restart budget is spent, with specs still unmeasured."""
 
 
-def _op_estimate(op, spec: StageSpec) -> float:
-    """flops + weighted bytes of one op from its spec alone (no nodes built: this runs for every spec)."""
+def _op_estimate(op: OpSpec, spec: StageSpec, group: Sequence[OpSpec]) -> float:
+    """flops (the op's declared ``op_flops``) + weighted bytes of one op of ``group``, from the spec alone:
+    no nodes are built, since this runs for every spec."""
     c, h, w = op.output_shape
-    out = c * h * w
+    kind, idx = op.inputs[0][0][:2]  # every input of an op has the same spatial size
+    _, ih, iw = spec.inputs[idx] if kind == "e" else group[idx].output_shape
+    terms = []
     read = 0
-    in_c = 0
     for term in op.inputs:
-        in_c += term[0][3] - term[0][2]
-        for kind, idx, begin, end in term:
-            shape = spec.inputs[idx] if kind == "e" else None
-            hw = shape[1] * shape[2] if shape is not None else h * w
-            read += (end - begin) * hw
-    attrs = dict(op.attrs)
-    kh, kw = attrs.get("kernel", (1, 1))
-    if op.type == "conv":
-        flops = 2.0 * out * (in_c // max(1, attrs.get("groups", 1))) * kh * kw
-    elif op.type == "sepconv":
-        flops = 2.0 * h * w * in_c * (kh * kw + c)
-    elif op.type == "pool":
-        flops = float(read if attrs.get("pool_type") == "global_avg" else out * kh * kw)
-    else:
-        flops = float(max(out, read))
-    return flops + BYTES_WEIGHT * 4.0 * (read + out)
+        terms.append(term[0][3] - term[0][2])
+        for ref in term:
+            read += ref[3] - ref[2]
+    flops = OPS[op.type].op_flops(dict(op.attrs), terms, (ih, iw), op.output_shape)
+    return flops + BYTES_WEIGHT * 4.0 * (read * ih * iw + c * h * w)
 
 
 def estimate_cost(spec: StageSpec) -> float:
     """Relative cost of measuring ``spec``, used only to order and batch work (flops + weighted bytes).
 
     Computed from the spec's shapes and attributes without building IR nodes, so that ordering a
-    few hundred thousand specs takes seconds, not minutes; an op reading an earlier op of its group is
-    assumed to read at its own output resolution.
+    few hundred thousand specs takes seconds, not minutes.
     """
-    return sum(_op_estimate(op, spec) for g in spec.groups for op in g) + FIXED_OVERHEAD_FLOPS
+    return sum(_op_estimate(op, spec, g) for g in spec.groups for op in g) + FIXED_OVERHEAD_FLOPS
 
 
 def make_batches(costs: Mapping[str, float], num_workers: int, *, max_batch: int = 8,
@@ -159,6 +154,12 @@ class ProfileWorker:
             out.append(replace(m, worker=self._worker_id))
         return out
 
+    def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> Optional[List[float]]:
+        """Per-repeat ms of the whole scheduled graph (``optimize``'s final check); None when the cost
+        source cannot time a whole graph (it has no ``measure_graph``)."""
+        measure_graph = getattr(self._source, "measure_graph", None)
+        return None if measure_graph is None else measure_graph(graph, batch_size, settings)
+
 
 @dataclass(frozen=True)
 class PoolReport:
@@ -173,21 +174,6 @@ class PoolReport:
     errors: int                         # measurements carrying an error (any kind)
     wall_s: float
     died_specs: Tuple[str, ...] = ()    # keys given up on as ErrorKind.WORKER_DIED
-
-
-@dataclass
-class _Slot:
-    """One actor position in the pool; its handle changes when the actor is replaced."""
-    index: int
-    handle: "ray.actor.ActorHandle"
-    worker_id: str
-    generation: int = 0
-    alive: bool = True
-    # (ref, keys, suspect) in submission order: an actor runs its tasks in order, so the first is running
-    inflight: Deque[Tuple["ray.ObjectRef", List[str], bool]] = field(default_factory=collections.deque)
-    busy_since: float = 0.0   # when the oldest in-flight batch became the one the actor is running
-    ready_ref: Optional["ray.ObjectRef"] = None   # answers once the actor has built its cost source
-    ready: bool = False
 
 
 class ProfilerPool:
@@ -241,37 +227,22 @@ class ProfilerPool:
         self._num_workers = num_workers
         need = self._source.resources(cpus_per_worker)
         self._resources: WorkerResources = check_resources(num_workers, need) if check else need
-        self._max_retries = max_retries
-        self._max_restarts = 2 * num_workers + 4 if max_worker_restarts is None else max_worker_restarts
-        self._max_batch = max_batch
-        self._batches_per_worker = batches_per_worker
-        self._depth = inflight_per_worker
-        self._timeout = task_timeout_s
-        self._estimate = cost_estimate
-        self._actor_cls = ray.remote(ProfileWorker).options(
+        self._options = _RunOptions(max_retries, max_batch, batches_per_worker, inflight_per_worker,
+                                    task_timeout_s, cost_estimate)
+        actor_cls = ray.remote(ProfileWorker).options(
             num_cpus=self._resources.num_cpus, num_gpus=self._resources.num_gpus, max_restarts=0,
             max_task_retries=0)
+        self._slots = ActorSlots(actor_cls, (self._source,), num_workers, prefix="w", ready_method="ready",
+                                 max_restarts=2 * num_workers + 4 if max_worker_restarts is None
+                                 else max_worker_restarts)
         # One actor now (enough for the device probe, which may find everything cached); the rest start
         # when there is something to measure.
-        self._slots = [self._start(0, 0)]
+        self._slots.start(1)
 
     # ----- lifecycle ------------------------------------------------------------------------------
-    def _start(self, index: int, generation: int) -> _Slot:
-        worker_id = f"w{index}" if generation == 0 else f"w{index}.r{generation}"
-        handle = self._actor_cls.remote(self._source, worker_id)
-        return _Slot(index, handle, worker_id, generation, ready_ref=handle.ready.remote())
-
-    def _grow(self) -> None:
-        """Start the actors not started yet."""
-        while len(self._slots) < self._num_workers:
-            self._slots.append(self._start(len(self._slots), 0))
-
     def shutdown(self) -> None:
         """Kill every actor; the pool cannot be used afterwards."""
-        for slot in self._slots:
-            if slot.alive:
-                ray.kill(slot.handle, no_restart=True)
-                slot.alive = False
+        self._slots.shutdown()
 
     def __enter__(self) -> "ProfilerPool":
         return self
@@ -285,8 +256,8 @@ class ProfilerPool:
 
     def actor_handles(self) -> List["ray.actor.ActorHandle"]:
         """Handles of the live actors, all started (e.g. to kill one in a fault-injection test)."""
-        self._grow()
-        return [s.handle for s in self._slots if s.alive]
+        self._slots.start()
+        return [s.handle for s in self._slots.live()]
 
     # ----- probing --------------------------------------------------------------------------------
     def device(self, timeout_s: float = 600.0) -> DeviceInfo:
@@ -297,31 +268,24 @@ class ProfilerPool:
             WorkersExhaustedError: no worker answered.
         """
         last: Optional[Exception] = None
-        for slot in self._slots:
-            if not slot.alive:
-                continue
+        for slot in self._slots.live():
             try:
                 return ray.get(slot.handle.device.remote(), timeout=timeout_s)
             except WORKER_LOST_ERRORS as exc:
-                self._raise_if_init_failed(exc)
+                _raise_if_init_failed(exc)
                 last = exc
         raise WorkersExhaustedError(f"no profiling worker answered the device probe: {last}")
 
     def devices(self, timeout_s: float = 600.0) -> Dict[str, DeviceInfo]:
         """Device of every live worker, by worker id (to detect a mixed cluster); starts them all."""
-        self._grow()
-        live = [s for s in self._slots if s.alive]
+        self._slots.start()
+        live = self._slots.live()
         try:
             infos = ray.get([s.handle.device.remote() for s in live], timeout=timeout_s)
         except WORKER_LOST_ERRORS as exc:
-            self._raise_if_init_failed(exc)
+            _raise_if_init_failed(exc)
             raise
         return {s.worker_id: d for s, d in zip(live, infos)}
-
-    @staticmethod
-    def _raise_if_init_failed(exc: Exception) -> None:
-        if isinstance(exc, RayActorError) and exc.actor_init_failed:
-            raise WorkerStartError(f"a profiling worker failed to build its cost source: {exc}") from exc
 
     # ----- measuring ------------------------------------------------------------------------------
     def measure(self, specs: Mapping[str, StageSpec], batch_size: int, settings: MeasureSettings,
@@ -345,43 +309,68 @@ class ProfilerPool:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        return _Run(self, dict(specs), batch_size, settings, on_result).run()
+        return _Run(self._slots, self._options, dict(specs), batch_size, settings, on_result).run()
+
+
+def _raise_if_init_failed(exc: Exception) -> None:
+    if isinstance(exc, RayActorError) and exc.actor_init_failed:
+        raise WorkerStartError(f"a profiling worker failed to build its cost source: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """The pool's settings a ``measure`` call runs with (checked by ``ProfilerPool.__init__``)."""
+    max_retries: int
+    max_batch: int
+    batches_per_worker: int
+    depth: int                          # batches in flight per actor
+    timeout_s: Optional[float]          # a batch running longer: the actor is killed
+    estimate: Callable[[StageSpec], float]
 
 
 class _Run:
-    """State of one ``measure`` call: the queue, what is in flight where, and the counters."""
+    """State of one ``measure`` call: the queue, what is in flight on which actor, and the counters.
 
-    def __init__(self, pool: ProfilerPool, specs: Dict[str, StageSpec], batch_size: int,
+    The actors themselves (starting, naming, replacing, the restart budget) belong to ``ActorSlots``.
+    """
+
+    def __init__(self, slots: ActorSlots, options: _RunOptions, specs: Dict[str, StageSpec], batch_size: int,
                  settings: MeasureSettings, on_result):
-        self.pool = pool
+        self.slots = slots
+        self.options = options
         self.specs = specs
         self.batch_size = batch_size
         self.settings = settings
         self.on_result = on_result
         self.results: Dict[str, Measurement] = {}
         self.losses: Dict[str, int] = collections.Counter()
-        self.where: Dict["ray.ObjectRef", _Slot] = {}
+        self.where: Dict["ray.ObjectRef", Slot] = {}
+        # per actor, (ref, keys, suspect) in submission order: an actor runs its tasks in order, so the
+        # first is running; and when that first batch started running
+        self.inflight: Dict[Slot, Deque[Tuple["ray.ObjectRef", List[str], bool]]] = \
+            collections.defaultdict(collections.deque)
+        self.busy_since: Dict[Slot, float] = {}
         self.queue: Deque[List[str]] = collections.deque()
         self.suspects: Deque[str] = collections.deque()   # keys held by an actor that died: run alone
-        self.batches = self.retries = self.deaths = self.restarts = 0
+        self.batches = self.retries = self.deaths = 0
         self.died: List[str] = []
 
     def run(self) -> Tuple[Dict[str, Measurement], PoolReport]:
         start = time.perf_counter()
-        pool = self.pool
+        slots, opts = self.slots, self.options
+        slots.reset_budget()
         if self.specs:
-            pool._grow()
-        for i, slot in enumerate(pool._slots):  # actors lost in an earlier call come back first
-            if not slot.alive and self.restarts < pool._max_restarts:
-                self.restarts += 1
-                pool._slots[i] = pool._start(slot.index, slot.generation + 1)
+            slots.start()
+        for slot in slots:  # actors lost in an earlier call come back first
+            if not slot.alive:
+                slots.replace(slot, "lost in an earlier call")
         if self.specs:
-            costs = {k: pool._estimate(s) for k, s in self.specs.items()}
-            live = sum(s.alive for s in pool._slots) or pool.num_workers
-            self.queue.extend(make_batches(costs, live, max_batch=pool._max_batch,
-                                           batches_per_worker=pool._batches_per_worker))
+            costs = {k: opts.estimate(s) for k, s in self.specs.items()}
+            live = len(slots.live()) or slots.size
+            self.queue.extend(make_batches(costs, live, max_batch=opts.max_batch,
+                                           batches_per_worker=opts.batches_per_worker))
         self._fill()
-        poll = None if pool._timeout is None else min(1.0, pool._timeout / 4)
+        poll = None if opts.timeout_s is None else min(1.0, opts.timeout_s / 4)
         last_check = time.monotonic()
         while self.where:
             ready, _ = ray.wait(list(self.where), num_returns=1, timeout=poll)
@@ -395,12 +384,12 @@ class _Run:
             self._fill()
         if self.queue or self.suspects:
             raise WorkersExhaustedError(
-                f"all profiling workers died and the restart budget ({pool._max_restarts}) is spent; "
+                f"all profiling workers died and the restart budget ({slots.max_restarts}) is spent; "
                 f"{sum(len(b) for b in self.queue) + len(self.suspects)} stages were not measured")
         per_worker = collections.Counter(m.worker for m in self.results.values() if m.worker)
-        report = PoolReport(num_specs=len(self.specs), num_workers=pool.num_workers, per_worker=dict(per_worker),
+        report = PoolReport(num_specs=len(self.specs), num_workers=slots.size, per_worker=dict(per_worker),
                             batches=self.batches, retries=self.retries, worker_deaths=self.deaths,
-                            restarts=self.restarts,
+                            restarts=slots.restarts,
                             errors=sum(m.error is not ErrorKind.NONE for m in self.results.values()),
                             wall_s=time.perf_counter() - start, died_specs=tuple(self.died))
         return self.results, report
@@ -412,39 +401,42 @@ class _Run:
         progress = True
         while (self.queue or self.suspects) and progress:
             progress = False
-            for slot in sorted((s for s in self.pool._slots if s.alive), key=lambda s: len(s.inflight)):
-                if self.suspects and not slot.inflight:
+            for slot in sorted(self.slots.live(), key=lambda s: len(self.inflight[s])):
+                inflight = self.inflight[slot]
+                if self.suspects and not inflight:
                     self._submit(slot, [self.suspects.popleft()], suspect=True)
                     progress = True
-                elif (self.queue and len(slot.inflight) < self.pool._depth
-                      and not any(sus for _, _, sus in slot.inflight)):
+                elif (self.queue and len(inflight) < self.options.depth
+                      and not any(sus for _, _, sus in inflight)):
                     self._submit(slot, self.queue.popleft())
                     progress = True
 
-    def _submit(self, slot: _Slot, batch: List[str], suspect: bool = False) -> None:
+    def _submit(self, slot: Slot, batch: List[str], suspect: bool = False) -> None:
         ref = slot.handle.measure.remote([self.specs[k] for k in batch], self.batch_size, self.settings)
-        if not slot.inflight:
-            slot.busy_since = time.monotonic()
-        slot.inflight.append((ref, batch, suspect))
+        inflight = self.inflight[slot]
+        if not inflight:
+            self.busy_since[slot] = time.monotonic()
+        inflight.append((ref, batch, suspect))
         self.where[ref] = slot
 
-    def _pop(self, slot: _Slot, ref) -> Tuple[List[str], bool]:
+    def _pop(self, slot: Slot, ref) -> Tuple[List[str], bool]:
         """Remove ``ref`` from the slot; returns its batch and whether it was the one running."""
-        for i, (r, batch, _) in enumerate(slot.inflight):
+        inflight = self.inflight[slot]
+        for i, (r, batch, _) in enumerate(inflight):
             if r == ref:
-                del slot.inflight[i]
+                del inflight[i]
                 del self.where[ref]
                 if i == 0:
-                    slot.busy_since = time.monotonic()
+                    self.busy_since[slot] = time.monotonic()
                 return batch, i == 0
         raise KeyError(ref)
 
     # ----- results --------------------------------------------------------------------------------
-    def _collect(self, ref, slot: _Slot) -> None:
+    def _collect(self, ref, slot: Slot) -> None:
         try:
             measurements = ray.get(ref)
         except WORKER_LOST_ERRORS as exc:
-            ProfilerPool._raise_if_init_failed(exc)
+            _raise_if_init_failed(exc)
             self._worker_lost(slot, ref, f"{type(exc).__name__}: {exc}")
             return
         except RayTaskError as exc:
@@ -461,25 +453,28 @@ class _Run:
         if self.on_result is not None and measurements:
             self.on_result(measurements)
 
-    def _task_failed(self, slot: _Slot, batch: List[str], exc: RayTaskError) -> None:
+    def _task_failed(self, slot: Slot, batch: List[str], exc: RayTaskError) -> None:
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         if len(batch) > 1:
+            logger.warning("measure raised on worker %s for a batch of %d stages (%s: %s); retrying them one "
+                           "by one", slot.worker_id, len(batch), type(cause).__name__, cause)
             self.retries += len(batch)
             self.queue.extendleft([k] for k in reversed(batch))
             return
-        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         message = f"measure raised {type(cause).__name__}: {cause}"[:2000]
+        logger.warning("stage %s on worker %s: %s; recorded as a RUNTIME error", batch[0], slot.worker_id, message)
         self._deliver([Measurement(batch[0], math.nan, error=ErrorKind.RUNTIME, message=message,
                                    worker=slot.worker_id)])
 
-    def _worker_lost(self, slot: _Slot, ref, reason: str) -> None:
+    def _worker_lost(self, slot: Slot, ref, reason: str) -> None:
         """The actor behind ``slot`` is gone: keep what it finished, charge the batch it was running,
         re-queue the rest, replace it."""
         if ref is not None and ref not in self.where:
             return
         self.deaths += 1
-        slot.alive = False
-        entries = list(slot.inflight)
-        slot.inflight.clear()
+        self.slots.kill(slot)
+        entries = list(self.inflight.pop(slot, ()))
+        self.busy_since.pop(slot, None)
         for r, _, _ in entries:
             self.where.pop(r, None)
         # A batch may have finished just before the crash, its result not collected yet: it is not lost.
@@ -507,7 +502,7 @@ class _Run:
             for key in batch:
                 if was_running:
                     self.losses[key] += 1
-                if self.losses[key] > self.pool._max_retries:
+                if self.losses[key] > self.options.max_retries:
                     self.died.append(key)
                     self._deliver([Measurement(
                         key, math.nan, error=ErrorKind.WORKER_DIED, worker=slot.worker_id,
@@ -516,30 +511,25 @@ class _Run:
                 else:
                     self.retries += 1
                     requeue.append(key)
+        given_up = sum(len(b) for b, _ in lost) - len(requeue)
+        short = reason.split("\n", 1)[0]   # Ray's errors run to many lines
+        logger.warning("worker %s died (%s): %d unfinished stages retried, each alone; %d given up as "
+                       "WORKER_DIED", slot.worker_id, short, len(requeue), given_up)
         self.suspects.extendleft(reversed(requeue))
-        if self.restarts < self.pool._max_restarts:
-            self.restarts += 1
-            new = self.pool._start(slot.index, slot.generation + 1)
-            self.pool._slots[slot.index] = new
-        try:
-            ray.kill(slot.handle, no_restart=True)
-        except Exception:  # already gone
-            pass
+        self.slots.replace(slot, short)
 
     def _check_timeouts(self) -> None:
-        limit = self.pool._timeout
+        limit = self.options.timeout_s
         if limit is None:
             return
         now = time.monotonic()
-        for slot in list(self.pool._slots):
-            if slot.alive and not slot.ready:
+        for slot in self.slots.live():
+            if not slot.ready:
                 # still starting (imports, CUDA context): time its batches from when it is ready
-                done, _ = ray.wait([slot.ready_ref], timeout=0)
-                if done:
-                    slot.ready = True
-                    slot.busy_since = now
+                if slot.poll_ready():
+                    self.busy_since[slot] = now
                 continue
-            if slot.alive and slot.inflight and now - slot.busy_since > limit:
-                ray.kill(slot.handle, no_restart=True)
+            if self.inflight[slot] and now - self.busy_since[slot] > limit:
+                self.slots.kill(slot)
                 self._worker_lost(slot, None, f"a batch ran longer than task_timeout_s={limit:g} s; "
                                               f"the worker was killed")

@@ -4,14 +4,20 @@ A ``Stage`` names its nodes; a group's nodes run one after another on one stream
 run on concurrent streams, and stages run in order. ``MERGE`` marks a stage holding one merged conv (the
 optimizer already replaced the merged convs by one node). ``check_schedule`` is the one validator every
 consumer of a schedule (runtime, JSON loader, optimizer) goes through.
+
+Imports: this module needs nothing from ``ir.py`` at run time (it reads blocks and nodes through their
+attributes), so ``ir.py`` can import it for ``Graph``'s IOS-style schedule methods: ``schedule`` <- ``ir``
+<- ``serialize``, one direction.
 """
 from __future__ import annotations
 
 import enum
+import heapq
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from .ir import Block, Graph, Node, topo_order
+if TYPE_CHECKING:  # annotations only: ir.py imports this module
+    from .ir import Block, Graph, Node
 
 
 class Strategy(enum.Enum):
@@ -42,6 +48,35 @@ class Stage:
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"bad stage record {obj!r}: {exc}") from None
         return Stage(groups, strategy)
+
+
+def topo_order(block: Block) -> List[Node]:
+    """Block nodes in a dependency order (stable: creation order when it is valid); raises on a cycle."""
+    nodes = block.nodes
+    index = {id(n): i for i, n in enumerate(nodes)}
+    indeg = [0] * len(nodes)
+    succ: List[List[int]] = [[] for _ in nodes]
+    for i, n in enumerate(nodes):
+        preds = {index[id(p)] for p in n.input_nodes() if id(p) in index}
+        if i in preds:
+            raise ValueError(f"{n.display()} reads its own output (a cycle)")
+        for p in preds:
+            succ[p].append(i)
+        indeg[i] = len(preds)
+    ready = [i for i in range(len(nodes)) if indeg[i] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for j in succ[i]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        stuck = [nodes[i].display() for i in range(len(nodes)) if indeg[i] > 0]
+        raise ValueError(f"block has a cycle through: {', '.join(stuck[:6])}")
+    return order
 
 
 def sequential_schedule(graph: Graph) -> None:
@@ -75,13 +110,18 @@ def check_schedule(graph: Graph) -> None:
 
 
 def check_block_schedule(block: Block, bi: int = 0) -> None:
-    if block.stages is None:
+    """Raise ValueError unless ``block.stages`` cover the block's nodes exactly once in dependency order."""
+    _check_stages(block.nodes, block.stages, bi)
+
+
+def _check_stages(nodes: Sequence[Node], stages: Optional[Sequence[Stage]], bi: int) -> None:
+    if stages is None:
         raise ValueError(f"block {bi} has no schedule (call optimize, sequential_schedule or greedy_schedule)")
-    by_name: Dict[str, Node] = {n.name: n for n in block.nodes}
-    members = {id(n) for n in block.nodes}
-    scheduled = {n for s in block.stages if isinstance(s, Stage) for g in s.groups for n in g}
+    by_name: Dict[str, Node] = {n.name: n for n in nodes}
+    members = {id(n) for n in nodes}
+    scheduled = {n for s in stages if isinstance(s, Stage) for g in s.groups for n in g}
     seen: Dict[str, int] = {}
-    for si, stage in enumerate(block.stages):
+    for si, stage in enumerate(stages):
         if not isinstance(stage, Stage):
             raise ValueError(f"block {bi} stage {si}: expected a Stage, got {type(stage).__name__} {stage!r} "
                              f"(wrap name lists with Stage.from_json)")
@@ -124,8 +164,7 @@ def scheduled_groups(graph: Graph, stages: Optional[Sequence[Sequence[Stage]]] =
     out: List[List[List[Node]]] = []
     for bi, block in enumerate(graph.blocks):
         block_stages = block.stages if stages is None else list(stages[bi])
-        # a throw-away Block over the same nodes lets the checker see the override
-        check_block_schedule(Block(block.enter_node, block.exit_node, block.inner_nodes, block_stages), bi)
+        _check_stages(block.nodes, block_stages, bi)
         by_name = {n.name: n for n in block.nodes}
         out.extend([[by_name[name] for name in g] for g in stage.groups] for stage in block_stages)
     return out
@@ -162,11 +201,5 @@ def format_schedule(graph: Graph, indent: int = 2) -> str:
 
 
 def _node_line(node: Node) -> str:
-    ids = []
-    for term in node.inputs:
-        ids.append("+".join(v.node.hint_name for v in term))
-    args = ",".join(ids)
-    if len(node.inputs) > 1 and node.type in ("conv", "pool", "relu", "sepconv"):
-        args = f"Concat({args})"
-    label = "Concat" if node.type == "identity" and len(node.inputs) > 1 else node.display_type
-    return f"[{node.hint_name}]{label}({args})"
+    args = ",".join("+".join(v.node.hint_name for v in term) for term in node.inputs)
+    return f"[{node.hint_name}]{node.schedule_text(args)}"

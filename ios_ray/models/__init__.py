@@ -3,6 +3,8 @@
 Each builder returns an ``ios_ray.Graph`` without weights (call ``graph.init_weights(seed)``).
 Operator counts match the paper's table: Inception-v3 119, RandWire 120, NASNet-A large 374,
 SqueezeNet 50; the README sample network has 5. ``get_model`` looks a network up by name.
+RandWire and NASNet are the original IOS's networks (its stored graphs; NASNet one block with a part
+per cell), built with ``common``: the original's model-building module, for its model files.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Callable, Mapping
 from ..graph import Graph
 from .inception_v3 import inception_v3
 from .nasnet import nasnet_large
-from .randwire import randwire_large, watts_strogatz
+from .randwire import randwire_large
 from .sample import sample_network
 from .squeezenet import squeezenet
 
@@ -38,5 +40,4 @@ def get_model(name: str) -> Graph:
     return builder()
 
 
-__all__ = ["MODELS", "get_model", "inception_v3", "nasnet_large", "randwire_large", "sample_network", "squeezenet",
-           "watts_strogatz"]
+__all__ = ["MODELS", "get_model", "inception_v3", "nasnet_large", "randwire_large", "sample_network", "squeezenet"]

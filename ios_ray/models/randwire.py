@@ -1,127 +1,111 @@
-"""RandWire (Xie et al. 2019), the large "regular regime" network of the IOS paper: 120 operators.
+"""RandWire (Xie et al. 2019) as benchmarked in the IOS paper: 120 operators in 6 blocks.
 
-Data flow: placeholder (3x224x224) -> conv 3x3/2 (77 channels) -> four random-graph stages
-(16, 32, 32, 32 nodes; 154, 308, 616, 1232 channels; each halves the resolution) -> ReLU -> 1x1
-conv to 1280 -> global average pool (output 1280x1x1).
+Data flow: placeholder (3x224x224) -> conv 3x3/2 (77 channels) -> four random-graph stages (16, 32, 32,
+32 nodes; 154, 308, 616, 1232 channels; each halves the resolution) -> ReLU -> 1x1 conv to 1280 ->
+global average pool (output 1280x1x1).
 
-Each stage's wiring is a Watts-Strogatz graph WS(n, k=4, p=0.75) drawn by ``watts_strogatz`` with
-``random.Random(seed)`` from the fixed seeds in ``STAGES``, so every build yields the same network
-(no files, no networkx). Edges point from the lower to the higher node index, which makes a DAG.
+The stages are wired by the four Watts-Strogatz graphs WS(n, 4, 0.75) the original IOS ships, stored in
+``randwire_graphs/`` (line 1: node count, line 2: edge count, then one ``u v`` edge per line, u -> v).
+Built with the original's builders (``common``), in the original's order, so the graph (node names
+included) is the one the original's ``randwire_large`` builds, without its random weights.
 
-How operators are counted (as in the IOS paper's 120):
-- a graph node is one ``sep_conv`` with ``pre_act='relu'`` (ReLU -> depthwise 3x3 -> pointwise,
-  batch norm folded); its aggregation is free: its predecessors' outputs are summed in one input
-  term. Nodes without predecessors read the stage input with stride 2;
+How operators are counted (the IOS paper's 120):
+- a graph node is one ``rwconv2d`` (ReLU -> depthwise 3x3 -> pointwise); its predecessors' outputs are
+  summed in its one input term. Nodes without predecessors read the stage input with stride 2;
 - a stage ends in one ``identity`` that sums the outputs of the nodes without successors;
 - front conv 1 + stages (16+1) + 3 x (32+1) + tail (ReLU, 1x1 conv, pool) 3 = 120.
 Each stage is one block (17 or 33 operators): its input and output are single tensors.
 """
 from __future__ import annotations
 
-import random
-from typing import List, Sequence, Tuple
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
-from ..graph import Block, Graph, Value, conv2d, identity, placeholder, pool2d, relu, sep_conv
+from ..graph import Block, Graph, Value
+from .common import conv2d, identity, placeholder, pool2d, relu, reset_name, rwconv2d
 
-# (nodes, neighbours k, rewiring probability p, seed) of each stage's Watts-Strogatz graph.
-STAGES: Tuple[Tuple[int, int, float, int], ...] = ((16, 4, 0.75, 2), (32, 4, 0.75, 3), (32, 4, 0.75, 4),
-                                                   (32, 4, 0.75, 5))
+GRAPH_DIR = Path(__file__).resolve().parent / "randwire_graphs"
+STAGE_GRAPHS = ("ws-16-4-0.75-2.txt", "ws-32-4-0.75-3.txt", "ws-32-4-0.75-4.txt", "ws-32-4-0.75-5.txt")
 BASE_CHANNELS = 154
-MAX_TRIES = 100
 
 Edge = Tuple[int, int]
 
 
-def watts_strogatz(n: int, k: int, p: float, seed: int) -> Tuple[Edge, ...]:
-    """A connected Watts-Strogatz small-world graph as sorted edges ``(u, v)`` with ``u < v``.
-
-    Ring lattice (each node joined to its k/2 nearest neighbours on each side), then every lattice edge
-    ``(i, i+j)`` is, with probability p, moved to a uniformly chosen node not yet adjacent to i. Draws
-    continue from the same generator until the graph is connected, so the result depends only on
-    ``(n, k, p, seed)``.
+def read_graph(path: Path) -> Tuple[int, Tuple[Edge, ...]]:
+    """The node count and directed edges of a stored graph file, edges in file order.
 
     Raises:
-        ValueError: for k odd, k not in (0, n), p outside [0, 1], or no connected graph in MAX_TRIES draws.
+        ValueError: a malformed file (naming it and the line), an edge outside ``0..n-1``, or a cycle.
     """
-    if k % 2 or not 0 < k < n:
-        raise ValueError(f"watts_strogatz: k must be even and 0 < k < n, got n={n}, k={k}")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"watts_strogatz: p must be in [0, 1], got {p}")
-    rng = random.Random(seed)
-    for _ in range(MAX_TRIES):
-        adj: List[set] = [set() for _ in range(n)]
-        for i in range(n):
-            for j in range(1, k // 2 + 1):
-                adj[i].add((i + j) % n)
-                adj[(i + j) % n].add(i)
-        for i in range(n):
-            for j in range(1, k // 2 + 1):
-                if rng.random() >= p:
-                    continue
-                free = [x for x in range(n) if x != i and x not in adj[i]]
-                if not free:
-                    continue
-                old, new = (i + j) % n, rng.choice(free)
-                adj[i].discard(old)
-                adj[old].discard(i)
-                adj[i].add(new)
-                adj[new].add(i)
-        if _connected(adj):
-            return tuple(sorted((u, v) for u in range(n) for v in adj[u] if u < v))
-    raise ValueError(f"watts_strogatz: no connected WS({n}, {k}, {p}) graph in {MAX_TRIES} draws from seed {seed}")
+    lines = Path(path).read_text().split("\n")
+    try:
+        n, m = int(lines[0]), int(lines[1])
+        edges = []
+        for lineno in range(3, 3 + m):
+            u, v = (int(x) for x in lines[lineno - 1].split())
+            edges.append((u, v))
+    except (IndexError, ValueError):
+        raise ValueError(f"{path}: expected the node count, the edge count, then one 'u v' edge per line") from None
+    bad = [e for e in edges if not (0 <= e[0] < n and 0 <= e[1] < n and e[0] != e[1])]
+    if bad:
+        raise ValueError(f"{path}: edges {bad[:3]} are not between two distinct nodes of 0..{n - 1}")
+    if len(build_order(n, edges)) != n:
+        raise ValueError(f"{path}: the graph has a cycle")
+    return n, tuple(edges)
 
 
-def _connected(adj: Sequence[set]) -> bool:
-    seen = {0}
-    stack = [0]
-    while stack:
-        for v in adj[stack.pop()]:
-            if v not in seen:
-                seen.add(v)
-                stack.append(v)
-    return len(seen) == len(adj)
-
-
-def _front(x: Value, channels: int) -> Tuple[Value, Block]:
-    block = Block(x.node)
-    v = conv2d(block, [[x]], channels, kernel=3, stride=2, padding=1, act="identity", is_exit=True)
-    return v, block
+def build_order(n: int, edges: Sequence[Edge]) -> List[int]:
+    """The order the stage's nodes are built in: Kahn's algorithm with a stack (the last ready node next,
+    successors readied in edge order), as the original builds them, so names match its."""
+    indegree = [0] * n
+    succ: List[List[int]] = [[] for _ in range(n)]
+    for u, v in edges:
+        indegree[v] += 1
+        succ[u].append(v)
+    ready = [u for u in range(n) if indegree[u] == 0]
+    order = []
+    while ready:
+        u = ready.pop()
+        order.append(u)
+        for v in succ[u]:
+            indegree[v] -= 1
+            if indegree[v] == 0:
+                ready.append(v)
+    return order
 
 
 def _stage(x: Value, channels: int, n: int, edges: Sequence[Edge]) -> Tuple[Value, Block]:
-    """One random-graph stage; nodes are built in index order, a topological order of the DAG."""
+    """One random-graph stage; node ``v`` sums the outputs of its predecessors in edge order."""
     block = Block(x.node)
     preds: List[List[int]] = [[] for _ in range(n)]
     has_succ = [False] * n
     for u, v in edges:
         preds[v].append(u)
         has_succ[u] = True
-    out: List[Value] = []
-    for node in range(n):
+    out: List[Optional[Value]] = [None] * n
+    for node in build_order(n, edges):
         if preds[node]:
-            term, stride = [out[u] for u in preds[node]], 1
+            out[node] = rwconv2d(block, [[out[u] for u in preds[node]]], channels, stride=(1, 1))
         else:
-            term, stride = [x], 2
-        out.append(sep_conv(block, [term], channels, kernel=3, stride=stride, padding=1, pre_act="relu"))
+            out[node] = rwconv2d(block, [[x]], channels, stride=(2, 2))
     sinks = [out[u] for u in range(n) if not has_succ[u]]
     return identity(block, [sinks], is_exit=True), block
 
 
-def _tail(x: Value) -> Tuple[Value, Block]:
-    block = Block(x.node)
-    v = relu(block, [[x]])
-    v = conv2d(block, [[v]], 1280, kernel=1, act="identity")
-    return pool2d(block, [[v]], "global_avg", is_exit=True), block
-
-
 def randwire_large() -> Graph:
-    """RandWire-large without weights (call ``graph.init_weights(seed)``); deterministic."""
-    x = placeholder((3, 224, 224), name="input")
-    v, first = _front(x, BASE_CHANNELS // 2)
-    blocks = [first]
-    for si, (n, k, p, seed) in enumerate(STAGES):
-        v, b = _stage(v, BASE_CHANNELS * 2 ** si, n, watts_strogatz(n, k, p, seed))
-        blocks.append(b)
-    v, b = _tail(v)
-    blocks.append(b)
+    """RandWire-large without weights (call ``graph.init_weights(seed)``); node names restart at "0"."""
+    reset_name()
+    x = placeholder((3, 224, 224))
+    front = Block(x.node)
+    v = conv2d(front, [[x]], BASE_CHANNELS // 2, kernel=(3, 3), stride=(2, 2), padding=(1, 1), act="identity",
+               is_exit=True)
+    blocks = [front]
+    for si, fname in enumerate(STAGE_GRAPHS):
+        v, block = _stage(v, BASE_CHANNELS * 2 ** si, *read_graph(GRAPH_DIR / fname))
+        blocks.append(block)
+    tail = Block(v.node)
+    v = relu(tail, [[v]])
+    v = conv2d(tail, [[v]], 1280, kernel=(1, 1), act="identity")
+    pool2d(tail, [[v]], "global_avg", is_exit=True)
+    blocks.append(tail)
     return Graph("randwire_large", x.node, blocks)

@@ -15,6 +15,7 @@ CuPy and cuDNN are imported when the profiler is built, never when this module i
 """
 from __future__ import annotations
 
+import collections
 import os
 import platform
 import zlib
@@ -23,21 +24,50 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..costs.measurement import DeviceInfo, MeasureSettings
-from .base import StageProfiler
+from ..graph.ir import Graph
+from .base import StageProfiler, timing_copy
 
 InputShape = Tuple[int, int, int, int]
 
 
-def _random_weights(seed: int):
-    """A WeightSource drawing uniform(-1/sqrt(fan_in), +) weights on the device (fast, never zeros)."""
-    import cupy
-    rng = cupy.random.default_rng(seed)
+class WeightCache:
+    """Random device weights by shape, kept between stages (a WeightSource: ``cache(node, pname, shape)``).
 
-    def make(node, pname: str, shape: tuple):
+    Drawing fresh weights cost ~70 us a tensor (0.93 ms of a NASNet stage's 7.9 ms): a stage's timing
+    does not depend on the weights' values, only on their shapes, so each shape is drawn once. Uniform in
+    +-1/sqrt(fan_in), never zeros. Least recently used shapes are dropped beyond ``max_bytes``.
+    """
+
+    def __init__(self, seed: int, max_bytes: int = 1 << 30):
+        self.seed = int(seed)
+        self.max_bytes = int(max_bytes)
+        self._arrays: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __call__(self, node, pname: str, shape: tuple):
+        import cupy
+        shape = tuple(int(d) for d in shape)
+        hit = self._arrays.get(shape)
+        if hit is not None:
+            self._arrays.move_to_end(shape)
+            return hit
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 16
-        bound = 1.0 / np.sqrt(max(1, fan_in))
-        return (rng.random(shape, dtype=cupy.float32) * np.float32(2 * bound) - np.float32(bound))
-    return make
+        bound = np.float32(1.0 / np.sqrt(max(1, fan_in)))
+        rng = cupy.random.default_rng(zlib.crc32(repr((self.seed, shape)).encode()))
+        arr = rng.random(shape, dtype=cupy.float32) * (2 * bound) - bound
+        self._arrays[shape] = arr
+        self._bytes += arr.nbytes
+        while self._bytes > self.max_bytes and len(self._arrays) > 1:
+            _, old = self._arrays.popitem(last=False)
+            self._bytes -= old.nbytes
+        return arr
 
 
 class GpuProfiler(StageProfiler):
@@ -46,22 +76,34 @@ class GpuProfiler(StageProfiler):
     Args:
         device_id: the CUDA device (within the visible devices).
         tf32: allow TF32 tensor-core convolutions (default strict fp32).
-        autotune: time cuDNN's candidate plans per new conv shape (like cudnn.benchmark).
+        autotune: time cuDNN's candidate plans per new conv signature (default: the heuristic's plan).
+        engines: the engine book's location (default: the default cost table's); the engines chosen
+            for each conv are read from it and recorded in it, so the runtime runs the same ones.
         seed: seeds the random inputs and weights.
-        max_cached_inputs: how many input buffers (one per (N, C, H, W)) are kept between stages.
         worker: the label put in every Measurement (default ``host:pid:gpu<id>``).
     Raises:
         GpuUnavailableError: no CuPy, CUDA device or cuDNN frontend.
     """
 
-    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = True, seed: int = 0,
-                 max_cached_inputs: int = 64, worker: Optional[str] = None):
+    MAX_CACHED_INPUTS = 64   # input buffers (one per (N, C, H, W)) kept between stages
+
+    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = False,
+                 engines: Optional[str] = None, seed: int = 0, worker: Optional[str] = None):
         from ..runtime.gpu.context import GpuContext
-        super().__init__(self._random_input, seed, max_cached_inputs,
+        super().__init__(self._random_input, seed, self.MAX_CACHED_INPUTS,
                          worker if worker is not None else f"{platform.node()}:{os.getpid()}:gpu{device_id}")
-        self.ctx = GpuContext(device_id, tf32=tf32, autotune=autotune)
         self.autotune = bool(autotune)
+        self.ctx = GpuContext(device_id, tf32=tf32, autotune=autotune,
+                              engines=engine_book(device_id, tf32, autotune, engines))
         self._info: Optional[DeviceInfo] = None
+        self._weights = WeightCache(seed)
+
+    def measure(self, specs, batch_size: int, settings: MeasureSettings) -> List[Measurement]:
+        """As ``StageProfiler.measure``; the engines chosen meanwhile go to the engine book."""
+        try:
+            return super().measure(specs, batch_size, settings)
+        finally:
+            self.ctx.conv_plans.book.flush()
 
     def device(self) -> DeviceInfo:
         if self._info is None:
@@ -81,22 +123,44 @@ class GpuProfiler(StageProfiler):
 
     def time_stage(self, built, batch_size: int, settings: MeasureSettings) -> List[float]:
         """Per-repeat latencies (ms) of one captured stage; the stage's buffers are freed before returning."""
-        from ..runtime.gpu.program import Program, time_graph
+        from ..runtime.gpu.program import Feed, Program, time_graph_until_stable
         exts, groups = built
         program = None
         try:
             arrays = {e.name: self._input((batch_size, *e.output_shape)) for e in exts}
-            program = Program(self.ctx, [groups], exts, batch_size, weights=_random_weights(self.seed),
-                              external_arrays=arrays)
+            program = Program(self.ctx, [groups], exts, batch_size,
+                              Feed(self._weights, arrays, place_external=True))
             program.run_eager()
             graph = program.capture()
-            return time_graph(graph, self.ctx.main_stream, settings.warmup, settings.number, settings.repeat)
+            return time_graph_until_stable(graph, self.ctx.main_stream, settings.warmup, settings.number,
+                                           settings.repeat)
         except Exception:
             self._recover()  # the base class records the failure as a RUNTIME measurement
             raise
         finally:
             if program is not None:
                 program.close()
+
+    def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> List[float]:
+        """Per-repeat latencies (ms) of the whole scheduled ``graph`` captured as one CUDA graph on this
+        profiler's context (its streams, conv plans and math mode), with random weights; the executor's
+        buffers are freed before returning.
+
+        Raises:
+            ValueError: a bad batch size or a schedule that does not match the graph.
+            GpuRuntimeError: an op cannot be lowered.
+        """
+        from ..runtime.gpu.executor import GpuExecutor
+        executor = None
+        try:
+            executor = GpuExecutor(timing_copy(graph, self.seed), batch_size, context=self.ctx)
+            return executor.latency(settings.warmup, settings.number, settings.repeat)[0]
+        except Exception:
+            self._recover()  # a capture left open would break the next measurement
+            raise
+        finally:
+            if executor is not None:
+                executor.close()
 
     def _recover(self) -> None:
         """After a failure: end a capture left open and wait for the streams, so the next stage starts clean."""
@@ -118,7 +182,15 @@ class GpuProfiler(StageProfiler):
             return int(cupy.get_default_memory_pool().used_bytes())
 
 
-def gpu_device_info(device_id: int = 0, tf32: bool = False, autotune: bool = True) -> DeviceInfo:
+def engine_book(device_id: int = 0, tf32: bool = False, autotune: bool = False, location: Optional[str] = None):
+    """The engine book of this device, software and math mode (``costs.engines``), at ``location`` or the
+    default cost table's."""
+    from ..costs.engines import EngineBook, engine_location
+    info = gpu_device_info(device_id, tf32, autotune)
+    return EngineBook(location or engine_location(), info.name, info.software, "tf32" if tf32 else "float32")
+
+
+def gpu_device_info(device_id: int = 0, tf32: bool = False, autotune: bool = False) -> DeviceInfo:
     """Name, compute capability, driver, the library versions a timing depends on (cuDNN, CUDA runtime,
     CuPy, numpy, ios_ray's kernels) and the autotune setting of a CUDA device."""
     import cupy
@@ -139,4 +211,4 @@ def gpu_device_info(device_id: int = 0, tf32: bool = False, autotune: bool = Tru
                       driver=f"{driver // 1000}.{(driver % 1000) // 10}",
                       library=f"{cudnn_version} / cuda runtime {runtime // 1000}.{(runtime % 1000) // 10} / "
                               f"cupy {cupy.__version__} / numpy {np.__version__} / ios_ray {__version__} / {math}",
-                      settings=f"autotune {'on' if autotune else 'off'}")
+                      settings=f"autotune {'on' if autotune else 'off'} / repeats until the median is stable")

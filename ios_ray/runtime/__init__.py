@@ -1,4 +1,5 @@
-"""Executors: the numpy reference runtime (here) and, later, the CuPy/cuDNN GPU runtime.
+"""Executors: the numpy reference runtime (here) and the CuPy/cuDNN GPU runtime (``runtime.gpu``; its
+executors need CuPy and a CUDA device).
 
 Pick one through ``ios_ray.ios_runtime`` (``graph_inference``/``graph_latency``); use these directly
 for single operators (``run_node``) or merged-conv weights (``merged_conv_weights``).

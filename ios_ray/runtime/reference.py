@@ -5,7 +5,7 @@ Data flow::
     Graph (weights + schedule) --ReferenceExecutor--> check_schedule, check weights, plan stages
     run(x): env = {graph.input: x}
         for block, for stage, for group (one after another), for node in group:
-            env[node] = run_node(node, env)   # gather_inputs(node, env) -> kernel(params)
+            env[node] = run_node(node, env)   # KERNELS[node.type](node, env): gather inputs, compute
         -> env[last block's exit node]
 
 ``env`` maps a ``Node`` (nodes hash by identity) to its output, a float32 array ``(N, C, H, W)``.
@@ -15,16 +15,19 @@ The kernels are batch-first NCHW and never loop over pixels in Python: convoluti
 only over kernel positions. The reference has no concurrency: the groups of a stage run in order, so
 its stage latency is the sum of its groups' latencies. It is the correctness oracle for the GPU runtime
 and the CPU cost source, not a fast runtime.
+
+``KERNELS`` maps each op type (declared in ``graph/ops.py``) to its kernel here; a new op adds one entry.
 """
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..graph.ir import Block, Conv, Element, Graph, Identity, Node, Placeholder, Pool, Relu, SepConv, topo_order
+from ..graph.ops import Registry, window_out_hw
 from ..graph.schedule import Stage, scheduled_groups
 
 Env = Dict[Node, np.ndarray]
@@ -57,10 +60,6 @@ def _act_inplace(y: np.ndarray, act: str) -> np.ndarray:
 def activation(x: np.ndarray, act: str) -> np.ndarray:
     """``act`` of ``x`` as a new array (``x`` is left untouched)."""
     return _act_inplace(np.array(x, dtype=np.float32, copy=True), act)
-
-
-def _out_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - kernel) // stride + 1
 
 
 def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
@@ -110,7 +109,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
     if groups < 1 or c != cg * groups or o % groups:
         raise ValueError(f"conv2d: input has {c} channels, weight {weight.shape} with groups={groups} "
                          f"expects {cg * groups} and out channels divisible by groups")
-    oh, ow = _out_size(h, kh, stride[0], padding[0]), _out_size(w, kw, stride[1], padding[1])
+    oh, ow = window_out_hw(h, w, (kh, kw), stride, padding)
     if oh <= 0 or ow <= 0:
         raise ValueError(f"conv2d: kernel {(kh, kw)} with padding {padding} does not fit a {h}x{w} input")
     og = o // groups
@@ -144,7 +143,7 @@ def pool2d(x: np.ndarray, pool_type: str, kernel: Pair = (1, 1), stride: Pair = 
         raise ValueError(f"pool2d: pool_type must be max, avg or global_avg, got {pool_type!r}")
     n, c, h, w = x.shape
     kh, kw = kernel
-    oh, ow = _out_size(h, kh, stride[0], padding[0]), _out_size(w, kw, stride[1], padding[1])
+    oh, ow = window_out_hw(h, w, kernel, stride, padding)
     if oh <= 0 or ow <= 0:
         raise ValueError(f"pool2d: kernel {kernel} with padding {padding} does not fit a {h}x{w} input")
     is_max = pool_type == "max"
@@ -247,6 +246,49 @@ def check_weights(node: Node) -> None:
             raise ValueError(f"{node.display()}: parameter {pname!r} has shape {got}, expected {tuple(shape)}")
 
 
+# op type -> kernel(node, env) -> its output (N, C, H, W) float32, computed from env and node.params
+KERNELS: Registry[Callable[[Node, Mapping[Node, np.ndarray]], np.ndarray]] = Registry("reference kernel")
+
+
+@KERNELS.register("conv")
+def _run_conv(node: Conv, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    p = _params(node)
+    return conv2d(gather_inputs(node, env), p["weight"], p["bias"], node.stride, node.padding, node.groups, node.act)
+
+
+@KERNELS.register("sepconv")
+def _run_sepconv(node: SepConv, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    p = _params(node)
+    return sep_conv(gather_inputs(node, env), p["dw_weight"], p["dw_bias"], p["pw_weight"], p["pw_bias"],
+                    node.stride, node.padding, node.act, node.pre_act)
+
+
+@KERNELS.register("pool")
+def _run_pool(node: Pool, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    return pool2d(gather_inputs(node, env), node.pool_type, node.kernel, node.stride, node.padding)
+
+
+@KERNELS.register("relu")
+def _run_relu(node: Relu, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    return np.maximum(gather_inputs(node, env), 0)
+
+
+@KERNELS.register("element")
+def _run_element(node: Element, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    return element(gather_terms(node, env), node.op_type)
+
+
+@KERNELS.register("identity")
+def _run_identity(node: Identity, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    return gather_inputs(node, env)
+
+
+@KERNELS.register("activation")
+@KERNELS.register("sequential")
+def _run_compound(node: Node, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    return node.run_reference(env, run_node)   # Sequential runs its inner nodes with run_node
+
+
 def run_node(node: Node, env: Mapping[Node, np.ndarray]) -> np.ndarray:
     """Execute one IR node on its inputs in ``env`` (Node -> (N, C, H, W) float32) with ``node.params``.
 
@@ -257,25 +299,12 @@ def run_node(node: Node, env: Mapping[Node, np.ndarray]) -> np.ndarray:
         ValueError: missing weights, or an input not yet computed.
         UnsupportedOpError: no kernel for this node type (placeholders are fed, not run).
     """
-    if isinstance(node, Conv):
-        p = _params(node)
-        return conv2d(gather_inputs(node, env), p["weight"], p["bias"], node.stride, node.padding, node.groups,
-                      node.act)
-    if isinstance(node, SepConv):
-        p = _params(node)
-        return sep_conv(gather_inputs(node, env), p["dw_weight"], p["dw_bias"], p["pw_weight"], p["pw_bias"],
-                        node.stride, node.padding, node.act, node.pre_act)
-    if isinstance(node, Pool):
-        return pool2d(gather_inputs(node, env), node.pool_type, node.kernel, node.stride, node.padding)
-    if isinstance(node, Relu):
-        return np.maximum(gather_inputs(node, env), 0)
-    if isinstance(node, Element):
-        return element(gather_terms(node, env), node.op_type)
-    if isinstance(node, Identity):
-        return gather_inputs(node, env)
     if isinstance(node, Placeholder):
         raise UnsupportedOpError(f"{node.display()} is a placeholder: feed it in env, it is not run")
-    raise UnsupportedOpError(f"{node.display()}: the reference runtime has no kernel for op type {node.type!r}")
+    kernel = KERNELS.get(node.type)
+    if kernel is None:
+        raise UnsupportedOpError(f"{node.display()}: the reference runtime has no kernel for op type {node.type!r}")
+    return kernel(node, env)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Weights of derived operators: the merged convolution of an IOS "merge" stage.
 
-Data flow: member convs (same input, stride, act) -> ``merged_conv_params`` (space.stage: merged kernel,
+Data flow: member convs (same input, stride, act) -> ``merged_conv_params`` (graph.merge: merged kernel,
 padding, out channels) -> ``merged_conv_weights`` -> (weight, bias) of the one conv that computes them
 all; its output channels are the members' outputs concatenated in the given order.
 """
@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..graph.ir import Conv
-from ..space.stage import merged_conv_params
+from ..graph.merge import merged_conv_params
 
 
 def merged_conv_weights(convs: Sequence[Conv], params: Optional[dict] = None) -> Tuple[np.ndarray, np.ndarray]:

@@ -32,11 +32,12 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..graph.ir import Conv, Graph, Node
+from ..graph.merge import can_merge
 from ..graph.schedule import Strategy
 from .keys import GroupTemplate, StageKeyer
 from .options import OptType, SpaceOptions
 from .parts import PartGraph, graph_parts, mask_names, part_states
-from .stage import StageSpec, can_merge, stage_spec
+from .stage import StageSpec, stage_spec
 
 __all__ = ["OptType", "SpaceOptions", "StageCandidate", "PartShard", "PartSpace", "SpaceCounts", "SpecTable",
            "GraphSpace", "enumerate_transitions", "assemble_part", "assemble_graph", "enumerate_part",

@@ -13,7 +13,6 @@ dict lookup: repeated cells (NASNet, RandWire) are hashed once.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from operator import attrgetter
@@ -21,11 +20,10 @@ from typing import Dict, List, Sequence, Tuple
 
 from ..graph.ir import Node
 from ..graph.schedule import Strategy
-from .stage import SPEC_VERSION, OpSpec, _freeze, group_signature, stage_spec
+from .stage import encode_json, group_records, group_signature, stage_json, stage_key, stage_spec
 
 _SLOT = "\x00ext\x00"                     # stands for an external's number while building a template
 _SLOT_JSON = json.dumps(_SLOT)            # how it appears in the JSON text
-_JSON = dict(sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -47,26 +45,16 @@ class GroupTemplate:
 
 def group_template(group: Sequence[Node]) -> GroupTemplate:
     """Template of ``group`` (its nodes in run order), following ``stage_spec``'s construction."""
-    local = {id(n): j for j, n in enumerate(group)}
     producers: List[int] = []
     shapes: List[str] = []
-    ops = []
-    for node in group:
-        terms = []
-        for term in node.inputs:
-            refs = []
-            for v in term:
-                j = local.get(id(v.node))
-                if j is not None:
-                    refs.append(("o", j, v.begin, v.end))
-                else:
-                    producers.append(id(v.node))
-                    shapes.append(json.dumps(list(v.node.output_shape), **_JSON))
-                    refs.append(("e", _SLOT, v.begin, v.end))
-            terms.append(tuple(refs))
-        attrs = tuple(sorted((k, _freeze(a)) for k, a in node.attrs().items()))
-        ops.append(OpSpec(node.type, attrs, tuple(terms), tuple(node.output_shape)).to_json())
-    fragments = tuple(json.dumps(ops, **_JSON).split(_SLOT_JSON))
+
+    def slot(producer: Node) -> tuple:
+        producers.append(id(producer))
+        shapes.append(encode_json(list(producer.output_shape)))
+        return "e", _SLOT
+
+    ops = [r.to_json() for r in group_records(group, slot)]
+    fragments = tuple(encode_json(ops).split(_SLOT_JSON))
     if len(fragments) != len(producers) + 1:  # a node attribute happened to contain the marker
         raise ValueError(f"group {[n.display() for n in group]}: cannot template its JSON")
     form = "{}".join(f.replace("{", "{{").replace("}", "}}") for f in fragments)
@@ -100,7 +88,7 @@ class StageKeyer:
         structure = (tuple([g.signature for g in order]), seq)
         key = self._by_structure.get(structure)
         if key is None:
-            key = self._by_structure[structure] = _hash(self._stage_json(order, seq, numbering))
+            key = self._by_structure[structure] = stage_key(self._stage_json(order, seq, numbering))
         return key
 
     def merge_key(self, groups: Sequence[GroupTemplate], convs: Sequence[Node]) -> str:
@@ -127,12 +115,8 @@ class StageKeyer:
                 text = filled[(g.form, numbers)] = g.form.format(*numbers)
             texts.append(text)
         shape = self._shape
-        return (f'{{"groups":[{",".join(texts)}],"inputs":[{",".join([shape[p] for p in numbering])}],'
-                f'"v":{SPEC_VERSION}}}')
+        return stage_json(texts, [shape[p] for p in numbering])
 
 
 _signature = attrgetter("signature")
 
-
-def _hash(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

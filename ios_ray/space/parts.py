@@ -1,6 +1,7 @@
 """Split blocks into parts and describe each part as bitmasks; enumerate a part's DP states.
 
-Data flow: ``Graph`` -> ``graph_parts`` -> one ``PartGraph`` per part (nodes in dependency order, bit i
+Data flow: ``Graph`` -> ``graph_parts`` (a block's explicit ``parts``, or the whole block; runs of at most
+``max_part_size`` nodes) -> one ``PartGraph`` per part (nodes in dependency order, bit i
 is node i, precomputed predecessor and descendant masks) -> ``part_states`` -> the DP states.
 
 A DP state is the set of a part's operators not yet scheduled (stages are peeled off the end of the
@@ -11,9 +12,9 @@ ideal is reachable from the full part: the states are exactly the ideals.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..graph.ir import Graph, Node, topo_order
+from ..graph.ir import Block, Graph, Node, topo_order
 from .options import SpaceOptions
 
 
@@ -90,14 +91,59 @@ def make_part(block_index: int, part_index: int, nodes: List[Node], keep: Option
 
 
 def graph_parts(graph: Graph, opts: SpaceOptions) -> List[List[PartGraph]]:
-    """Per block, its parts: consecutive runs of ``opts.max_part_size`` nodes of ``topo_order(block)``."""
+    """Per block, its parts: the block's own ``parts`` when it has them, else all its nodes; either way
+    cut into consecutive runs of at most ``opts.max_part_size`` nodes in dependency order.
+
+    Raises:
+        ValueError: explicit parts that name an operator outside the block, leave one out, hold one
+            twice, or read a later part (see ``explicit_parts``).
+    """
     out = []
+    size = opts.max_part_size
     for bi, block in enumerate(graph.blocks):
         order = topo_order(block)
-        size = opts.max_part_size
-        out.append([make_part(bi, pi, order[start:start + size], keep=block.exit_node)
-                    for pi, start in enumerate(range(0, len(order), size))])
+        groups = [order] if block.parts is None else explicit_parts(block, bi, order)
+        runs = [group[start:start + size] for group in groups for start in range(0, len(group), size)]
+        out.append([make_part(bi, pi, run, keep=block.exit_node) for pi, run in enumerate(runs)])
     return out
+
+
+def explicit_parts(block: Block, block_index: int, order: Sequence[Node]) -> List[List[Node]]:
+    """``block.parts`` (lists of nodes or node names, e.g. from ``get_parts``) as lists of nodes, each in
+    the dependency order ``order``.
+
+    The DP schedules parts one after another, so every operator must be in exactly one part and no
+    operator may read one of a later part.
+
+    Raises:
+        ValueError: naming the block, the part and the operator at fault.
+    """
+    position = {id(n): i for i, n in enumerate(order)}
+    by_name = {n.name: n for n in order}
+    part_of: Dict[int, int] = {}
+    parts = []
+    for pi, items in enumerate(block.parts):
+        nodes = []
+        for item in items:
+            node = by_name.get(item) if isinstance(item, str) else item
+            if not isinstance(node, Node) or id(node) not in position:
+                raise ValueError(f"block {block_index} part {pi}: {item!r} is not an operator of the block")
+            if id(node) in part_of:
+                raise ValueError(f"block {block_index}: {node.display()} is in parts {part_of[id(node)]} and {pi}")
+            part_of[id(node)] = pi
+            nodes.append(node)
+        if not nodes:
+            raise ValueError(f"block {block_index} part {pi} is empty")
+        parts.append(sorted(nodes, key=lambda n: position[id(n)]))
+    missing = [n.display() for n in order if id(n) not in part_of]
+    if missing:
+        raise ValueError(f"block {block_index}: its parts leave out {len(missing)} operators, e.g. {missing[:3]}")
+    for node in order:
+        for src in node.input_nodes():
+            if part_of.get(id(src), -1) > part_of[id(node)]:
+                raise ValueError(f"block {block_index}: {node.display()} in part {part_of[id(node)]} reads "
+                                 f"{src.display()} of the later part {part_of[id(src)]}; parts run in order")
+    return parts
 
 
 def part_states(part: PartGraph) -> List[int]:

@@ -16,9 +16,9 @@ from itertools import combinations
 from typing import Dict, FrozenSet, Iterator, List, Sequence, Tuple
 
 from ..graph.ir import Node
+from ..graph.merge import can_merge
 from ..graph.schedule import Strategy
 from .options import SpaceOptions
-from .stage import can_merge
 
 RefStage = Tuple[Tuple[Tuple[int, ...], ...], Strategy]   # groups of node indices (sorted), strategy
 

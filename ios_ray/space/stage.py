@@ -11,30 +11,106 @@ that order, so the spec does not depend on the order the enumerator found the gr
 
 A merge stage is described by the merged convolution it becomes (one group, one conv): it shares its key
 with a plain stage running that conv, which is exactly right -- they run the same kernel.
+
+The encoding is defined once, here: ``group_records`` (one ``op_record`` per node) -> ``OpSpec.to_json``
+-> ``encode_json`` per group -> ``stage_json`` -> ``stage_key``. ``stage_spec``, ``group_signature`` and
+the fast per-group templates of ``space.keys`` all go through it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from ..graph.ir import Conv, Node, Placeholder, Shape, Value, node_from_config
+from ..graph.merge import merged_conv_params
 from ..graph.schedule import Strategy
 
 Ref = Tuple[str, int, int, int]  # ("e"|"o", index, begin, end)
 
 SPEC_VERSION = 1
 
+_JSON = dict(sort_keys=True, separators=(",", ":"))
 
-def _freeze(v: Any) -> Any:
-    if isinstance(v, (list, tuple)):
-        return tuple(_freeze(x) for x in v)
-    return v
+
+# ---------------------------------------------------------------------------------------------------
+# The key encoding: the one definition of how an op, a group and a stage are written. Cost tables on
+# disk are indexed by the keys it gives (``tests/test_keys.py`` pins them).
+# ---------------------------------------------------------------------------------------------------
+
+def freeze(value: Any) -> Any:
+    """``value`` with every list or tuple turned into a tuple, recursively: hashable, and equal whether
+    it came from a node's ``attrs()`` or from parsed JSON."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(x) for x in value)
+    return value
+
+
+def encode_json(obj: Any) -> str:
+    """Canonical JSON text (sorted keys, no spaces): what keys are hashed from."""
+    return json.dumps(obj, **_JSON)
+
+
+def stage_json(group_texts: Sequence[str], input_texts: Sequence[str]) -> str:
+    """A stage's canonical JSON from the canonical JSON of each group (a list of op records) and of
+    each external's shape: ``encode_json({"groups": ..., "inputs": ..., "v": SPEC_VERSION})``, assembled
+    from the parts so that the fast keyer (``space.keys``) can reuse group texts."""
+    return f'{{"groups":[{",".join(group_texts)}],"inputs":[{",".join(input_texts)}],"v":{SPEC_VERSION}}}'
+
+
+def stage_key(text: str) -> str:
+    """The key of a stage: a content hash of its canonical JSON."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def op_record(op_type: str, attrs: Mapping[str, Any], inputs: Sequence[Sequence[tuple]],
+              output_shape: Sequence[int]) -> "OpSpec":
+    """The canonical record of one op: attributes sorted by name and frozen, refs and shape as tuples.
+
+    Args:
+        op_type: the node type (``node.type``).
+        attrs: its attributes (``node.attrs()``, or parsed JSON).
+        inputs: per input term, its refs ``(kind, index, begin, end)``.
+        output_shape: ``(C, H, W)``.
+    Returns:
+        An ``OpSpec``.
+    """
+    return OpSpec(op_type, tuple(sorted((k, freeze(v)) for k, v in attrs.items())),
+                  tuple(tuple(term) for term in inputs), tuple(output_shape))
+
+
+def group_records(group: Sequence[Node], external: Callable[[Node], tuple]) -> List["OpSpec"]:
+    """Records of a group's ops (in run order): an input produced by the group's op ``j`` is the ref
+    ``("o", j, begin, end)``; one produced outside the group is ``(*external(producer), begin, end)``
+    (called in reading order, so a caller can number externals by first use)."""
+    local = {id(n): j for j, n in enumerate(group)}
+    records = []
+    for node in group:
+        terms = []
+        for term in node.inputs:
+            refs = []
+            for v in term:
+                j = local.get(id(v.node))
+                refs.append(("o", j, v.begin, v.end) if j is not None else (*external(v.node), v.begin, v.end))
+            terms.append(refs)
+        records.append(op_record(node.type, node.attrs(), terms, node.output_shape))
+    return records
+
+
+def _by_shape(producer: Node) -> tuple:
+    return "x", tuple(producer.output_shape)
+
+
+def group_signature(group: Sequence[Node]) -> str:
+    """Name-independent text of one group (its ops in order, externals by shape): ``stage_spec``
+    orders groups by it. Enumerators use it to recognise stages that will get the same spec."""
+    return repr([(r.type, r.attrs, r.inputs, r.output_shape) for r in group_records(group, _by_shape)])
 
 
 @dataclass(frozen=True)
 class OpSpec:
+    """One op of a stage spec (build it with ``op_record``)."""
     type: str
     attrs: Tuple[Tuple[str, Any], ...]
     inputs: Tuple[Tuple[Ref, ...], ...]
@@ -46,9 +122,9 @@ class OpSpec:
 
     @staticmethod
     def from_json(obj: dict) -> "OpSpec":
-        return OpSpec(obj["type"], tuple(sorted((k, _freeze(v)) for k, v in obj["attrs"].items())),
-                      tuple(tuple((r[0], int(r[1]), int(r[2]), int(r[3])) for r in term) for term in obj["inputs"]),
-                      tuple(obj["output_shape"]))
+        return op_record(obj["type"], obj["attrs"],
+                         [[(r[0], int(r[1]), int(r[2]), int(r[3])) for r in term] for term in obj["inputs"]],
+                         obj["output_shape"])
 
 
 @dataclass(frozen=True)
@@ -57,17 +133,15 @@ class StageSpec:
     groups: Tuple[Tuple[OpSpec, ...], ...]
     strategy: Strategy = Strategy.PARALLEL
 
-    def to_json(self) -> dict:
-        return {"v": SPEC_VERSION, "inputs": [list(s) for s in self.inputs],
-                "groups": [[op.to_json() for op in g] for g in self.groups]}
-
     def canonical_json(self) -> str:
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        """The spec as canonical JSON (``from_json`` reads it back); the strategy is not part of it."""
+        return stage_json([encode_json([op.to_json() for op in g]) for g in self.groups],
+                          [encode_json(list(s)) for s in self.inputs])
 
     @property
     def key(self) -> str:
         """Content hash of the canonical JSON (strategy excluded: a merge is the conv it becomes)."""
-        return hashlib.blake2b(self.canonical_json().encode(), digest_size=16).hexdigest()
+        return stage_key(self.canonical_json())
 
     @staticmethod
     def from_json(obj, strategy: Strategy = Strategy.PARALLEL) -> "StageSpec":
@@ -110,117 +184,29 @@ class StageSpec:
         return sum(n.flops() for g in groups for n in g)
 
 
-def _op_signature(node: Node, local: Dict[int, int]) -> Tuple[str, tuple, tuple, Shape]:
-    """Op description with inputs as ('o', j) for group-local producers, ('x', shape) for externals."""
-    terms = []
-    for term in node.inputs:
-        refs = []
-        for v in term:
-            j = local.get(id(v.node))
-            if j is not None:
-                refs.append(("o", j, v.begin, v.end))
-            else:
-                refs.append(("x", tuple(v.node.output_shape), v.begin, v.end))
-        terms.append(tuple(refs))
-    attrs = tuple(sorted((k, _freeze(v)) for k, v in node.attrs().items()))
-    return node.type, attrs, tuple(terms), tuple(node.output_shape)
-
-
-def group_signature(group: Sequence[Node]) -> str:
-    """Name-independent text of one group (its ops in order, externals by shape): ``stage_spec``
-    orders groups by it. Enumerators use it to recognise stages that will get the same spec."""
-    local = {id(n): j for j, n in enumerate(group)}
-    return repr([_op_signature(n, local) for n in group])
-
-
 def stage_spec(groups: Sequence[Sequence[Node]], strategy: Strategy = Strategy.PARALLEL) -> StageSpec:
     """The canonical spec of running ``groups`` concurrently (each group's nodes in the given order)."""
     if strategy is Strategy.MERGE and sum(len(g) for g in groups) > 1:
         return merged_conv_spec([n for g in groups for n in g])
-    signed = [(group_signature(group), list(group)) for group in groups]
-    signed.sort(key=lambda t: t[0])
-    ext_index: Dict[int, int] = {}
+    signed = sorted(((group_signature(group), group) for group in groups), key=lambda t: t[0])
+    ext_index: Dict[int, int] = {}   # producer -> its number, by first use
     ext_shapes: List[Shape] = []
-    out_groups = []
-    for _, group in signed:
-        local = {id(n): j for j, n in enumerate(group)}
-        ops = []
-        for node in group:
-            terms = []
-            for term in node.inputs:
-                refs = []
-                for v in term:
-                    j = local.get(id(v.node))
-                    if j is not None:
-                        refs.append(("o", j, v.begin, v.end))
-                    else:
-                        if id(v.node) not in ext_index:
-                            ext_index[id(v.node)] = len(ext_shapes)
-                            ext_shapes.append(tuple(v.node.output_shape))
-                        refs.append(("e", ext_index[id(v.node)], v.begin, v.end))
-                terms.append(tuple(refs))
-            attrs = tuple(sorted((k, _freeze(v)) for k, v in node.attrs().items()))
-            ops.append(OpSpec(node.type, attrs, tuple(terms), tuple(node.output_shape)))
-        out_groups.append(tuple(ops))
-    return StageSpec(tuple(ext_shapes), tuple(out_groups), strategy)
 
+    def external(producer: Node) -> tuple:
+        i = ext_index.get(id(producer))
+        if i is None:
+            i = ext_index[id(producer)] = len(ext_shapes)
+            ext_shapes.append(tuple(producer.output_shape))
+        return "e", i
 
-# ---------------------------------------------------------------------------------------------------
-# Operator merge
-# ---------------------------------------------------------------------------------------------------
-
-def merged_conv_params(convs: Sequence[Conv]) -> dict:
-    """Parameters of the conv that computes ``convs`` at once; raises ValueError if they can't merge.
-
-    Kernels are zero-padded and centred to the largest kernel; this is exact only when every conv's
-    padding plus its centring offset equals the merged padding, which is checked here.
-    """
-    if len(convs) < 2:
-        raise ValueError("a merge needs at least two convolutions")
-    first = convs[0]
-    for c in convs:
-        if not isinstance(c, Conv):
-            raise ValueError(f"{c.display()} is not a convolution and cannot be merged")
-        if c.groups != 1:
-            raise ValueError(f"{c.display()}: grouped convolutions are not merged")
-        if c.act != first.act or c.stride != first.stride:
-            raise ValueError(f"{c.display()}: stride and activation must match {first.display()}")
-        if len(c.inputs) != 1 or len(c.inputs[0]) != 1 or c.inputs[0][0] != first.inputs[0][0] \
-                or len(first.inputs) != 1 or len(first.inputs[0]) != 1:
-            raise ValueError(f"{c.display()}: merged convs must read one identical input value")
-        if c.output_shape[1:] != first.output_shape[1:]:
-            raise ValueError(f"{c.display()}: output resolution differs from {first.display()}")
-    kh = max(c.kernel[0] for c in convs)
-    kw = max(c.kernel[1] for c in convs)
-    ph = pw = None
-    for c in convs:
-        dh, dw = kh - c.kernel[0], kw - c.kernel[1]
-        if dh % 2 or dw % 2:
-            raise ValueError(f"{c.display()}: kernel {c.kernel} cannot be centred in {kh}x{kw}")
-        h, w = c.padding[0] + dh // 2, c.padding[1] + dw // 2
-        if ph is None:
-            ph, pw = h, w
-        elif (h, w) != (ph, pw):
-            raise ValueError(f"{c.display()}: its padding does not line up with the merged {kh}x{kw} kernel")
-    return {"out_channels": sum(c.out_channels for c in convs), "kernel": (kh, kw), "stride": first.stride,
-            "padding": (ph, pw), "groups": 1, "act": first.act}
-
-
-def can_merge(convs: Sequence[Node]) -> bool:
-    try:
-        merged_conv_params(convs)  # type: ignore[arg-type]
-    except ValueError:
-        return False
-    return True
+    out_groups = tuple(tuple(group_records(group, external)) for _, group in signed)
+    return StageSpec(tuple(ext_shapes), out_groups, strategy)
 
 
 def merged_conv_spec(convs: Sequence[Conv]) -> StageSpec:
+    """The spec of the one conv that merging ``convs`` gives (``graph.merge.merged_conv_params``)."""
     p = merged_conv_params(convs)
     src: Value = convs[0].inputs[0][0]
     _, oh, ow = convs[0].output_shape
-    attrs = tuple(sorted((k, _freeze(v)) for k, v in
-                         {"out_channels": p["out_channels"], "kernel": p["kernel"], "stride": p["stride"],
-                          "padding": p["padding"], "groups": 1, "act": p["act"]}.items()))
-    op = OpSpec("conv", attrs, ((("e", 0, src.begin, src.end),),), (p["out_channels"], oh, ow))
+    op = op_record("conv", p, [[("e", 0, src.begin, src.end)]], (p["out_channels"], oh, ow))
     return StageSpec((tuple(src.node.output_shape),), ((op,),), Strategy.MERGE)
-

@@ -32,12 +32,14 @@ class GpuContext:
     Args:
         device_id: the CUDA device (within the visible devices).
         tf32: allow TF32 tensor-core convolutions (False: strict fp32).
-        autotune: time cuDNN's candidate plans per conv shape and keep the fastest.
+        autotune: time cuDNN's candidate plans per conv signature and keep the fastest (default: the
+            heuristic's plan, which is deterministic).
+        engines: an engine book (``ConvPlans``' ``book``) the conv plans are read from and recorded in.
     Raises:
         GpuUnavailableError: no CuPy, no device, or no cuDNN frontend.
     """
 
-    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = True):
+    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = False, engines=None):
         cupy = import_cupy()
         import_cudnn()
         self.device_id = int(device_id)
@@ -49,7 +51,7 @@ class GpuContext:
             self.handles: List = []
             self.ensure_streams(1)
             # a handle of its own: building and autotuning rebind its stream
-            self.conv_plans = ConvPlans(handle_for_stream(0), tf32=self.tf32, autotune=autotune)
+            self.conv_plans = ConvPlans(handle_for_stream(0), tf32=self.tf32, autotune=autotune, book=engines)
 
     def ensure_streams(self, count: int) -> None:
         """Make sure at least ``count`` streams (and their handles) exist."""

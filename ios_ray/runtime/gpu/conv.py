@@ -16,12 +16,20 @@ supported for a key, the conv is built alone and the caller applies bias + activ
 from __future__ import annotations
 
 import collections
+import dataclasses
+import logging
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
+from ...graph.ops import window_out_hw
 from .errors import GpuRuntimeError
 
+logger = logging.getLogger(__name__)
+
 ACTIVATIONS = ("relu", "identity", "tanh", "sigmoid")
+TUNE_PLANS = 8      # candidate plans timed per signature when autotuning
+TUNE_RUNS = 10      # executions of one plan per captured graph when autotuning
+TUNE_REPLAYS = 5    # replays of that graph (median)
 
 
 @dataclass(frozen=True)
@@ -43,9 +51,24 @@ class ConvKey:
 
     @property
     def out_hw(self) -> tuple:
-        oh = (self.h + 2 * self.padding[0] - self.kh) // self.stride[0] + 1
-        ow = (self.w + 2 * self.padding[1] - self.kw) // self.stride[1] + 1
-        return oh, ow
+        return window_out_hw(self.h, self.w, (self.kh, self.kw), self.stride, self.padding)
+
+    def canonical(self) -> "ConvKey":
+        """The same convolution as cuDNN sees it: with one image, batch strides mean nothing, so they are
+        set to the packed ones (a conv writing into a concat slice then shares its plan with the profiled one)."""
+        if self.n != 1:
+            return self
+        oh, ow = self.out_hw
+        packed_x, packed_y = self.c * self.h * self.w, self.k * oh * ow
+        if (self.x_bstride, self.y_bstride) == (packed_x, packed_y):
+            return self
+        return dataclasses.replace(self, x_bstride=packed_x, y_bstride=packed_y)
+
+    def signature(self) -> str:
+        """A stable text of the key (the engine book's row key)."""
+        return (f"n{self.n} c{self.c} h{self.h} w{self.w} xs{self.x_bstride} k{self.k} kh{self.kh} kw{self.kw} "
+                f"s{self.stride[0]},{self.stride[1]} p{self.padding[0]},{self.padding[1]} g{self.groups} "
+                f"ys{self.y_bstride} {self.act}")
 
     def validate(self) -> None:
         if self.act not in ACTIVATIONS:
@@ -102,15 +125,23 @@ class ConvPlans:
     Args:
         handle: the cuDNN handle used to build (executions pass their own stream's handle).
         tf32: allow TF32 tensor-core plans; False keeps strict fp32 arithmetic.
-        autotune: time every candidate plan once per key and keep the fastest (like
-            ``torch.backends.cudnn.benchmark``); False takes the heuristic's first plan.
+        autotune: time the candidate plans of a new signature (each replayed as a captured CUDA graph)
+            and keep the fastest, like ``torch.backends.cudnn.benchmark``; False (the default) takes the
+            heuristic's first plan, which is deterministic.
         capacity: how many built graphs to keep.
+        book: an engine book (``get(signature)``, ``put(signature, plan)``, e.g. ``costs.engines.EngineBook``):
+            a plan recorded there is used as it is; a choice made here is recorded in it.
+
+    Why the heuristic by default: on the H200 (``benchmarks/gap_probe.py``), Inception-v3 ran as fast or
+    faster with the heuristic's plans as with tuned ones (fp32 3.52 vs 3.54 ms, TF32 1.43 vs 1.53), and
+    timing-based choices differ between processes.
     """
 
-    def __init__(self, handle, tf32: bool = False, autotune: bool = True, capacity: int = 4096):
+    def __init__(self, handle, tf32: bool = False, autotune: bool = False, capacity: int = 4096, book=None):
         self.handle = handle
         self.tf32 = bool(tf32)
         self.autotune = bool(autotune)
+        self.book = book
         self.capacity = int(capacity)
         self._cache: "collections.OrderedDict[ConvKey, ConvGraph]" = collections.OrderedDict()
         self.builds = 0
@@ -120,6 +151,7 @@ class ConvPlans:
 
     def get(self, key: ConvKey) -> ConvGraph:
         """The built graph for ``key`` (built on first use). Raises GpuRuntimeError if cuDNN can't run it."""
+        key = key.canonical()
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -127,14 +159,20 @@ class ConvPlans:
         key.validate()
         errors = []
         built = None
-        for fused in (True, False):
+        recorded = self.book.get(key.signature()) if self.book is not None else None
+        variants = (True, False) if recorded is None else (recorded.startswith("fused:"),)
+        for fused in variants:
             try:
                 built = self._build(key, fused)
                 break
             except Exception as exc:  # the frontend raises several types (cudnnGraphNotSupportedError, ...)
                 errors.append(f"{'fused' if fused else 'plain'}: {type(exc).__name__}: {exc}")
+                logger.debug("conv %s: the %s graph cannot be built: %s: %s", key, "fused" if fused else "plain",
+                             type(exc).__name__, exc)
         if built is None:
             raise GpuRuntimeError(f"cuDNN cannot run conv {key}: " + " | ".join(errors))
+        if self.book is not None and built.plan_name:
+            self.book.put(key.signature(), f"{'fused' if built.fused else 'plain'}:{built.plan_name}")
         self.builds += 1
         self._cache[key] = built
         if len(self._cache) > self.capacity:
@@ -178,25 +216,59 @@ class ConvPlans:
                      if hasattr(cudnn.numerical_note, name)]
             g.deselect_numeric_notes(notes)
         g.check_support()
-        index = self._tune(g, key, x, w, b, y) if self.autotune else None
+        recorded = self.book.get(key.signature()) if self.book is not None else None
+        if recorded is not None:
+            index = self._recorded_index(g, key, recorded.split(":", 1)[1])
+        else:
+            index = self._tune(g, key, (x, w, b, y)) if self.autotune else None
         if index is not None:
             g.select_plan(index)
         g.build_plans()
         name = ""
         try:
             name = g.get_plan_name_at_index(g._plan_index)  # noqa: SLF001 -- only for reports
-        except Exception:
-            pass
+        except Exception as exc:   # the name is informative only
+            logger.debug("conv %s: no plan name: %s: %s", key, type(exc).__name__, exc)
         return ConvGraph(g, x.get_uid(), w.get_uid(), b.get_uid() if b is not None else None, y.get_uid(),
                          int(g.get_workspace_size()), fused, str(name))
 
-    def _tune(self, g, key: ConvKey, x, w, b, y, max_plans: int = 4) -> Optional[int]:
-        """Index of the fastest of the first ``max_plans`` buildable, allowed plans, timed on scratch
-        buffers; None when none could be timed (the heuristic's choice then stands)."""
+    def _time_captured(self, g, pack: dict, ptr, index: int, stream) -> float:
+        stream.begin_capture()
+        try:
+            for _ in range(TUNE_RUNS):
+                g.execute_plan_at_index(pack, ptr, index=index, handle=self.handle)
+        finally:
+            graph = stream.end_capture()
+        return _median_replay_ms(graph, stream, TUNE_RUNS)
+
+    def _recorded_index(self, g, key: ConvKey, name: str) -> Optional[int]:
+        """Index of the plan called ``name`` (the engine book's choice); None, with a warning, when this
+        cuDNN no longer offers it (the heuristic's plan then runs, and is what the book gets next)."""
+        for i in range(int(g.get_execution_plan_count())):
+            try:
+                if g.get_plan_name_at_index(i) == name:
+                    g.build_plan_at_index(i)
+                    return i
+            except Exception as exc:  # noqa: BLE001 -- a barred or unbuildable plan: keep looking
+                logger.debug("conv %s: plan %d: %s: %s", key, i, type(exc).__name__, exc)
+        logger.warning("conv %s: the engine book's plan %r is not offered here; using the heuristic's", key, name)
+        return None
+
+    def _tune(self, g, key: ConvKey, tensors: tuple) -> Optional[int]:
+        """Index of the fastest of the first ``TUNE_PLANS`` buildable, allowed plans, timed on scratch
+        buffers for the graph's ``tensors`` (x, w, b or None, y); None when none could be timed (the
+        heuristic's choice then stands).
+
+        Each plan runs ``TUNE_RUNS`` times inside one captured CUDA graph, replayed ``TUNE_REPLAYS`` times
+        (median): ``execute`` costs 33-45 us of host time, so timing eager calls measures the host, not the
+        plan, and picked different plans in every process."""
         import cupy
+        x, w, b, y = tensors
         try:
             count = int(g.get_execution_plan_count())
-        except Exception:
+        except Exception as exc:
+            logger.warning("conv %s: autotune skipped, the heuristic's plan stands (plan count: %s: %s)", key,
+                           type(exc).__name__, exc)
             return None
         oh, ow = key.out_hw
         rng = cupy.random.default_rng(0)
@@ -214,12 +286,14 @@ class ConvPlans:
         best, best_ms, tried = None, float("inf"), 0
         try:
             for i in range(count):
-                if tried >= max_plans:
+                if tried >= TUNE_PLANS:
                     break
                 try:
                     g.build_plan_at_index(i)        # raises for plans the numeric filter barred
                     size = int(g.get_workspace_size_plan_at_index(i))
-                except Exception:
+                except Exception as exc:
+                    logger.debug("conv %s: autotune skips plan %d (not buildable: %s: %s)", key, i,
+                                 type(exc).__name__, exc)
                     continue
                 tried += 1
                 try:
@@ -227,21 +301,35 @@ class ConvPlans:
                         scratch = cupy.empty(max(size, 1), dtype=cupy.uint8)
                     ptr = scratch.data.ptr if size else None
                     g.execute_plan_at_index(pack, ptr, index=i, handle=self.handle)
-                    start, end = cupy.cuda.Event(), cupy.cuda.Event()
-                    start.record(stream)
-                    for _ in range(3):
-                        g.execute_plan_at_index(pack, ptr, index=i, handle=self.handle)
-                    end.record(stream)
-                    end.synchronize()
-                    ms = cupy.cuda.get_elapsed_time(start, end) / 3
-                except Exception:
+                    ms = self._time_captured(g, pack, ptr, i, stream)
+                except Exception as exc:
+                    logger.warning("conv %s: autotune skips plan %d (timing it failed: %s: %s)", key, i,
+                                   type(exc).__name__, exc)
                     continue
                 if ms < best_ms:
                     best, best_ms = i, ms
         finally:
             stream.synchronize()
             cudnn.set_stream(self.handle, 0)
+        if best is None:
+            logger.debug("conv %s: autotune timed no plan (%d tried); the heuristic's plan stands", key, tried)
         return best
+
+
+def _median_replay_ms(graph, stream, runs: int) -> float:
+    """Median over ``TUNE_REPLAYS`` replays of a captured graph holding ``runs`` executions, per execution."""
+    import cupy
+    graph.upload(stream)
+    graph.launch(stream)
+    times = []
+    for _ in range(TUNE_REPLAYS):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record(stream)
+        graph.launch(stream)
+        end.record(stream)
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / runs)
+    return sorted(times)[len(times) // 2]
 
 
 def handle_for_stream(stream_ptr: int):
@@ -251,10 +339,3 @@ def handle_for_stream(stream_ptr: int):
     cudnn.set_stream(h, stream_ptr)
     return h
 
-
-def plans_report(plans: ConvPlans) -> Dict[str, int]:
-    """How often each selected cuDNN plan name occurs among the cached graphs (for reports)."""
-    out: Dict[str, int] = {}
-    for cg in plans._cache.values():  # noqa: SLF001
-        out[cg.plan_name] = out.get(cg.plan_name, 0) + 1
-    return out

@@ -35,7 +35,6 @@ class GpuExecutor:
         context: a GpuContext to share (its device and math mode win over ``device_id``/``tf32``).
         stages: per-block stage lists overriding ``block.stages`` (the graph is not modified); by
             default every block must have a schedule.
-        autotune: time cuDNN's candidate plans per conv shape (ignored when ``context`` is given).
     Raises:
         ValueError: no schedule / a schedule that does not match the graph, or missing weights.
         GpuUnavailableError: no CuPy, CUDA device or cuDNN frontend.
@@ -43,8 +42,7 @@ class GpuExecutor:
     """
 
     def __init__(self, graph: Graph, batch_size: int, tf32: bool = False, device_id: int = 0,
-                 context: Optional[GpuContext] = None, stages: Optional[Sequence[Sequence[Stage]]] = None,
-                 autotune: bool = True):
+                 context: Optional[GpuContext] = None, stages: Optional[Sequence[Sequence[Stage]]] = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.graph = graph
@@ -53,7 +51,7 @@ class GpuExecutor:
         plan = scheduled_groups(graph, stages)
         for node in graph.nodes()[1:]:
             check_weights(node)
-        self.ctx = context if context is not None else GpuContext(device_id, tf32=tf32, autotune=autotune)
+        self.ctx = context if context is not None else GpuContext(device_id, tf32=tf32)
         self.tf32 = self.ctx.tf32
         self.num_stages = len(plan)
         self.program = Program(self.ctx, plan, [graph.input], self.batch_size)
@@ -61,6 +59,8 @@ class GpuExecutor:
         self._output = self.program.output(graph.blocks[-1].exit_node)
         self.program.run_eager()
         self._graph = self.program.capture()
+        if self.ctx.conv_plans.book is not None:
+            self.ctx.conv_plans.book.flush()   # engines chosen for signatures no profile has seen
         self._stage_graphs: Optional[List[object]] = None
 
     def _check_input(self, x) -> np.ndarray:

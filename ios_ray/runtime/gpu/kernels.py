@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ...graph.ops import window_out_hw
 from .errors import GpuRuntimeError
 
 ACT_CODES = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
@@ -155,8 +156,7 @@ class Kernels:
         kh, kw = kernel
         sh, sw = stride
         ph, pw = padding
-        oh = (h + 2 * ph - kh) // sh + 1
-        ow = (w + 2 * pw - kw) // sw + 1
+        oh, ow = window_out_hw(h, w, kernel, stride, padding)
         if y.shape != (n, c, oh, ow):
             raise GpuRuntimeError(f"{pool_type} pool: output must be {(n, c, oh, ow)}, got {y.shape}")
         if pool_type == "max":

@@ -14,8 +14,11 @@ placements. A producer is placed at most once (the last concat in execution orde
 input and external nodes are never placed (they are fed, not computed).
 
 A placement a cuDNN writer cannot honour is undone: cuDNN assumes 16-byte aligned tensors, so a Conv or
-SepConv is only placed where its slice's start (and, for batch > 1, the buffer's batch stride) is a
-multiple of 4 floats. Our own kernels read and write any channel slice.
+SepConv is only placed where its slice's start is a multiple of 4 floats. With more than one image a
+cuDNN writer is never placed: its output would be strided by the concat's batch stride, and cuDNN's
+kernels for such outputs are far slower than for the packed ones the profiler measures (H200,
+Inception-v3 batch 16, strict fp32: 13.75 ms placed vs 9.47 ms packed, ``benchmarks/gap_probe.py``).
+Our own kernels read and write any channel slice.
 
 ``input_slice`` tells a consumer whether its whole input (all terms) is one contiguous channel range
 of one storage, which it can then read in place instead of gathering a copy.
@@ -25,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+from ...graph.compound import Sequential
 from ...graph.ir import Conv, Identity, Node, SepConv, Shape
 
 ALIGN_FLOATS = 4  # cuDNN's 16-byte alignment, in float32 elements
@@ -53,7 +57,9 @@ class BufferPlan:
 
 
 def _needs_alignment(node: Node) -> bool:
-    """Writers whose output pointer goes to cuDNN."""
+    """Writers whose output pointer goes to cuDNN (a Sequential's is its last inner node's)."""
+    if isinstance(node, Sequential):
+        return _needs_alignment(node.nodes[-1])
     return isinstance(node, (Conv, SepConv))
 
 
@@ -85,13 +91,16 @@ def _placements(order: Sequence[Node], fed: FrozenSet[int]) -> Dict[int, Tuple[N
     return parent
 
 
-def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: int) -> BufferPlan:
+def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: int,
+                 place_external: bool = False) -> BufferPlan:
     """Plan the storages of a program that runs ``order`` (a dependency order) fed by ``external``.
 
     Args:
         order: every node the program computes, producers before consumers.
         external: nodes whose outputs are inputs of the program (placeholders, or a stage's producers).
         batch_size: the batch, which decides whether batch strides must be aligned too.
+        place_external: with one image, externals may be placed in a concat like producers (where a
+            cuDNN writer could be: aligned), as the runtime places the nodes they stand for.
     Returns:
         The BufferPlan; every node of ``external`` and ``order`` has a location.
     Raises:
@@ -105,8 +114,10 @@ def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: in
         if id(n) in seen:
             raise ValueError(f"{n.display()} appears twice in the program")
         seen.add(id(n))
-    fed = frozenset(id(n) for n in external)
+    placeable = place_external and batch_size == 1
+    fed = frozenset() if placeable else frozenset(id(n) for n in external)
     parent = _placements(order, fed)
+    external_ids = frozenset(id(n) for n in external)
 
     def resolve(node: Node) -> Tuple[Node, int]:
         """The root node whose storage holds ``node``, and ``node``'s channel offset in it."""
@@ -121,11 +132,11 @@ def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: in
     while changed:
         changed = False
         for n in nodes:
-            if id(n) not in parent or not _needs_alignment(n):
+            if id(n) not in parent or not (_needs_alignment(n) or id(n) in external_ids):
                 continue
             root, offset = resolve(n)
             _, h, w = n.output_shape
-            if not aligned(offset, root.output_shape[0], h * w, batch_size):
+            if batch_size > 1 or not aligned(offset, root.output_shape[0], h * w, batch_size):
                 del parent[id(n)]
                 changed = True
 

@@ -4,8 +4,9 @@ Data flow::
 
     stages (groups of IR nodes) + external nodes
       --plan_buffers (plan.py)--> storages and each node's channel slice in them
-      --lower each node--> Steps: our kernels (gather/concat copies, pooling, element-wise) and cuDNN
-                           convs (ConvPlans), with every buffer, weight and workspace allocated here
+      --lower each node (LOWERINGS[node.type])--> Steps: our kernels (gather/concat copies, pooling,
+                           element-wise) and cuDNN convs (ConvPlans), with every buffer, weight and
+                           workspace allocated here
       --enqueue--> stage by stage: stage start event on stream 0, group g on stream g (waits on it),
                    each group's end event joined back into stream 0; no host synchronisation
       --capture--> one CUDA graph (the whole program, or one stage for per-stage timing), replayed
@@ -21,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ...graph.ir import Conv, Element, Identity, Node, Pool, Relu, SepConv
+from ...graph.ops import Registry
 from .conv import ConvKey
 from .errors import GpuRuntimeError
 from .kernels import batch_stride
@@ -30,6 +32,9 @@ from .plan import BufferPlan, Loc, aligned, input_slice, plan_buffers, term_locs
 WeightSource = Callable[[Node, str, tuple], object]
 
 Step = Callable[[int], None]  # enqueues work on the current stream; the argument is the stream index
+
+# op type -> Program method lowering one node of that type (declared in graph/ops.py): (self, node, out, steps)
+LOWERINGS: Registry[Callable[..., None]] = Registry("GPU lowering")
 
 
 def graph_weights(node: Node, pname: str, shape: tuple):
@@ -42,6 +47,24 @@ def graph_weights(node: Node, pname: str, shape: tuple):
     if arr.shape != tuple(shape):
         raise GpuRuntimeError(f"{node.display()}: {pname!r} has shape {arr.shape}, expected {tuple(shape)}")
     return cupy.asarray(arr)
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Where a Program's weights and external inputs come from.
+
+    Attributes:
+        weights: the parameters (``graph_weights``: the nodes' own, copied to the device once).
+        arrays: device arrays (N, C, H, W), by external node name, to use as the externals' storages.
+        place_external: with one image, place an external that a concat reads whole inside the concat's
+            storage, as the runtime places a producer (the profiler: a stage then costs what it costs in
+            the graph, where such a concat copies nothing); it gets random values there.
+        poison: fill every buffer with NaN first (tests: an unwritten element shows up).
+    """
+    weights: "WeightSource" = graph_weights
+    arrays: Optional[Dict[str, object]] = None
+    place_external: bool = False
+    poison: bool = False
 
 
 @dataclass
@@ -58,17 +81,16 @@ class Program:
         stages: the stages in run order; the groups of a stage run concurrently, one stream each.
         external: nodes whose outputs are fed in (a placeholder, or a profiled stage's inputs).
         batch_size: the batch.
-        weights: where parameters come from (``graph_weights`` by default).
-        external_arrays: optional device arrays (N, C, H, W) to use as the externals' storages.
-        poison: fill every buffer with NaN first (tests: an unwritten element shows up).
+        feed: where weights and external inputs come from (``Feed``).
     Raises:
         GpuRuntimeError: an op the runtime cannot lower (unsupported conv, bad layout, ...).
     """
 
     def __init__(self, ctx, stages: Sequence[Sequence[Sequence[Node]]], external: Sequence[Node], batch_size: int,
-                 weights: WeightSource = graph_weights, external_arrays: Optional[Dict[str, object]] = None,
-                 poison: bool = False):
+                 feed: Optional["Feed"] = None):
         import cupy
+        feed = feed if feed is not None else Feed()
+        weights, poison = feed.weights, feed.poison
         if batch_size < 1:
             raise GpuRuntimeError(f"batch_size must be at least 1, got {batch_size}")
         self.ctx = ctx
@@ -77,11 +99,12 @@ class Program:
         if any(not stage or any(not g for g in stage) for stage in self.stages):
             raise GpuRuntimeError("every stage needs at least one non-empty group")
         order = [n for stage in self.stages for g in stage for n in g]
-        self.plan: BufferPlan = plan_buffers(order, external, self.batch_size)
+        self.plan: BufferPlan = plan_buffers(order, external, self.batch_size, place_external=feed.place_external)
+        self._storage_shapes = list(self.plan.storages)   # grows with storages added while lowering
         self._keep: List[object] = []   # scratch buffers, weights, workspaces: alive while graphs are
         self._events: List[object] = []
         self._graphs: List[object] = []
-        external_arrays = dict(external_arrays or {})
+        external_arrays = dict(feed.arrays or {})
         ctx.ensure_streams(max(len(stage) for stage in self.stages))
         # set up on stream 0, which every stage starts from, and wait for it: the uploads must be
         # complete before any other (non-blocking) stream reads them
@@ -100,6 +123,11 @@ class Program:
                 if poison:
                     buf.fill(np.nan)
                 self.storages.append(buf)
+            for node in external:   # an external placed inside a consumer's storage: random values there
+                loc = self.plan.loc(node)
+                if self.plan.owners[loc.storage] != node.name:
+                    view = self.view(loc)
+                    view[...] = cupy.random.default_rng(loc.offset).standard_normal(view.shape, dtype=cupy.float32)
             self._weights = weights
             self._lowered: Dict[int, _Lowered] = {}
             for n in order:
@@ -126,20 +154,31 @@ class Program:
         self._keep.append(arr)
         return arr
 
+    def _add_storage(self, c: int, h: int, w: int) -> int:
+        """A storage beyond the plan's (a Sequential's inner output); returns its index."""
+        self.storages.append(self._scratch(c, h, w))
+        self._storage_shapes.append((c, h, w))
+        return len(self.storages) - 1
+
     def _cudnn_ready(self, loc: Loc) -> bool:
-        c_total, h, w = self.plan.storages[loc.storage]
+        c_total, h, w = self._storage_shapes[loc.storage]
         return aligned(loc.offset, c_total, h * w, self.batch_size)
 
     # ----- lowering ---------------------------------------------------------------------------------
     def _gather(self, node: Node, act: str, steps: List[Step], for_cudnn: bool):
         """The node's input (terms summed, concatenated) as one view, gathering a copy when needed."""
-        kernels = self.ctx.kernels
         if act == "identity":
             loc = input_slice(node, self.plan)
             if loc is not None and (not for_cudnn or self._cudnn_ready(loc)):
                 return self.view(loc)
         c, h, w = node.input_shape()
         out = self._scratch(c, h, w)
+        self._write_terms(node, out, act, steps)
+        return out
+
+    def _write_terms(self, node: Node, out, act: str, steps: List[Step]) -> None:
+        """Steps writing ``act`` of the node's input (each term summed, terms side by side) into ``out``."""
+        kernels = self.ctx.kernels
         offset = 0
         for locs in term_locs(node, self.plan):
             length = locs[0].channels
@@ -147,7 +186,6 @@ class Program:
             srcs = [self.view(l) for l in locs]
             steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act))
             offset += length
-        return out
 
     def _conv_step(self, x, y, weight, bias, stride, padding, groups, act) -> Step:
         n, c, h, w = x.shape
@@ -175,64 +213,91 @@ class Program:
 
     def _lower(self, node: Node) -> List[Step]:
         steps: List[Step] = []
-        kernels = self.ctx.kernels
         out = self.output(node)
-        if isinstance(node, Conv):
-            x = self._gather(node, "identity", steps, for_cudnn=True)
-            wshape = node.weight_shapes()
-            weight = self._param(node, "weight", wshape["weight"])
-            bias = self._param(node, "bias", wshape["bias"])
-            steps.append(self._conv_step(x, out, weight, bias, node.stride, node.padding, node.groups, node.act))
-        elif isinstance(node, SepConv):
-            x = self._gather(node, node.pre_act, steps, for_cudnn=True)
-            c = x.shape[1]
-            shapes = node.weight_shapes()
-            _, oh, ow = node.output_shape
-            mid = self._scratch(c, oh, ow)
-            dw_w = self._param(node, "dw_weight", shapes["dw_weight"])
-            dw_b = self._param(node, "dw_bias", shapes["dw_bias"])
-            pw_w = self._param(node, "pw_weight", shapes["pw_weight"])
-            pw_b = self._param(node, "pw_bias", shapes["pw_bias"])
-            steps.append(self._conv_step(x, mid, dw_w, dw_b, node.stride, node.padding, c, "identity"))
-            steps.append(self._conv_step(mid, out, pw_w, pw_b, (1, 1), (0, 0), 1, node.act))
-        elif isinstance(node, Pool):
-            x = self._gather(node, "identity", steps, for_cudnn=False)
-            steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, node.stride, node.padding))
-        elif isinstance(node, Relu):
+        lower = LOWERINGS.get(node.type)
+        if lower is None:
+            raise GpuRuntimeError(f"{node.display()}: the GPU runtime has no kernel for op type {node.type!r}")
+        lower(self, node, out, steps)
+        return steps
+
+    # Each lowering appends the steps computing ``node`` into its output view ``out``.
+    @LOWERINGS.register("conv")
+    def _lower_conv(self, node: Conv, out, steps: List[Step]) -> None:
+        x = self._gather(node, "identity", steps, for_cudnn=True)
+        wshape = node.weight_shapes()
+        weight = self._param(node, "weight", wshape["weight"])
+        bias = self._param(node, "bias", wshape["bias"])
+        steps.append(self._conv_step(x, out, weight, bias, node.stride, node.padding, node.groups, node.act))
+
+    @LOWERINGS.register("sepconv")
+    def _lower_sepconv(self, node: SepConv, out, steps: List[Step]) -> None:
+        x = self._gather(node, node.pre_act, steps, for_cudnn=True)
+        c = x.shape[1]
+        shapes = node.weight_shapes()
+        _, oh, ow = node.output_shape
+        mid = self._scratch(c, oh, ow)
+        dw_w = self._param(node, "dw_weight", shapes["dw_weight"])
+        dw_b = self._param(node, "dw_bias", shapes["dw_bias"])
+        pw_w = self._param(node, "pw_weight", shapes["pw_weight"])
+        pw_b = self._param(node, "pw_bias", shapes["pw_bias"])
+        steps.append(self._conv_step(x, mid, dw_w, dw_b, node.stride, node.padding, c, "identity"))
+        steps.append(self._conv_step(mid, out, pw_w, pw_b, (1, 1), (0, 0), 1, node.act))
+
+    @LOWERINGS.register("pool")
+    def _lower_pool(self, node: Pool, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        x = self._gather(node, "identity", steps, for_cudnn=False)
+        steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, node.stride, node.padding))
+
+    @LOWERINGS.register("relu")
+    @LOWERINGS.register("activation")
+    def _lower_activation(self, node: Node, out, steps: List[Step]) -> None:
+        self._write_terms(node, out, getattr(node, "act_type", "relu"), steps)   # Relu, or tanh/sigmoid
+
+    @LOWERINGS.register("sequential")
+    def _lower_sequential(self, node: Node, out, steps: List[Step]) -> None:
+        """The inner nodes in turn on the group's stream: each one before the last writes a storage of its
+        own, registered in the plan so the next reads it like any producer; the last writes ``out``."""
+        last = len(node.nodes) - 1
+        for i, inner in enumerate(node.nodes):
+            if i == last:
+                self.plan.locations[inner.name] = self.plan.loc(node)
+                inner_out = out
+            else:
+                c, h, w = inner.output_shape
+                self.plan.locations[inner.name] = Loc(self._add_storage(c, h, w), 0, c)
+                inner_out = self.output(inner)
+            LOWERINGS[inner.type](self, inner, inner_out, steps)
+
+    @LOWERINGS.register("element")
+    def _lower_element(self, node: Element, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        operands = []
+        for locs in term_locs(node, self.plan):
+            if len(locs) == 1:
+                operands.append(self.view(locs[0]))
+                continue
+            _, h, w = node.output_shape
+            tmp = self._scratch(locs[0].channels, h, w)
+            srcs = [self.view(l) for l in locs]
+            steps.append(lambda si, tmp=tmp, srcs=srcs: kernels.nary(tmp, srcs, "add"))
+            operands.append(tmp)
+        steps.append(lambda si: kernels.nary(out, operands, node.op_type))
+
+    @LOWERINGS.register("identity")
+    def _lower_identity(self, node: Identity, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        if node.name not in self.plan.in_place:
+            base = self.plan.loc(node)
             offset = 0
             for locs in term_locs(node, self.plan):
                 length = locs[0].channels
-                dst = out[:, offset:offset + length]
-                srcs = [self.view(l) for l in locs]
-                steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", "relu"))
+                dest = Loc(base.storage, base.offset + offset, length)
+                if not (len(locs) == 1 and locs[0] == dest):
+                    dst = self.view(dest)
+                    srcs = [self.view(l) for l in locs]
+                    steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add"))
                 offset += length
-        elif isinstance(node, Element):
-            operands = []
-            for locs in term_locs(node, self.plan):
-                if len(locs) == 1:
-                    operands.append(self.view(locs[0]))
-                    continue
-                _, h, w = node.output_shape
-                tmp = self._scratch(locs[0].channels, h, w)
-                srcs = [self.view(l) for l in locs]
-                steps.append(lambda si, tmp=tmp, srcs=srcs: kernels.nary(tmp, srcs, "add"))
-                operands.append(tmp)
-            steps.append(lambda si: kernels.nary(out, operands, node.op_type))
-        elif isinstance(node, Identity):
-            if node.name not in self.plan.in_place:
-                base = self.plan.loc(node)
-                offset = 0
-                for locs in term_locs(node, self.plan):
-                    length = locs[0].channels
-                    dest = Loc(base.storage, base.offset + offset, length)
-                    if not (len(locs) == 1 and locs[0] == dest):
-                        dst = self.view(dest)
-                        srcs = [self.view(l) for l in locs]
-                        steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add"))
-                    offset += length
-        else:
-            raise GpuRuntimeError(f"{node.display()}: the GPU runtime has no kernel for op type {node.type!r}")
-        return steps
 
     # ----- running ----------------------------------------------------------------------------------
     def enqueue(self, stage_indices: Optional[Sequence[int]] = None) -> None:
@@ -297,18 +362,46 @@ class Program:
 
 def time_graph(graph, stream, warmup: int, number: int, repeat: int) -> List[float]:
     """Per-repeat latency in ms: ``warmup`` replays, then ``repeat`` times ``number`` replays timed with events."""
-    import cupy
     if warmup < 0 or number < 1 or repeat < 1:
         raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {repeat}")
+    repeats = _timed_repeats(graph, stream, warmup, number)
+    return [next(repeats) for _ in range(repeat)]
+
+
+MIN_REPEATS = 3          # adaptive timing never stops before this many repeats
+STABLE_FRACTION = 0.01   # ... and stops once one more repeat moves the median by less than this
+
+
+def time_graph_until_stable(graph, stream, warmup: int, number: int, max_repeat: int) -> List[float]:
+    """As ``time_graph``, but stops before ``max_repeat`` repeats once the median is stable: after at
+    least ``MIN_REPEATS`` repeats, when the last repeat moved the median by less than ``STABLE_FRACTION``.
+
+    A stage replayed on an otherwise idle GPU is steady after a few repeats; the rest of a fixed count is
+    profiling time spent for nothing (most of a NASNet stage's 7.9 ms were its 38 replays).
+    """
+    if warmup < 0 or number < 1 or max_repeat < 1:
+        raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
+    repeats = _timed_repeats(graph, stream, warmup, number)
+    out: List[float] = []
+    median = None
+    while len(out) < max_repeat:
+        out.append(next(repeats))
+        previous, median = median, float(np.median(out))
+        if len(out) >= MIN_REPEATS and previous is not None and abs(median - previous) <= STABLE_FRACTION * previous:
+            break
+    return out
+
+
+def _timed_repeats(graph, stream, warmup: int, number: int):
+    """Replays ``graph`` ``warmup`` times, then yields the ms per replay of each further ``number`` replays."""
+    import cupy
     for _ in range(warmup):
         graph.launch(stream)
     start, end = cupy.cuda.Event(), cupy.cuda.Event()
-    out = []
-    for _ in range(repeat):
+    while True:
         start.record(stream)
         for _ in range(number):
             graph.launch(stream)
         end.record(stream)
         end.synchronize()
-        out.append(cupy.cuda.get_elapsed_time(start, end) / number)
-    return out
+        yield cupy.cuda.get_elapsed_time(start, end) / number
