@@ -125,12 +125,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
     else:
         graph.init_weights(ns.seed)
     x = np.random.default_rng(ns.seed).standard_normal((ns.batch_size, *graph.input.output_shape)).astype(np.float32)
-    y = ios_runtime.graph_inference(graph, batch_size=ns.batch_size, input=x, threads=ns.threads)
+    y = ios_runtime.graph_inference(graph, batch_size=ns.batch_size, input=x, device=ns.device,
+                                     threads=ns.threads)
     lat = ios_runtime.graph_latency(graph, batch_size=ns.batch_size, warmup=ns.warmup, number=ns.number,
-                                    repeat=ns.repeat, threads=ns.threads)
+                                    repeat=ns.repeat, device=ns.device, threads=ns.threads)
     print(graph)
     print(f"output shape {tuple(y.shape)}, mean {float(np.mean(y)):.6f}")
-    where = ios_runtime.device_name(graph, ns.batch_size, threads=ns.threads)
+    where = ios_runtime.device_name(graph, ns.batch_size, device=ns.device, threads=ns.threads)
     report = getattr(graph, "optimization_report", None)
     stage_ms = getattr(report, "stage_predicted_ms", None)
     predicted = "" if not stage_ms or None in stage_ms else \
@@ -138,7 +139,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     print(f"latency ({where}): median {float(np.median(lat)):.3f} ms over {ns.repeat} repeats of {ns.number}"
           f"{predicted}")
     if ns.trace:
-        trace = ios_runtime.graph_trace(graph, ns.batch_size, ns.trace, threads=ns.threads, x=x)
+        trace = ios_runtime.graph_trace(graph, ns.batch_size, ns.trace, device=ns.device, threads=ns.threads, x=x)
         other = trace["otherData"]
         versus = f", predicted {other['predicted_ms']:.3f} ms" if "predicted_ms" in other else ""
         print(f"trace of one inference ({other['measured_ms']:.3f} ms measured{versus}) written to {ns.trace}: "
@@ -217,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=_int_at_least(1), default=1, help="batch size of the input")
     _add_timing(r, warmup=2, number=3, repeat=3)
     r.add_argument("--seed", type=int, default=0, help="seed of the input and of random weights")
+    r.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where to run (auto: the device the schedule was measured on, from its report; else the "
+                        "GPU when one works, else the CPU)")
     r.add_argument("--threads", type=_int_at_least(1), default=None,
                    help="CPU BLAS threads (default: those the schedule was measured with, from its report, else 1)")
     r.add_argument("--trace", default=None, metavar="PATH",

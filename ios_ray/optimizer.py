@@ -75,6 +75,7 @@ class OptimizeReport:
     table: str = ""
     in_process: bool = False             # profiled in this process (no Ray)
     software: str = ""                   # the cost source's software fingerprint (``DeviceInfo.software``)
+    device_kind: str = ""                # "gpu", "cpu" or "analytic": where the runtime runs it by default
     cpu_threads: Optional[int] = None    # BLAS threads of CPU measurements; the reference runtime uses them
     stage_predicted_ms: List[Optional[float]] = field(default_factory=list)  # the returned schedule, run order
     final_check: List[CheckedSchedule] = field(default_factory=list)
@@ -281,6 +282,7 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         per_worker=dict(profiled.per_worker), retries=profiled.retries,
         predicted_latency_ms=solution.total_latency, seconds=seconds,
         table=str(table.location) if table is not None else "", software=profiled.device.software,
+        device_kind=profiled.device.kind,
         cpu_threads=options.source.cpu_threads, stage_predicted_ms=_stage_costs(graph, block_stages, measurements),
         final_check=checked, final_check_note=note, returned=returned,
         in_process=options.num_workers is None)
