@@ -75,14 +75,18 @@ class OptimizeReport:
     unique_stages: int = 0
     cache_hits: int = 0
     stale: int = 0                   # stages whose table rows came from other software: measured again
-    measured: int = 0
+    measured: int = 0                # stages this run measured (estimated, for an analytic source)
+    from_other_runs: int = 0         # stages a concurrent run into the same table measured meanwhile
     errors: int = 0
     per_worker: Dict[str, int] = field(default_factory=dict)
     retries: int = 0
     predicted_latency_ms: float = 0.0    # the DP's schedule
-    seconds: Dict[str, float] = field(default_factory=dict)  # enumerate, profile, solve, construct, check
+    # [ray start,] enumerate, profile, solve, construct, final check
+    seconds: Dict[str, float] = field(default_factory=dict)
     table: str = ""
+    in_process: bool = False             # profiled in this process (no Ray)
     software: str = ""                   # the cost source's software fingerprint (``DeviceInfo.software``)
+    device_kind: str = ""                # "gpu", "cpu" or "analytic": where the runtime runs it by default
     cpu_threads: Optional[int] = None    # BLAS threads of CPU measurements; the reference runtime uses them
     stage_predicted_ms: List[Optional[float]] = field(default_factory=list)  # the returned schedule, run order
     final_check: List[CheckedSchedule] = field(default_factory=list)
@@ -121,12 +125,15 @@ class OptimizeReport:
 
     def format(self) -> str:
         kind = "estimated (analytic model)" if self.estimated else "measured"
+        now = "estimated now" if self.estimated else "measured now"
+        workers = "in-process" if self.in_process else f"{self.num_workers} Ray workers"
+        shared = f"   from other runs: {self.from_other_runs:,}" if self.from_other_runs else ""
         lines = [
-            f"ios_ray optimize: {self.model}  opt_type={self.opt_type}  batch={self.batch_size}  workers={self.num_workers}",
+            f"ios_ray optimize: {self.model}  opt_type={self.opt_type}  batch={self.batch_size}  workers={workers}",
             f"  cost source     : {self.device} ({kind}, {self.dtype})",
             f"  states          : {self.states:,}   transitions: {self.transitions:,}",
             f"  unique stages   : {self.unique_stages:,}   cache hits: {self.cache_hits:,}   "
-            f"stale rows: {self.stale:,}   measured now: {self.measured:,}   errors: {self.errors}",
+            f"stale rows: {self.stale:,}   {now}: {self.measured:,}{shared}   errors: {self.errors}",
         ]
         if self.profiling == Profiling.LAZY.value:
             lines.append(f"  profiling       : lazy: {self.known_stages:,} of {self.unique_stages:,} stages have a cost "
@@ -168,7 +175,7 @@ class OptimizeOptions:
         source: the cost-source recipe (its ``dtype`` is the math mode rows are filed under).
         profile: batch size, timing settings and progress bar.
         compute_weight: lay out the merged convolutions' weights.
-        num_workers: Ray actors to profile (and enumerate) on; None: everything in this process.
+        num_workers: Ray actors to profile (and enumerate) on; None or 0: everything in this process.
         cost_table: a ``CostTable``, a path/URI, None (the default table, for sources cached by default)
             or False (none).
         address: the Ray cluster to join.
@@ -193,8 +200,10 @@ class OptimizeOptions:
     lazy: LazyOptions = LazyOptions()
 
     def __post_init__(self):
-        if self.num_workers is not None and self.num_workers < 1:
-            raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 (in this process) or more, got {self.num_workers}")
+        if self.num_workers == 0:
+            object.__setattr__(self, "num_workers", None)
         if not isinstance(self.profiling, Profiling):
             try:
                 object.__setattr__(self, "profiling", Profiling(str(self.profiling).strip().lower()))
@@ -224,7 +233,7 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         warmup, number, repeat: how each stage is timed (see ``MeasureSettings``).
         verbose: print the report.
         num_workers: profile on this many Ray actors (enumeration is sharded across them too);
-            ``None`` runs everything in this process.
+            ``None`` or ``0`` runs everything in this process (``default_num_workers`` is the CLI's choice).
         cost_table: a ``CostTable``, a path/URI, ``None`` for the default table (for the cpu and gpu
             sources; analytic estimates and custom objects are stored only in a table named here), or
             ``False`` for none.
@@ -268,6 +277,10 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
     if options.compute_weight and not graph.has_weights():
         raise ValueError("compute_weight=True needs weights: call graph.init_weights() (or load_weights) first")
     seconds: Dict[str, float] = {}
+    if options.num_workers is not None:
+        t0 = time.perf_counter()
+        _start_ray(options)
+        seconds["ray start"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     space = _enumerate(graph, options)
     seconds["enumerate"] = time.perf_counter() - t0
@@ -278,15 +291,22 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         options = dataclasses.replace(options, source=options.source.with_table(table))
     # in-process, one live source serves the profiling and the final check (a GPU context is built once)
     source = options.source.build() if options.num_workers is None else None
-    solution, measurements, profiled, lazy = _profile_and_solve(space, table, options, source)
-    elapsed = time.perf_counter() - t0
+    opt_type = options.space.opt_type.value
+    t1 = time.perf_counter()
+    baselines = _baselines(graph, options.compute_weight, opt_type) if options.final_check else {}
+    construct_s = time.perf_counter() - t1
+    # lazily, the baselines' stages are measured too, so that the final check can compare predictions
+    also = [k for _, stages in baselines.values() for k in _stage_keys(graph, stages)]
+    solution, measurements, profiled, lazy = _profile_and_solve(space, table, options, source, also)
+    elapsed = time.perf_counter() - t0 - construct_s
     seconds["profile"] = sum(profiled.seconds.values())
     seconds["solve"] = max(0.0, elapsed - seconds["profile"])
 
     t0 = time.perf_counter()
-    opt_type = options.space.opt_type.value
-    candidates = _candidates(graph, [list(b) for b in solution.block_stages], options.compute_weight, opt_type)
-    seconds["construct"] = time.perf_counter() - t0
+    dp_stages = [list(b) for b in solution.block_stages]
+    candidates = {DP_SCHEDULE: (construct(graph, dp_stages, options.compute_weight, opt_type), dp_stages),
+                  **baselines}
+    seconds["construct"] = time.perf_counter() - t0 + construct_s
 
     t0 = time.perf_counter()
     checked, note = _final_check(candidates, graph, measurements, profiled, options, source)
@@ -300,12 +320,15 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         model=graph.name, opt_type=opt_type, batch_size=options.profile.batch_size, device=profiled.device.name,
         estimated=profiled.device.kind == "analytic", num_workers=options.num_workers or 1, dtype=profiled.dtype,
         states=counts.states, transitions=counts.transitions, unique_stages=counts.unique_stages,
-        cache_hits=profiled.cache_hits, stale=profiled.stale, measured=profiled.measured, errors=profiled.errors,
+        cache_hits=profiled.cache_hits, stale=profiled.stale, measured=profiled.measured,
+        from_other_runs=profiled.from_other_runs, errors=profiled.errors,
         per_worker=dict(profiled.per_worker), retries=profiled.retries,
         predicted_latency_ms=solution.total_latency, seconds=seconds,
         table=str(table.location) if table is not None else "", software=profiled.device.software,
+        device_kind=profiled.device.kind,
         cpu_threads=options.source.cpu_threads, stage_predicted_ms=_stage_costs(graph, block_stages, measurements),
-        final_check=checked, final_check_note=note, returned=returned, profiling=options.profiling.value,
+        final_check=checked, final_check_note=note, returned=returned,
+        in_process=options.num_workers is None, profiling=options.profiling.value,
         known_stages=len(measurements), rounds=lazy.rounds if lazy else 0,
         bound_violations=lazy.violations if lazy else 0)
     new_graph.optimization_report = report
@@ -314,29 +337,56 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
     return new_graph
 
 
+def _start_ray(options: OptimizeOptions) -> None:
+    """Connect to Ray and check the cluster can host the profiling workers, so that a shortfall fails
+    before any work is done."""
+    from .distributed.cluster import check_local_resources, check_resources, connect, starts_local_instance
+    need = options.source.resources()
+    if starts_local_instance(options.address):
+        check_local_resources(options.num_workers, need)  # before Ray starts: a local instance cannot grow
+    connect(options.address)
+    check_resources(options.num_workers, need, wait_for_autoscaler=options.wait_for_autoscaler)
+
+
 def _enumerate(graph: Graph, options: OptimizeOptions):
-    """The graph's state space: here, or sharded over actors (after checking the cluster can host the
-    profiling workers, so that a shortfall fails before any work is done)."""
+    """The graph's state space: here, or sharded over actors (Ray already started by ``_start_ray``)."""
     from .space.enumerate import enumerate_graph
     if options.num_workers is None:
         return enumerate_graph(graph, options.space)
     import ray
 
-    from .distributed.cluster import check_resources, connect
     from .distributed.enumerate import enumerate_graph_distributed
-    connect(options.address)
-    check_resources(options.num_workers, options.source.resources(),
-                    wait_for_autoscaler=options.wait_for_autoscaler)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return enumerate_graph_distributed(graph, options.space, num_workers=max(1, min(options.num_workers, cpus)))
 
 
-def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[CostSource]
+def default_num_workers(cost: CostArg = None) -> int:
+    """The CLI's worker count for ``cost``: one Ray actor per local GPU for a source whose workers own a
+    GPU each; 0 (in this process) for analytic estimates, which cost microseconds a stage, far less than
+    starting Ray and shipping the stages to actors; else 2 CPU actors (1 on a one-core machine).
+
+    Raises:
+        ValueError: ``cost`` is not a known cost source.
+    """
+    from .costs.factory import AnalyticRecipe
+    recipe = resolve_cost(cost)
+    if isinstance(recipe, AnalyticRecipe):
+        return 0
+    from .distributed.cluster import local_resources
+    have = local_resources()
+    if recipe.resources().num_gpus > 0:
+        return max(1, int(have["GPU"]))  # none here: the resource check says so in one line
+    return max(1, min(2, int(have["CPU"])))
+
+
+def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[CostSource],
+                       also: Sequence[str] = ()
                        ) -> Tuple[Solution, Mapping[str, Measurement], ProfileReport, Optional[LazyReport]]:
     """The optimal schedule, the measurements it rests on and what profiling it took: every stage measured,
-    then solved (exhaustive), or the lazy DP's rounds; either way through ``profile_stages`` on one pool: of
-    one (the live ``source``) here, or of Ray actors that each build the recipe ``options.source``
-    (``source`` is None then)."""
+    then solved (exhaustive), or the lazy DP's rounds and then the stages of ``also`` that the space holds
+    and the rounds left out (for a measuring source: the final check's other candidates); either way
+    through ``profile_stages`` on one pool: of one (the live ``source``) here, or of Ray actors that each
+    build the recipe ``options.source`` (``source`` is None then)."""
     from .dp import solve
     from .dp.lazy import lazy_solve
     from .profile.rounds import ProfileRounds
@@ -349,6 +399,9 @@ def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[
         known = rounds.lookup()
         try:
             result = lazy_solve(space, rounds.measure, known, options.lazy)
+            more = [k for k in dict.fromkeys(also) if k in space.specs and k not in rounds.measurements]
+            if more and rounds.device().kind != "analytic":
+                rounds.measure(more)
         finally:
             profiled = rounds.close()
         return result.solution, rounds.measurements, profiled, result.report
@@ -368,28 +421,33 @@ def _open_pool(space, options: OptimizeOptions, source: Optional[CostSource]):
 Candidates = Dict[str, Tuple[Graph, List[List[Stage]]]]   # name -> (graph, its stages on the original graph)
 
 
-def _candidates(graph: Graph, dp_stages: List[List[Stage]], compute_weight: bool, opt_type: str) -> Candidates:
-    """The DP's schedule, and the Sequential and Greedy ones, each as a new graph (the original untouched)
-    with its stage list over the original graph's node names (what its stage costs are keyed by)."""
+def _baselines(graph: Graph, compute_weight: bool, opt_type: str) -> Candidates:
+    """The Sequential and Greedy schedules (the final check's candidates beside the DP's, which do not depend
+    on it), each as a new graph (the original untouched) with its stage list over the original graph's node
+    names (what its stage costs are keyed by)."""
     from .runtime.reference import sequential_stages
     sequential = [sequential_stages(b) for b in graph.blocks]
     greedy = construct(graph, sequential, compute_weight, opt_type)
     greedy.greedy_schedule()  # names are kept by construct, so these stages read on the original too
-    return {DP_SCHEDULE: (construct(graph, dp_stages, compute_weight, opt_type), dp_stages),
-            "Sequential": (construct(graph, sequential, compute_weight, opt_type), sequential),
+    return {"Sequential": (construct(graph, sequential, compute_weight, opt_type), sequential),
             "Greedy": (greedy, [list(b.stages) for b in greedy.blocks])}
+
+
+def _stage_keys(graph: Graph, block_stages: Sequence[Sequence[Stage]]) -> List[str]:
+    """Each stage's key in run order."""
+    out: List[str] = []
+    for block, stages in zip(graph.blocks, block_stages):
+        by_name = {n.name: n for n in block.nodes}
+        out.extend(stage_spec([[by_name[n] for n in g] for g in stage.groups], stage.strategy).key
+                   for stage in stages)
+    return out
 
 
 def _stage_costs(graph: Graph, block_stages: Sequence[Sequence[Stage]],
                  measurements: Mapping[str, Measurement]) -> List[Optional[float]]:
     """Each stage's measured cost in run order (None where the stage was never measured), by its key."""
-    out: List[Optional[float]] = []
-    for block, stages in zip(graph.blocks, block_stages):
-        by_name = {n.name: n for n in block.nodes}
-        for stage in stages:
-            m = measurements.get(stage_spec([[by_name[n] for n in g] for g in stage.groups], stage.strategy).key)
-            out.append(None if m is None else m.cost)
-    return out
+    got = [measurements.get(k) for k in _stage_keys(graph, block_stages)]
+    return [None if m is None else m.cost for m in got]
 
 
 GraphTimer = Callable[[Graph, int, MeasureSettings], Optional[List[float]]]

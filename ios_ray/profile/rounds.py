@@ -81,6 +81,10 @@ class ProfileRounds:
         self._seconds["probe"] += time.perf_counter() - t0
         return Conditions(device, self._options.batch_size, self._pool.dtype, self._options.settings)
 
+    def device(self) -> DeviceInfo:
+        """The pool's device (probed once)."""
+        return self._pool.device()
+
     def lookup(self) -> Dict[str, float]:
         """Costs of the stages the table already holds (every key searched once).
 
