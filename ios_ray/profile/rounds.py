@@ -7,7 +7,10 @@ Data flow::
       .lookup()      every key searched in the table once, as profile_stages searches (rows of the same
                      device and software; cached worker deaths measured again) -> {key: cost} of the hits
       .measure(keys) profile_stages(those keys, the pool, no table) -> {key: cost}; the measurements are
-                     appended to the table in chunks across rounds (few files however many rounds there are)
+                     appended to the table in chunks across rounds (few files however many rounds there are);
+                     before the first, the table's claims are opened: the check that it is writable (the
+                     rounds claim no stages: concurrent lazy runs may measure a stage twice, the table
+                     keeps one row)
       .close()       the last chunk appended -> the ProfileReport of all rounds together
 
 The pool is probed once (device and the check that all workers measure alike), not every round, and
@@ -69,6 +72,8 @@ class ProfileRounds:
         self._bar = None
         self._show = options.progress
         self._writer: Optional[_TableWriter] = None
+        self._book = None     # this run's claims on the table: opened before the first measurement
+        self._claim_conditions: Optional[Conditions] = None
         self.measurements: Dict[str, Measurement] = {}
         self._hits = self._stale = self._remeasured = self._measured = 0
         self._stats: Counter = Counter()
@@ -93,6 +98,7 @@ class ProfileRounds:
         """
         conditions = self._conditions()
         self._writer = _TableWriter(self._table, self._specs, conditions, self._options)
+        self._claim_conditions = conditions
         t0 = time.perf_counter()
         hits, self._stale, self._remeasured = _cached(self._table, self._specs, conditions.device, conditions)
         self._seconds["lookup"] += time.perf_counter() - t0
@@ -104,10 +110,14 @@ class ProfileRounds:
         """Measure ``keys`` (one round) through ``profile_stages`` on the pool; costs by key (inf: failed).
 
         Raises:
+            CostTableError: the table is not writable (before the first round measures anything).
             Whatever the pool raises; what was measured in earlier rounds is in the table by then.
         """
         if self._writer is None:
             self.lookup()
+        if self._book is None and self._table is not None:
+            # its first write: a read-only table fails here, before anything is measured
+            self._book = self._table.claims(self._claim_conditions, ttl_s=self._options.claim_ttl_s)
         if self._bar is None:
             self._bar = _progress_bar(0, self._hits, self._show)
             if self._bar is not None:
@@ -130,7 +140,12 @@ class ProfileRounds:
         """Append what is still buffered and report all rounds together."""
         if self._writer is None:
             self.lookup()
-        self._writer.flush()
+        try:
+            self._writer.flush()
+        finally:
+            if self._book is not None:
+                self._book.close()
+                self._book = None
         if self._bar is not None:
             self._bar.close()
         seconds = dict(self._seconds)
