@@ -8,11 +8,18 @@ One run on one GPU::
 For each network and batch size (batch 1 for all, plus batch 16 for Inception-v3) and each math mode
 (strict fp32, TF32): the latency of the Sequential and Greedy schedules and, when ``ios_ray.optimize``
 exists, of IOS-Merge / IOS-Parallel / IOS-Both (profiled on this GPU by GpuProfiler, one cost table per
-math mode, so the three optimizations share measurements), all on our runtime (one CUDA graph per
-schedule); and PyTorch eager and PyTorch CUDA-graph latency of the same architecture and weights
-(benchmarks/torch_from_ir.py, cudnn.benchmark on). Latency: median over ``repeat`` repeats of
+math mode, so the three optimizations share measurements; the DP's own schedules, ``final_check=False``,
+with the DP's prediction beside each), all on our runtime (one CUDA graph per schedule); the
+critical-path *floor* measured in the same run (every operator timed alone as a one-operator stage,
+then per block the longest path through its DAG, summed: ``ios_ray.dp.floor``); and PyTorch eager,
+PyTorch CUDA-graph and ``torch.compile(mode="max-autotune")`` latency of the same architecture and
+weights (benchmarks/torch_from_ir.py, cudnn.benchmark on). Latency: median over ``repeat`` repeats of
 ``number`` replays after ``warmup``, timed with CUDA events. Every schedule's output is compared with
 the Sequential one and PyTorch's with ours (relative L2 error, reported).
+
+Rows (``results`` in the JSON): ``{model, batch, math, schedule, median_ms, predicted_ms, ...}``, with
+``predicted_ms`` set for the DP's schedules (None elsewhere) and one ``schedule: "floor"`` row per
+model/batch/math whose ``median_ms`` is the floor.
 
 Large search spaces are pruned per network (``PRUNING``: the paper's r and s) and the whole run keeps
 to ``--budget-s``: IOS optimizations that would start after it are skipped and say so.
@@ -20,6 +27,7 @@ to ``--budget-s``: IOS optimizations that would start after it are skipped and s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -34,11 +42,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from ios_ray.dp.floor import critical_path_floor  # noqa: E402
 from ios_ray.models import get_model  # noqa: E402
+from ios_ray.space.stage import stage_spec  # noqa: E402
 
 # (max_group_size r, max_num_groups s) per network: the paper's defaults where the space is small
 PRUNING = {"squeezenet": (3, 8), "inception_v3": (3, 8), "randwire": (1, 4), "nasnet": (1, 4), "sample": (3, 8)}
 OPT_TYPES = [("IOS-Merge", "dp_merge"), ("IOS-Parallel", "dp_parallel"), ("IOS-Both", "dp_parallel_merge")]
+FLOOR = "floor"
+COLUMNS = ["Sequential", "Greedy", "IOS-Merge", "IOS-Parallel", "IOS-Both", FLOOR, "PyTorch eager",
+           "PyTorch CUDA graph", "torch.compile"]
 
 
 def rel_l2(a, b) -> float:
@@ -58,6 +71,41 @@ def find_optimize():
 def stats(samples):
     return {"median_ms": float(np.median(samples)), "min_ms": float(min(samples)), "max_ms": float(max(samples)),
             "samples": len(samples)}
+
+
+def result_row(base, schedule, samples, predicted_ms=None, **extra):
+    """One result row: ``base`` (model, batch, math, ...), the schedule, the statistics of ``samples``
+    (per-repeat ms) and the DP's prediction (None for schedules the DP did not choose)."""
+    return {**base, "schedule": schedule, **stats(samples), "predicted_ms": predicted_ms, **extra}
+
+
+def op_times(graph, measure):
+    """Every operator of ``graph`` timed alone, as a one-operator stage (the way the profiler measures it).
+
+    Args:
+        graph: the graph.
+        measure: ``specs -> [Measurement]`` (a cost source's ``measure`` with batch and settings bound);
+            operators with the same stage key are measured once.
+    Returns:
+        ``{node name: ms}``, or None when some operator could not be measured.
+    """
+    keys = {}
+    specs = {}
+    for node in graph.nodes()[1:]:
+        spec = stage_spec([[node]])
+        keys[node.name] = spec.key
+        specs.setdefault(spec.key, spec)
+    measured = {m.key: m for m in measure(list(specs.values()))}
+    if any(m.error.value for m in measured.values()):
+        return None
+    return {name: measured[key].latency_ms for name, key in keys.items()}
+
+
+def floor_row(base, graph, op_ms):
+    """The critical-path floor row of ``graph`` from its operators' times alone (``op_times``)."""
+    floor = critical_path_floor(graph, op_ms)
+    return {**base, "runtime": "ios_ray", "schedule": FLOOR, "median_ms": floor, "predicted_ms": None,
+            "operator_sum_ms": float(sum(op_ms.values()))}
 
 
 def ours(ctx, graph, batch, x, settings):
@@ -84,11 +132,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--budget-s", type=float, default=480.0)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (it autotunes for minutes)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_latency.json"))
     args = p.parse_args(argv)
     t_start = time.perf_counter()
 
     import cupy
+    from ios_ray.costs.measurement import MeasureSettings
     from ios_ray.profile.gpu import GpuProfiler, gpu_device_info
     from ios_ray.runtime.gpu.context import GpuContext
     optimize = find_optimize()
@@ -115,6 +165,7 @@ def main(argv=None) -> int:
             Path(os.environ["OUT"], Path(args.out).name).write_text(json.dumps(doc, indent=1))
 
     def add(row):
+        row.setdefault("predicted_ms", None)
         doc["results"].append(row)
         extra = f"  optimize {row['optimize_s']:.1f}s ({row.get('unique_stages', '?')} stages)" if "optimize_s" in row else ""
         print(f"[{time.perf_counter() - t_start:6.1f}s] {row['model']} b{row['batch']} {row['math']} "
@@ -125,7 +176,7 @@ def main(argv=None) -> int:
     for math in args.math.split(","):
         tf32 = math == "tf32"
         ctx = GpuContext(0, tf32=tf32)
-        profiler = None
+        profiler = GpuProfiler(0, tf32=tf32)
         for model, batch in runs:
             g = get_model(model)
             g.init_weights(0)
@@ -139,11 +190,15 @@ def main(argv=None) -> int:
             st, out, build_s, n = ours(ctx, g, batch, x, settings)
             add({**base, "runtime": "ios_ray", "schedule": "Greedy", **st, "stages": n, "build_s": build_s,
                  "rel_err_vs_sequential": rel_l2(out, ref_out)})
+            op_ms = op_times(g, functools.partial(profiler.measure, batch_size=batch,
+                                                  settings=MeasureSettings(*settings)))
+            if op_ms is None:
+                doc["skipped"].append(f"{FLOOR} {model} b{batch} {math}: some operator failed alone")
+            else:
+                add(floor_row(base, g, op_ms))
             ios_models = [m for m in args.ios_models.split(",") if m]
             if optimize is not None and math in args.ios_math.split(",") and (not ios_models or model in ios_models):
                 from ios_ray.costs.table import CostTable
-                if profiler is None:
-                    profiler = GpuProfiler(0, tf32=tf32)
                 table = CostTable(os.path.join(tables, math))
                 r, s = PRUNING.get(model, (3, 8))
                 for label, opt_type in OPT_TYPES:
@@ -151,9 +206,9 @@ def main(argv=None) -> int:
                         doc["skipped"].append(f"{label} {model} b{batch} {math}: over the time budget")
                         continue
                     t0 = time.perf_counter()
-                    try:
+                    try:  # the DP's own schedule (no final check): this benchmark shows its gap
                         og = optimize(g, batch, opt_type, compute_weight=True, cost=profiler, cost_table=table,
-                                      max_group_size=r, max_num_groups=s)
+                                      max_group_size=r, max_num_groups=s, final_check=False)
                     except Exception as exc:  # noqa: BLE001 -- report and go on
                         doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}")
                         print("skipped:", doc["skipped"][-1], flush=True)
@@ -169,15 +224,20 @@ def main(argv=None) -> int:
                                     "errors": rep.errors, "seconds": rep.seconds})
                     add(row)
             if not args.no_torch:
-                from torch_from_ir import torch_latency
-                for label, cg in (("PyTorch eager", False), ("PyTorch CUDA graph", True)):
-                    try:
-                        times, out, _ = torch_latency(g, batch, tf32, cg, *settings)
-                    except Exception as exc:  # noqa: BLE001
-                        doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}")
+                from torch_from_ir import TORCH_MODES, torch_latency
+                for mode, label in TORCH_MODES.items():
+                    if mode == "compile" and (args.no_compile or time.perf_counter() - t_start > args.budget_s):
+                        doc["skipped"].append(f"{label} {model} b{batch} {math}: "
+                                              f"{'--no-compile' if args.no_compile else 'over the time budget'}")
                         continue
-                    add({**base, "runtime": "pytorch", "schedule": label, **stats(times),
-                         "rel_err_vs_sequential": rel_l2(out, ref_out)})
+                    t0 = time.perf_counter()
+                    try:
+                        times, out, _ = torch_latency(g, batch, tf32, mode, settings)
+                    except Exception as exc:  # noqa: BLE001 -- a failure becomes a skipped note
+                        doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}"[:400])
+                        continue
+                    add(result_row({**base, "runtime": "pytorch"}, label, times,
+                                   rel_err_vs_sequential=rel_l2(out, ref_out), wall_s=time.perf_counter() - t0))
         del ctx, profiler
         cupy.get_default_memory_pool().free_all_blocks()
     doc["wall_s"] = time.perf_counter() - t_start
@@ -186,25 +246,35 @@ def main(argv=None) -> int:
     return 0
 
 
-def print_table(doc) -> None:
+def format_table(doc) -> str:
+    """The summary table: one line of median ms per model/batch/math (columns ``COLUMNS``), and under it
+    the DP's predictions for the IOS columns; then the largest output difference and the skipped runs."""
     rows = doc["results"]
     keys = []
     for r in rows:
         k = (r["model"], r["batch"], r["math"])
         if k not in keys:
             keys.append(k)
-    cols = ["Sequential", "Greedy", "IOS-Merge", "IOS-Parallel", "IOS-Both", "PyTorch eager", "PyTorch CUDA graph"]
-    print(f"device: {doc['device']['name']} ({doc['device']['library']}); median ms")
-    print(f"{'model':14s} {'b':>3s} {'math':5s} " + " ".join(f"{c[:13]:>13s}" for c in cols) + "  opt(s)")
+    lines = [f"device: {doc['device']['name']} ({doc['device']['library']}); median ms (floor: critical path of "
+             f"the operators timed alone; 'predicted': the DP's stage-cost sum)",
+             f"{'model':14s} {'b':>3s} {'math':5s} " + " ".join(f"{c[:13]:>13s}" for c in COLUMNS) + "  opt(s)"]
     for k in keys:
         by = {r["schedule"]: r for r in rows if (r["model"], r["batch"], r["math"]) == k}
-        cells = [f"{by[c]['median_ms']:13.3f}" if c in by else f"{'-':>13s}" for c in cols]
+        cells = [f"{by[c]['median_ms']:13.3f}" if c in by else f"{'-':>13s}" for c in COLUMNS]
         opt = sum(r.get("optimize_s", 0.0) for r in by.values())
-        print(f"{k[0]:14s} {k[1]:3d} {k[2]:5s} " + " ".join(cells) + f"  {opt:6.1f}")
+        lines.append(f"{k[0]:14s} {k[1]:3d} {k[2]:5s} " + " ".join(cells) + f"  {opt:6.1f}")
+        predicted = [by[c].get("predicted_ms") if c in by else None for c in COLUMNS]
+        if any(p is not None for p in predicted):
+            cells = [f"{p:13.3f}" if p is not None else f"{'':13s}" for p in predicted]
+            lines.append(f"{'  predicted':24s} " + " ".join(cells))
     worst = max((r.get("rel_err_vs_sequential", 0.0) for r in rows), default=0.0)
-    print(f"largest relative L2 difference from the Sequential output: {worst:.2e}")
-    for s in doc["skipped"]:
-        print("skipped:", s)
+    lines.append(f"largest relative L2 difference from the Sequential output: {worst:.2e}")
+    lines.extend(f"skipped: {s}" for s in doc["skipped"])
+    return "\n".join(lines)
+
+
+def print_table(doc) -> None:
+    print(format_table(doc))
 
 
 if __name__ == "__main__":

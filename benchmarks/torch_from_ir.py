@@ -4,13 +4,14 @@ Data flow: Graph (weights set) -> TorchFromIR(graph): every node's parameters re
 -> forward(x): nodes in block / dependency order, inputs gathered with IOS term semantics (values of a
 term summed, terms concatenated on channels) -> the last block's exit node.
 
-This is PyTorch's eager execution of exactly our architecture (and, captured with
-``torch.cuda.CUDAGraph``, its CUDA-graph execution): the comparison point for our runtime.
+This is PyTorch's eager execution of exactly our architecture (captured with ``torch.cuda.CUDAGraph``,
+its CUDA-graph execution; through ``torch.compile(mode="max-autotune")``, inductor's generated kernels
+replayed as CUDA graphs, what a PyTorch user picks today): the comparison points for our runtime.
 Only imported by the benchmark; torch is not a dependency of ios_ray.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -105,13 +106,55 @@ class TorchFromIR(torch.nn.Module):
         return env[id(self.graph.blocks[-1].exit_node)]
 
 
-def torch_latency(graph: Graph, batch_size: int, tf32: bool, cuda_graph: bool, warmup: int = 10, number: int = 20,
-                  repeat: int = 10):
-    """(per-repeat latencies in ms, output for a fixed input) of PyTorch running ``graph``.
+TORCH_MODES = {"eager": "PyTorch eager", "cuda_graph": "PyTorch CUDA graph", "compile": "torch.compile"}
 
+
+def _cuda_graph_runner(model, x):
+    """``model(x)`` captured once as a ``torch.cuda.CUDAGraph`` (after warm-up on a side stream):
+    (replay, the static output)."""
+    static_x = x.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            model(static_x)
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_y = model(static_x)
+    return g.replay, lambda: static_y
+
+
+def _compiled_runner(model, x):
+    """``torch.compile(model, mode="max-autotune")`` (inductor, autotuned kernels, CUDA graphs): (run, last
+    output). Compiling happens in the first calls, i.e. in the warm-up."""
+    compiled = torch.compile(model, mode="max-autotune")
+    mark_step = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+    holder = {}
+
+    def run():
+        if mark_step is not None:  # each call is a new inference: CUDA-graph trees may reuse its buffers
+            mark_step()
+        holder["y"] = compiled(x)
+    return run, lambda: holder["y"]
+
+
+def torch_latency(graph: Graph, batch_size: int, tf32: bool, mode: str, settings: Tuple[int, int, int] = (10, 20, 10)):
+    """(per-repeat latencies in ms, output for a fixed input, that input) of PyTorch running ``graph``.
+
+    Args:
+        mode: ``eager``, ``cuda_graph`` (one ``torch.cuda.CUDAGraph`` replayed) or ``compile``
+            (``torch.compile(mode="max-autotune")``); see ``TORCH_MODES``.
+        settings: (warmup, number, repeat), as our runtime's timings: CUDA events around ``number`` runs.
     cuDNN autotuning (``cudnn.benchmark``) is on; ``tf32`` sets PyTorch's cuDNN and matmul TF32 flags.
+
+    Raises:
+        ValueError: an unknown mode; whatever PyTorch raises (the benchmark records it as skipped).
     """
     import numpy as np
+    if mode not in TORCH_MODES:
+        raise ValueError(f"mode must be one of {sorted(TORCH_MODES)}, got {mode!r}")
+    warmup, number, repeat = settings
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = bool(tf32)
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
@@ -120,25 +163,17 @@ def torch_latency(graph: Graph, batch_size: int, tf32: bool, cuda_graph: bool, w
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, *graph.input.output_shape),
                                                                     dtype=np.float32)).to(dev)
     with torch.no_grad():
-        if cuda_graph:
-            static_x = x.clone()
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    model(static_x)
-            torch.cuda.current_stream().wait_stream(side)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                static_y = model(static_x)
-            run = g.replay
-            out = static_y
+        if mode == "cuda_graph":
+            run, output = _cuda_graph_runner(model, x)
+        elif mode == "compile":
+            run, output = _compiled_runner(model, x)
         else:
             holder = {}
 
             def run():
                 holder["y"] = model(x)
-        for _ in range(warmup):
+            output = lambda: holder["y"]  # noqa: E731
+        for _ in range(max(warmup, 3 if mode == "compile" else 0)):
             run()
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -150,5 +185,5 @@ def torch_latency(graph: Graph, batch_size: int, tf32: bool, cuda_graph: bool, w
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) / number)
-        out = (static_y if cuda_graph else holder["y"]).float().cpu().numpy()
+        out = output().float().cpu().numpy()
     return times, out, x.cpu().numpy()

@@ -6,6 +6,7 @@ model on a local Ray instance, measured on the GPU when there is one, else on th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -38,12 +39,15 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
                    max_group_size=ns.r, max_num_groups=ns.s, max_part_size=ns.part_size,
                    warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
-                   compute_weight=bool(ns.weights_out), wait_for_autoscaler=ns.wait_for_autoscaler)
+                   compute_weight=bool(ns.weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
+                   final_check=not ns.no_final_check)
     print(opt.optimization_report.format())
     print(opt)
     out = ns.out or f"{graph.name}_schedule.json"
     save_graph(opt, out)
-    print(f"schedule written to {out}  ({time.perf_counter() - t0:.1f}s in all)")
+    with open(report_path(out), "w") as f:  # what `run` needs: threads, per-stage predictions
+        json.dump(opt.optimization_report.to_json(), f, indent=1)
+    print(f"schedule written to {out}, its report to {report_path(out)}  ({time.perf_counter() - t0:.1f}s in all)")
     if ns.weights_out:
         save_weights(opt, ns.weights_out)
         print(f"weights written to {ns.weights_out}")
@@ -62,25 +66,45 @@ def _auto_workers(cost) -> int:
     return 2
 
 
+def report_path(schedule_path: str) -> str:
+    """Where ``optimize`` writes the report of a schedule JSON (``x.json`` -> ``x.report.json``)."""
+    return os.path.splitext(schedule_path)[0] + ".report.json"
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     import numpy as np
 
     from . import ios_runtime
     from .graph.serialize import load_graph, load_weights
+    from .optimizer import OptimizeReport
 
     graph = load_graph(ns.schedule)
+    if os.path.exists(report_path(ns.schedule)):  # run it the way it was measured (threads), beside its predictions
+        with open(report_path(ns.schedule)) as f:
+            graph.optimization_report = OptimizeReport.from_json(json.load(f))
     if ns.weights:
         load_weights(graph, ns.weights)
     else:
         graph.init_weights(ns.seed)
     x = np.random.default_rng(ns.seed).standard_normal((ns.batch_size, *graph.input.output_shape)).astype(np.float32)
-    y = ios_runtime.graph_inference(graph, batch_size=ns.batch_size, input=x)
+    y = ios_runtime.graph_inference(graph, batch_size=ns.batch_size, input=x, threads=ns.threads)
     lat = ios_runtime.graph_latency(graph, batch_size=ns.batch_size, warmup=ns.warmup, number=ns.number,
-                                    repeat=ns.repeat)
+                                    repeat=ns.repeat, threads=ns.threads)
     print(graph)
     print(f"output shape {tuple(y.shape)}, mean {float(np.mean(y)):.6f}")
-    print(f"latency ({ios_runtime.device_name(graph, ns.batch_size)}): median {float(np.median(lat)):.3f} ms "
-          f"over {ns.repeat} repeats of {ns.number}")
+    where = ios_runtime.device_name(graph, ns.batch_size, threads=ns.threads)
+    report = getattr(graph, "optimization_report", None)
+    stage_ms = getattr(report, "stage_predicted_ms", None)
+    predicted = "" if not stage_ms or None in stage_ms else \
+        f"; predicted {sum(stage_ms):.3f} ms ({report.returned} schedule, {report.device})"
+    print(f"latency ({where}): median {float(np.median(lat)):.3f} ms over {ns.repeat} repeats of {ns.number}"
+          f"{predicted}")
+    if ns.trace:
+        trace = ios_runtime.graph_trace(graph, ns.batch_size, ns.trace, threads=ns.threads, x=x)
+        other = trace["otherData"]
+        versus = f", predicted {other['predicted_ms']:.3f} ms" if "predicted_ms" in other else ""
+        print(f"trace of one inference ({other['measured_ms']:.3f} ms measured{versus}) written to {ns.trace}: "
+              f"open it in ui.perfetto.dev or chrome://tracing")
     return 0
 
 
@@ -126,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weights-out", default=None, help="also init weights and write the optimized graph's .npz")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--no-progress", action="store_true")
+    o.add_argument("--no-final-check", action="store_true",
+                   help="skip timing the DP's, Sequential and Greedy schedules as whole graphs (measured sources)")
     o.set_defaults(func=cmd_optimize)
 
     r = sub.add_parser("run", help="inference and latency of a schedule JSON on the local runtime")
@@ -136,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--number", type=int, default=3)
     r.add_argument("--repeat", type=int, default=3)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU BLAS threads (default: those the schedule was measured with, from its report, else 1)")
+    r.add_argument("--trace", default=None, metavar="PATH",
+                   help="also write a Chrome/Perfetto trace of one inference (stages and groups per stream)")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("table", help="summary of a cost table")

@@ -7,6 +7,8 @@ Data flow::
           --profile_stages (table hits + a LocalPool or a Ray pool)--> {key: Measurement}
           --solve (dp/, pure)--> Solution{stages per block}
           --construct (merges applied, weights laid out)--> new Graph with its schedule
+          --final check (measured sources): the DP's, the Sequential and the Greedy schedule timed as whole
+            graphs on the same device (``measure_graph``) --> the fastest measured, with its report
 
 The DP never touches hardware: it reads a ``{key: latency}`` mapping. Where the latencies come from is
 the ``cost`` argument: a name from the registry (``costs.factory.KINDS``), a recipe, or any
@@ -14,18 +16,37 @@ the ``cost`` argument: a name from the registry (``costs.factory.KINDS``), a rec
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 from .costs.factory import CostArg, SourceRecipe, resolve_cost
-from .costs.measurement import MeasureSettings, Measurement
+from .costs.measurement import CostSource, MeasureSettings, Measurement
 from .graph.ir import Block, Conv, Graph, Node, Placeholder, Terms, Value, topo_order
 from .graph.merge import merged_conv_params
 from .graph.schedule import Stage, Strategy, check_schedule
 from .profile.stages import LocalPool, ProfileOptions, ProfileReport, profile_stages
 from .space.options import SpaceOptions
+from .space.stage import stage_spec
+
+DP_SCHEDULE = "IOS"   # the DP's schedule among the final check's candidates (the others: Sequential, Greedy)
+
+
+@dataclass(frozen=True)
+class CheckedSchedule:
+    """One candidate of ``optimize``'s final check: whole-graph latency predicted (the sum of its stage
+    costs; None when some stage was never measured) and measured (median over repeats; nan on error)."""
+    schedule: str
+    predicted_ms: Optional[float]
+    measured_ms: float
+    spread_ms: float = 0.0
+    error: str = ""
 
 
 @dataclass
@@ -47,9 +68,36 @@ class OptimizeReport:
     errors: int = 0
     per_worker: Dict[str, int] = field(default_factory=dict)
     retries: int = 0
-    predicted_latency_ms: float = 0.0
-    seconds: Dict[str, float] = field(default_factory=dict)  # enumerate, profile, solve, construct
+    predicted_latency_ms: float = 0.0    # the DP's schedule
+    seconds: Dict[str, float] = field(default_factory=dict)  # enumerate, profile, solve, construct, check
     table: str = ""
+    software: str = ""                   # the cost source's software fingerprint (``DeviceInfo.software``)
+    cpu_threads: Optional[int] = None    # BLAS threads of CPU measurements; the reference runtime uses them
+    stage_predicted_ms: List[Optional[float]] = field(default_factory=list)  # the returned schedule, run order
+    final_check: List[CheckedSchedule] = field(default_factory=list)
+    final_check_note: str = ""           # why the final check did not run, or what went wrong
+    returned: str = DP_SCHEDULE          # the schedule the returned graph carries
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (``from_json`` reads it back)."""
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_json(obj: Mapping[str, Any]) -> "OptimizeReport":
+        """The report ``to_json`` wrote; keys it does not know are ignored.
+
+        Raises:
+            ValueError: not a report (a required field is missing or a candidate is malformed).
+        """
+        names = {f.name for f in dataclasses.fields(OptimizeReport)}
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"an optimization report is a JSON object, got {type(obj).__name__}")
+        kwargs = {k: v for k, v in obj.items() if k in names}
+        try:
+            kwargs["final_check"] = [CheckedSchedule(**c) for c in kwargs.get("final_check", [])]
+            return OptimizeReport(**kwargs)
+        except TypeError as exc:
+            raise ValueError(f"not an optimization report: {exc}") from None
 
     def format(self) -> str:
         kind = "estimated (analytic model)" if self.estimated else "measured"
@@ -65,10 +113,24 @@ class OptimizeReport:
         if self.table:
             lines.append(f"  cost table      : {self.table}")
         lines.append(f"  predicted       : {self.predicted_latency_ms:.3f} ms ({kind})")
+        lines.extend(self._format_check())
         total = sum(self.seconds.values())
         parts = "  ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
         lines.append(f"  time            : {parts}  (total {total:.2f}s)")
         return "\n".join(lines)
+
+    def _format_check(self) -> List[str]:
+        if not self.final_check:
+            return [f"  final check     : {self.final_check_note or 'not run'}"]
+        lines = ["  final check     : whole graph measured on the profiling device (median ms)"]
+        for c in self.final_check:
+            predicted = "-" if c.predicted_ms is None else f"{c.predicted_ms:.3f}"
+            measured = f"error: {c.error}" if c.error else f"{c.measured_ms:.3f} (spread {c.spread_ms:.3f})"
+            mark = "  <- returned" if c.schedule == self.returned else ""
+            lines.append(f"    {c.schedule:<12s} predicted {predicted:>10s}   measured {measured}{mark}")
+        if self.final_check_note:
+            lines.append(f"    note: {self.final_check_note}")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -86,6 +148,8 @@ class OptimizeOptions:
         address: the Ray cluster to join.
         wait_for_autoscaler: wait for the cluster to grow instead of failing at once.
         verbose: print the report.
+        final_check: time the DP's, the Sequential and the Greedy schedule as whole graphs on the
+            profiling device and return the fastest (measured sources only).
     """
     space: SpaceOptions
     source: SourceRecipe
@@ -96,6 +160,7 @@ class OptimizeOptions:
     address: Optional[str] = None
     wait_for_autoscaler: bool = False
     verbose: bool = False
+    final_check: bool = True
 
     def __post_init__(self):
         if self.num_workers is not None and self.num_workers < 1:
@@ -106,7 +171,8 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
              cost: CostArg = None, max_group_size: int = 3, max_num_groups: int = 8, max_part_size: int = 50,
              warmup: int = 2, number: int = 6, repeat: int = 6, verbose: bool = False,
              num_workers: Optional[int] = None, cost_table=None, address: Optional[str] = None,
-             progress: Optional[bool] = None, cost_model=None, wait_for_autoscaler: bool = False) -> Graph:
+             progress: Optional[bool] = None, cost_model=None, wait_for_autoscaler: bool = False,
+             final_check: bool = True) -> Graph:
     """Find the IOS schedule of ``graph`` and return a new Graph carrying it.
 
     Args:
@@ -131,9 +197,16 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         cost_model: the original's name for ``cost``.
         wait_for_autoscaler: when the cluster lacks the workers' CPUs/GPUs, wait for an autoscaler to
             add them instead of failing at once.
+        final_check: after the DP, measure the whole-graph latency of its schedule and of the Sequential
+            and Greedy schedules on the profiling device, timed like the stages (``warmup``, ``number``,
+            ``repeat``; on the CPU with the same BLAS threads; with ``num_workers``, on one Ray worker),
+            and return the fastest measured: stage costs add up to a prediction, and this checks it. The
+            report lists each candidate (predicted and measured ms) and which was returned. Skipped for
+            analytic costs and for cost sources without ``measure_graph``; ``False`` skips it.
 
     Returns:
-        A new Graph with the optimized schedule; ``graph.optimization_report`` holds an OptimizeReport.
+        A new Graph with the optimized schedule (the DP's, or the Sequential or Greedy one when the final
+        check measured it faster); ``graph.optimization_report`` holds an OptimizeReport.
 
     Raises:
         ValueError: bad arguments, a graph without weights when ``compute_weight`` is set, or no
@@ -146,7 +219,7 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         profile=ProfileOptions(batch_size=batch_size, settings=MeasureSettings(warmup, number, repeat),
                                progress=progress if progress is not None else (verbose or sys.stderr.isatty())),
         compute_weight=compute_weight, num_workers=num_workers, cost_table=cost_table, address=address,
-        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose)
+        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose, final_check=final_check)
     return optimize_with(graph, options)
 
 
@@ -163,7 +236,11 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
 
     t0 = time.perf_counter()
     table = _open_table(options)
-    measurements, profiled = _profile(space, table, options)
+    if hasattr(options.source, "with_table"):   # e.g. the GPU's engine book goes beside the table
+        options = dataclasses.replace(options, source=options.source.with_table(table))
+    # in-process, one live source serves the profiling and the final check (a GPU context is built once)
+    source = options.source.build() if options.num_workers is None else None
+    measurements, profiled = _profile(space, table, options, source)
     seconds["profile"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -172,8 +249,15 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
 
     t0 = time.perf_counter()
     opt_type = options.space.opt_type.value
-    new_graph = construct(graph, [list(b) for b in solution.block_stages], options.compute_weight, opt_type)
+    candidates = _candidates(graph, [list(b) for b in solution.block_stages], options.compute_weight, opt_type)
     seconds["construct"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    checked, note = _final_check(candidates, graph, measurements, profiled, options, source)
+    returned = _fastest(checked)
+    if checked:
+        seconds["final check"] = time.perf_counter() - t0
+    new_graph, block_stages = candidates[returned]
 
     counts = space.counts
     report = OptimizeReport(
@@ -183,7 +267,9 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         cache_hits=profiled.cache_hits, stale=profiled.stale, measured=profiled.measured, errors=profiled.errors,
         per_worker=dict(profiled.per_worker), retries=profiled.retries,
         predicted_latency_ms=solution.total_latency, seconds=seconds,
-        table=str(table.location) if table is not None else "")
+        table=str(table.location) if table is not None else "", software=profiled.device.software,
+        cpu_threads=options.source.cpu_threads, stage_predicted_ms=_stage_costs(graph, block_stages, measurements),
+        final_check=checked, final_check_note=note, returned=returned)
     new_graph.optimization_report = report
     if options.verbose:
         print(report.format())
@@ -207,16 +293,108 @@ def _enumerate(graph: Graph, options: OptimizeOptions):
     return enumerate_graph_distributed(graph, options.space, num_workers=max(1, min(options.num_workers, cpus)))
 
 
-def _profile(space, table, options: OptimizeOptions) -> Tuple[Mapping[str, Measurement], ProfileReport]:
-    """Every stage's measurement: one profiling path, on a pool of one here or on Ray actors."""
-    source = options.source
-    if hasattr(source, "with_table"):   # e.g. the GPU's engine book goes beside the table
-        source = source.with_table(table)
+def _profile(space, table, options: OptimizeOptions,
+             source: Optional[CostSource]) -> Tuple[Mapping[str, Measurement], ProfileReport]:
+    """Every stage's measurement: one profiling path, on a pool of one (the live ``source``) here, or on Ray
+    actors that each build the recipe ``options.source`` (``source`` is None then)."""
     if options.num_workers is None:
-        return profile_stages(space.specs, LocalPool(source.build()), table, options.profile)
+        return profile_stages(space.specs, LocalPool(source), table, options.profile)
     from .distributed.driver import RayPoolOptions, profile_graph_space
     workers = RayPoolOptions(options.num_workers, address=options.address)
-    return profile_graph_space(space, source, workers, table, options.profile)
+    return profile_graph_space(space, options.source, workers, table, options.profile)
+
+
+Candidates = Dict[str, Tuple[Graph, List[List[Stage]]]]   # name -> (graph, its stages on the original graph)
+
+
+def _candidates(graph: Graph, dp_stages: List[List[Stage]], compute_weight: bool, opt_type: str) -> Candidates:
+    """The DP's schedule, and the Sequential and Greedy ones, each as a new graph (the original untouched)
+    with its stage list over the original graph's node names (what its stage costs are keyed by)."""
+    from .runtime.reference import sequential_stages
+    sequential = [sequential_stages(b) for b in graph.blocks]
+    greedy = construct(graph, sequential, compute_weight, opt_type)
+    greedy.greedy_schedule()  # names are kept by construct, so these stages read on the original too
+    return {DP_SCHEDULE: (construct(graph, dp_stages, compute_weight, opt_type), dp_stages),
+            "Sequential": (construct(graph, sequential, compute_weight, opt_type), sequential),
+            "Greedy": (greedy, [list(b.stages) for b in greedy.blocks])}
+
+
+def _stage_costs(graph: Graph, block_stages: Sequence[Sequence[Stage]],
+                 measurements: Mapping[str, Measurement]) -> List[Optional[float]]:
+    """Each stage's measured cost in run order (None where the stage was never measured), by its key."""
+    out: List[Optional[float]] = []
+    for block, stages in zip(graph.blocks, block_stages):
+        by_name = {n.name: n for n in block.nodes}
+        for stage in stages:
+            m = measurements.get(stage_spec([[by_name[n] for n in g] for g in stage.groups], stage.strategy).key)
+            out.append(None if m is None else m.cost)
+    return out
+
+
+GraphTimer = Callable[[Graph, int, MeasureSettings], Optional[List[float]]]
+
+
+@contextlib.contextmanager
+def _graph_timer(options: OptimizeOptions, source: Optional[CostSource]) -> Iterator[Optional[GraphTimer]]:
+    """What times a whole graph: the live source's ``measure_graph`` in-process (None if it has none), or
+    one Ray worker built from the recipe (answering None when its source has none), stopped on exit."""
+    if options.num_workers is None:
+        yield getattr(source, "measure_graph", None)
+        return
+    import ray
+
+    from .distributed.cluster import connect
+    from .distributed.profiler_pool import ProfileWorker
+    connect(options.address)
+    need = options.source.resources()
+    actor = ray.remote(ProfileWorker).options(num_cpus=need.num_cpus, num_gpus=need.num_gpus, max_restarts=0,
+                                              max_task_retries=0).remote(options.source, "final-check")
+    try:
+        yield lambda g, batch, settings: ray.get(actor.measure_graph.remote(g, batch, settings))
+    finally:
+        ray.kill(actor, no_restart=True)
+
+
+def _final_check(candidates: Candidates, graph: Graph, measurements: Mapping[str, Measurement],
+                 profiled: ProfileReport, options: OptimizeOptions,
+                 source: Optional[CostSource]) -> Tuple[List[CheckedSchedule], str]:
+    """Each candidate timed as a whole graph on the profiling device, or none and the reason."""
+    if not options.final_check:
+        return [], "off (final_check=False)"
+    if profiled.device.kind == "analytic":
+        return [], "skipped: analytic costs are estimates, there is no device to measure on"
+    batch, settings = options.profile.batch_size, options.profile.settings
+    cannot = f"skipped: the cost source {options.source} cannot time a whole graph (it has no measure_graph)"
+    checked: List[CheckedSchedule] = []
+    with _graph_timer(options, source) as timer:
+        if timer is None:
+            return [], cannot
+        for name, (candidate, stages) in candidates.items():
+            predicted = _stage_costs(graph, stages, measurements)
+            total = None if any(p is None for p in predicted) else float(sum(predicted))
+            try:
+                # sent without weights: the source times a copy with random ones
+                samples = timer(Graph.from_config(candidate.export_config()), batch, settings)
+            except Exception as exc:  # noqa: BLE001 -- a schedule that cannot run is not returned
+                checked.append(CheckedSchedule(name, total, math.nan, error=f"{type(exc).__name__}: {exc}"[:500]))
+                continue
+            if samples is None:  # a Ray worker whose source has no measure_graph
+                return [], cannot
+            checked.append(CheckedSchedule(name, total, float(np.median(samples)),
+                                           float(max(samples) - min(samples))))
+    if all(c.error for c in checked):
+        return checked, "no candidate could be measured: the DP's schedule is returned unchecked"
+    return checked, ""
+
+
+def _fastest(checked: Sequence[CheckedSchedule]) -> str:
+    """The candidate with the least measured latency (the DP's on a tie, or when none was measured)."""
+    timed = [c for c in checked if not c.error]
+    if not timed:
+        return DP_SCHEDULE
+    best = min(timed, key=lambda c: c.measured_ms)
+    dp = next((c for c in timed if c.schedule == DP_SCHEDULE), None)
+    return DP_SCHEDULE if dp is not None and dp.measured_ms <= best.measured_ms else best.schedule
 
 
 def _open_table(options: OptimizeOptions):

@@ -30,7 +30,8 @@ from ios_ray.distributed import (InsufficientResourcesError, ProfileOptions, Pro
                                  check_resources, enumerate_graph_distributed, estimate_cost, make_batches,
                                  profile_graph_space)
 from ios_ray.distributed.actors import ActorSlots
-from ios_ray.distributed.enumerate import plan_shards
+from ios_ray.distributed.enumerate import ShardOptions, plan_shards
+from ios_ray.distributed.progress import Pace
 from ios_ray.distributed.profiler_pool import WorkersExhaustedError, WorkerStartError
 from ios_ray.models import get_model
 from ios_ray.space.enumerate import enumerate_graph
@@ -144,7 +145,7 @@ class _Tty(io.StringIO):
 def test_progress_bar_logs_lines_off_tty_and_redraws_on_tty():
     clock = _FakeClock()
     out = io.StringIO()
-    bar = ProgressBar(total=100, cache_hits=7, stream=out, clock=clock, log_interval_s=1000)
+    bar = ProgressBar(total=100, cache_hits=7, stream=out, pace=Pace(log_interval_s=1000, clock=clock))
     for _ in range(100):
         clock.t += 0.5
         bar.update(1)
@@ -156,7 +157,7 @@ def test_progress_bar_logs_lines_off_tty_and_redraws_on_tty():
     assert "ETA 0:25" in [l for l in lines if "50/100" in l][0]
 
     tty = _Tty()
-    bar = ProgressBar(total=10, stream=tty, clock=clock)
+    bar = ProgressBar(total=10, stream=tty, pace=Pace(clock=clock))
     for _ in range(10):
         clock.t += 1
         bar.update(1, errors=1)
@@ -467,8 +468,8 @@ def test_plan_shards_covers_every_state_once_heaviest_first():
 def test_distributed_enumeration_equals_local(ray_local, model, opts):
     graph = get_model(model)
     local = enumerate_graph(graph, opts)
-    dist, report = enumerate_graph_distributed(graph, opts, num_workers=3, min_shard_states=4,
-                                               shards_per_worker=4, return_report=True)
+    dist, report = enumerate_graph_distributed(graph, opts, num_workers=3, return_report=True,
+                                               shards=ShardOptions(min_shard_states=4, shards_per_worker=4))
     assert report.num_shards > report.num_parts, "no part was sharded"
     assert_same_space(dist, local)
 

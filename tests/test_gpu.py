@@ -114,6 +114,25 @@ def test_plan_keeps_cudnn_outputs_packed_beyond_one_image():
     assert one.loc(by["c1"]).storage == one.loc(by["cat"]).storage
 
 
+def test_plan_places_a_profiled_concat_stages_inputs_as_the_runtime_places_its_producers():
+    """A profiled stage holding a concat of whole externals copies nothing at batch 1 (the runtime's
+    producers write into the concat); not at batch 2, nor where a cuDNN writer could not be aligned."""
+    from ios_ray.graph.ir import Identity, Placeholder
+    a, b = Placeholder("a", (8, 5, 5)), Placeholder("b", (4, 5, 5))
+    cat = Identity("cat", [[Value(a, 0, 8)], [Value(b, 0, 4)]])
+    cat.set_shape()
+    plan = plan_buffers([cat], [a, b], batch_size=1, place_external=True)
+    assert plan.loc(a) == type(plan.loc(a))(plan.loc(cat).storage, 0, 8)
+    assert plan.loc(b).storage == plan.loc(cat).storage and "cat" in plan.in_place
+    assert "cat" not in plan_buffers([cat], [a, b], batch_size=2, place_external=True).in_place
+    assert "cat" not in plan_buffers([cat], [a, b], batch_size=1).in_place
+    odd = Placeholder("odd", (3, 5, 5))          # b would start at 3 x 25 floats: misaligned
+    cat2 = Identity("cat2", [[Value(odd, 0, 3)], [Value(b, 0, 4)]])
+    cat2.set_shape()
+    plan2 = plan_buffers([cat2], [odd, b], batch_size=1, place_external=True)
+    assert plan2.loc(b).storage != plan2.loc(cat2).storage and "cat2" not in plan2.in_place
+
+
 def test_plan_nested_concat_offsets_add_up():
     g = mixed_graph()
     by = g.node_by_name()
@@ -410,7 +429,7 @@ def test_profiler_measures_stages(profiler):
     ms = profiler.measure([one, both, chain], 1, MeasureSettings(warmup=2, number=10, repeat=5))
     for m, spec in zip(ms, [one, both, chain]):
         assert m.error is ErrorKind.NONE, m.message
-        assert m.key == spec.key and m.samples == 5
+        assert m.key == spec.key and 3 <= m.samples <= 5   # repeats stop once the median is stable
         assert 0 < m.latency_ms < 50 and m.spread_ms >= 0
 
 
@@ -485,3 +504,15 @@ def test_engine_book_makes_the_runtime_run_the_profiled_engines(tmp_path):
     # batch-1 convs writing into concat slices share the profiled (packed) signature
     assert set(built) <= {sig for sig in book._choices}   # noqa: SLF001
     ex.close()
+
+
+@gpu
+@needs_gpu
+def test_profiler_stops_timing_once_the_median_is_stable(profiler):
+    """Repeats stop early on a steady stage (at least MIN_REPEATS), and never exceed ``repeat``."""
+    from ios_ray.costs.measurement import MeasureSettings
+    from ios_ray.runtime.gpu.program import MIN_REPEATS
+    spec = _specs("sample", 1)[0]
+    m = profiler.measure([spec], 1, MeasureSettings(warmup=5, number=10, repeat=200))[0]
+    assert m.error.value == "" and MIN_REPEATS <= m.samples < 200
+    assert profiler.measure([spec], 1, MeasureSettings(warmup=0, number=1, repeat=2))[0].samples == 2

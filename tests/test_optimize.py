@@ -55,10 +55,11 @@ def test_parallel_only_has_no_merges():
 def test_cpu_profiler_optimize_with_table(tmp_path):
     g = get_model("sample")
     table = str(tmp_path / "costs")
-    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table)
+    # final_check=False: the DP's schedule, not whichever the noisy whole-graph timings favour
+    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False)
     rep = opt.optimization_report
     assert not rep.estimated and rep.measured == rep.unique_stages and rep.cache_hits == 0
-    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table)
+    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False)
     assert again.optimization_report.measured == 0
     assert again.optimization_report.cache_hits == rep.unique_stages
     assert str(again) == str(opt)

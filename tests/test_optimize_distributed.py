@@ -100,6 +100,20 @@ def test_user_cost_source_object_works_with_workers(ray_4cpu, tmp_path):
     assert again.cache_hits == again.unique_stages and again.stale == again.measured == 0
 
 
+def test_final_check_runs_on_one_worker_with_the_profiling_threads(ray_4cpu):
+    from ios_ray.models.sample import sample_network
+    opt = ios.optimize(sample_network(32, 8), cost="cpu:2", cost_table=False, num_workers=2, warmup=0, number=1,
+                       repeat=2)
+    rep = opt.optimization_report
+    assert [c.schedule for c in rep.final_check] == ["IOS", "Sequential", "Greedy"]
+    assert all(not c.error and c.measured_ms > 0 for c in rep.final_check)
+    assert rep.cpu_threads == 2 and rep.software.endswith("blas threads 2") and rep.returned in ("IOS", "Sequential",
+                                                                                                  "Greedy")
+    # a worker whose source cannot time a whole graph answers so: the check is skipped, the DP's schedule kept
+    rep = ios.optimize(get_model("sample"), cost=LinearSource("3"), cost_table=False, num_workers=1).optimization_report
+    assert rep.final_check == [] and "cannot time a whole graph" in rep.final_check_note
+
+
 def _optimize_into(model, table, out):
     g = get_model(model)
     opt = ios.optimize(g, cost="analytic:H200", cost_table=table)

@@ -10,14 +10,16 @@ to a Ray actor (and through ``optimize``) is a *recipe*: a small picklable recor
 * ``cached_by_default``: whether its rows belong in the default cost table (analytic estimates are
   cheap: they are stored only in a table named explicitly);
 * ``local_device()``: its ``DeviceInfo`` when that is the same in every process (the analytic model),
-  so that the driver learns it without starting a worker; else None.
+  so that the driver learns it without starting a worker; else None;
+* ``cpu_threads``: the BLAS/OpenMP threads its CPU measurements ran with, which the numpy reference
+  runtime must then run with too (``ios_runtime``); None when no CPU timing is involved.
 
 Data flow::
 
     "gpu-tf32" --parse_cost (KINDS)--> GpuRecipe(tf32=True) --pickled to each actor--> build() -> GpuProfiler
     any CostSource object --resolve_cost--> ObjectRecipe(source): its own dtype; build() is the object
 
-Nothing outside this module asks which kind a recipe is: callers use the five members above.
+Nothing outside this module asks which kind a recipe is: callers use the six members above.
 """
 from __future__ import annotations
 
@@ -26,6 +28,25 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Optional, Protocol, Tuple, Union, runtime_checkable
 
 from .measurement import CostSource, DeviceInfo
+
+# BLAS/OpenMP threads of CPU measurements and of the reference runtime unless told otherwise: what Ray
+# gives a one-CPU actor (OMP_NUM_THREADS=1), so in-process and actor timings agree.
+DEFAULT_CPU_THREADS = 1
+
+
+def check_threads(threads: Any) -> int:
+    """``threads`` as a positive int.
+
+    Raises:
+        ValueError: not a whole number of at least 1 (strings such as ``"4"`` are accepted).
+    """
+    try:
+        value = int(str(threads).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"CPU threads must be a whole number of at least 1, got {threads!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,7 @@ class SourceRecipe(Protocol):
 
     dtype: str
     cached_by_default: bool
+    cpu_threads: Optional[int]
 
     def build(self) -> CostSource:
         """The live cost source, built in this process."""
@@ -62,15 +84,32 @@ class SourceRecipe(Protocol):
 
 @dataclass(frozen=True)
 class CpuRecipe:
-    """The numpy reference runtime on the worker's CPU (``CpuProfiler``)."""
+    """The numpy reference runtime on the worker's CPU (``CpuProfiler``).
+
+    Args:
+        seed: seeds the random weights and inputs.
+        threads: BLAS/OpenMP threads every timing runs with, in this process or in an actor alike; it
+            is part of the rows' software fingerprint, and the reference runtime runs the optimized
+            graph with it (``ios-ray run``, ``graph_latency``).
+    Raises:
+        ValueError: ``threads`` is not a whole number of at least 1.
+    """
     seed: int = 0
+    threads: int = DEFAULT_CPU_THREADS
 
     dtype: ClassVar[str] = "float32"
     cached_by_default: ClassVar[bool] = True
 
+    def __post_init__(self):
+        object.__setattr__(self, "threads", check_threads(self.threads))  # "cpu:4" gives the string "4"
+
+    @property
+    def cpu_threads(self) -> Optional[int]:
+        return self.threads
+
     def build(self) -> CostSource:
         from ..profile.cpu import CpuProfiler
-        return CpuProfiler(seed=self.seed)
+        return CpuProfiler(seed=self.seed, threads=self.threads)
 
     def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
         return WorkerResources(num_cpus=float(cpus_per_worker))
@@ -79,7 +118,7 @@ class CpuRecipe:
         return None
 
     def __str__(self) -> str:
-        return "cpu"
+        return "cpu" if self.threads == DEFAULT_CPU_THREADS else f"cpu:{self.threads}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +138,7 @@ class GpuRecipe:
     engines: Optional[str] = None
 
     cached_by_default: ClassVar[bool] = True
+    cpu_threads: ClassVar[Optional[int]] = None
 
     @property
     def dtype(self) -> str:
@@ -137,6 +177,7 @@ class AnalyticRecipe:
     dtype: str = "float32"
 
     cached_by_default: ClassVar[bool] = False
+    cpu_threads: ClassVar[Optional[int]] = None
 
     def __post_init__(self):
         from .analytic import gpu_spec
@@ -174,6 +215,12 @@ class ObjectRecipe:
     def dtype(self) -> str:
         return str(self.source.dtype)
 
+    @property
+    def cpu_threads(self) -> Optional[int]:
+        """The object's own ``threads`` when it states one (a CPU source), else None."""
+        threads = getattr(self.source, "threads", None)
+        return None if threads is None else check_threads(threads)
+
     def build(self) -> CostSource:
         return self.source
 
@@ -207,7 +254,8 @@ class SourceKind:
 
 
 KINDS: Mapping[str, SourceKind] = MappingProxyType({k.name: k for k in (
-    SourceKind("cpu", "measured on the numpy reference runtime", CpuRecipe),
+    SourceKind("cpu", "measured on the numpy reference runtime with THREADS BLAS threads (default 1)", CpuRecipe,
+               argument="threads"),
     SourceKind("gpu", "measured on a CUDA GPU, strict FP32", GpuRecipe),
     SourceKind("gpu-tf32", "measured on a CUDA GPU, TF32 convolutions", GpuRecipe, (("tf32", True),)),
     SourceKind("analytic", "roofline estimate of a named GPU (default H200)", AnalyticRecipe, argument="gpu"),
@@ -233,7 +281,10 @@ def parse_cost(text: str) -> SourceRecipe:
     kind = KINDS.get(ALIASES.get(name, name))
     if kind is None or (sep and (kind.argument is None or not argument)):
         raise ValueError(f"unknown cost source {text!r}; known: {known_cost_names()}")
-    return kind.make(argument)
+    try:
+        return kind.make(argument)
+    except ValueError as exc:
+        raise ValueError(f"cost source {text!r}: {exc}; known: {known_cost_names()}") from None
 
 
 CostArg = Union[None, str, SourceRecipe, CostSource]

@@ -176,43 +176,55 @@ def plan_shards(states_by_part: Dict[Tuple[int, int], Sequence[int]], num_worker
     return tasks
 
 
+@dataclass(frozen=True)
+class ShardOptions:
+    """How the distributed enumeration cuts and runs its work.
+
+    Attributes:
+        cpus_per_worker: CPUs each actor reserves.
+        shards_per_worker: how finely the work is cut (more shards: better balance, more round trips).
+        min_shard_states: a large part is not cut into shards of fewer states than this.
+        max_retries: times a shard is retried after its worker died.
+    """
+    cpus_per_worker: float = 1.0
+    shards_per_worker: int = 4
+    min_shard_states: int = 64
+    max_retries: int = 2
+
+
 def enumerate_graph_distributed(graph: Graph, opts: SpaceOptions, *, num_workers: int,
-                                cpus_per_worker: float = 1.0, shards_per_worker: int = 4,
-                                min_shard_states: int = 64, max_retries: int = 2, return_report: bool = False):
+                                shards: ShardOptions = ShardOptions(), return_report: bool = False):
     """Enumerate ``graph``'s state space on ``num_workers`` Ray actors.
 
     Args:
         graph: the graph (sent once, through the object store, to each actor).
         opts: pruning and strategies, as for ``enumerate_graph``.
         num_workers: actors to start (Ray must be connected: ``cluster.connect``).
-        cpus_per_worker: CPUs each actor reserves.
-        shards_per_worker: how finely the work is cut (more shards: better balance, more round trips).
-        min_shard_states: a large part is not cut into shards of fewer states than this.
-        max_retries: times a shard is retried after its worker died.
+        shards: how the work is cut and retried (``ShardOptions``).
         return_report: also return an ``EnumerateReport``.
 
     Returns:
         The ``GraphSpace`` (equal to ``enumerate_graph(graph, opts)``), and the report if asked for.
 
     Raises:
-        InsufficientResourcesError: the cluster lacks ``num_workers * cpus_per_worker`` CPUs.
-        EnumerationError: a shard's worker died more than ``max_retries`` times.
+        InsufficientResourcesError: the cluster lacks ``num_workers * shards.cpus_per_worker`` CPUs.
+        EnumerationError: a shard's worker died more than ``shards.max_retries`` times.
     """
-    check_resources(num_workers, WorkerResources(num_cpus=cpus_per_worker))
+    check_resources(num_workers, WorkerResources(num_cpus=shards.cpus_per_worker))
     seconds: Dict[str, float] = {}
     t0 = time.perf_counter()
     parts = graph_parts(graph, opts)
     states = {(p.block_index, p.part_index): part_states(p) for ps in parts for p in ps}
-    tasks = plan_shards(states, num_workers, shards_per_worker=shards_per_worker,
-                        min_shard_states=min_shard_states)
+    tasks = plan_shards(states, num_workers, shards_per_worker=shards.shards_per_worker,
+                        min_shard_states=shards.min_shard_states)
     seconds["plan"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    actor_cls = ray.remote(EnumerateWorker).options(num_cpus=cpus_per_worker, max_restarts=0)
+    actor_cls = ray.remote(EnumerateWorker).options(num_cpus=shards.cpus_per_worker, max_restarts=0)
     # no restart budget: each item's retries are bounded instead (max_retries)
     with ActorSlots(actor_cls, (ray.put(graph),), max(1, min(num_workers, len(tasks))), prefix="e") as slots:
         slots.start()
-        done, per_worker, retries = _run(tasks, slots, opts, max_retries)
+        done, per_worker, retries = _run(tasks, slots, opts, shards.max_retries)
     seconds["enumerate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -37,6 +37,7 @@ from ..costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSetti
 from ..graph.ops import OPS
 from ..space.stage import OpSpec, StageSpec
 from .actors import WORKER_LOST_ERRORS, ActorSlots, Slot
+from ..graph.ir import Graph
 from .cluster import WorkerResources, check_resources
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,12 @@ class ProfileWorker:
                 raise ValueError(f"cost source returned key {m.key} for spec {spec.key}")
             out.append(replace(m, worker=self._worker_id))
         return out
+
+    def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> Optional[List[float]]:
+        """Per-repeat ms of the whole scheduled graph (``optimize``'s final check); None when the cost
+        source cannot time a whole graph (it has no ``measure_graph``)."""
+        measure_graph = getattr(self._source, "measure_graph", None)
+        return None if measure_graph is None else measure_graph(graph, batch_size, settings)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from typing import Callable, Optional, TextIO
 
 
@@ -21,6 +22,15 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How often a progress bar redraws: ``min_interval_s`` between redraws on a TTY, ``log_interval_s``
+    between lines elsewhere, by ``clock`` (tests pass a fake one)."""
+    min_interval_s: float = 0.1
+    log_interval_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+
+
 class ProgressBar:
     """Progress of ``total`` stages to measure (cache hits are shown, not counted as work).
 
@@ -30,16 +40,13 @@ class ProgressBar:
         desc: label at the start of the line.
         enabled: False makes every method a no-op.
         stream: where to write (default ``sys.stderr``).
-        min_interval_s: least time between redraws on a TTY.
-        log_interval_s: least time between lines when not on a TTY.
-        clock: time source (tests pass a fake clock).
+        pace: how often it redraws, and its clock (``Pace``).
     """
 
     WIDTH = 24
 
     def __init__(self, total: int, cache_hits: int = 0, desc: str = "profiling", *, enabled: bool = True,
-                 stream: Optional[TextIO] = None, min_interval_s: float = 0.1, log_interval_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 stream: Optional[TextIO] = None, pace: Optional["Pace"] = None):
         if total < 0:
             raise ValueError(f"total must be >= 0, got {total}")
         self.total = int(total)
@@ -50,10 +57,11 @@ class ProgressBar:
         self.errors = 0
         self._stream = stream if stream is not None else sys.stderr
         self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
-        self._min_interval = min_interval_s
-        self._log_interval = log_interval_s
-        self._clock = clock
-        self._start = clock()
+        pace = pace if pace is not None else Pace()
+        self._min_interval = pace.min_interval_s
+        self._log_interval = pace.log_interval_s
+        self._clock = pace.clock
+        self._start = pace.clock()
         self._last_draw = -math.inf
         self._last_logged_tenth = 0
         self._closed = False

@@ -8,6 +8,10 @@ Data flow::
 
 Subclasses implement ``time_stage`` and may refine ``classify``; random inputs come from a bounded
 per-shape ``InputCache`` so allocation stays out of the timings and memory stays flat.
+
+A profiler may also offer ``measure_graph(graph, batch_size, settings) -> per-repeat ms`` (the CPU and
+GPU ones do): the whole scheduled graph timed on the same device the same way, which ``optimize``'s
+final check compares with the stage-sum predictions. It runs a ``timing_copy`` of the graph.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Any, Callable, List, Sequence, Tuple
 import numpy as np
 
 from ..costs.measurement import ErrorKind, MeasureSettings, Measurement
+from ..graph.ir import Graph
 from ..space.stage import StageSpec
 from .inputs import InputCache, Shape
 
@@ -81,3 +86,17 @@ class StageProfiler:
     def _failed(self, key: str, kind: ErrorKind, message: str) -> Measurement:
         return Measurement(key=key, latency_ms=math.nan, error=kind, message=message[:MAX_MESSAGE],
                            worker=self.worker)
+
+
+def timing_copy(graph: Graph, seed: int = 0) -> Graph:
+    """A copy of ``graph`` and its schedule with random weights, for whole-graph timing.
+
+    Timings do not depend on weight values (stages are profiled with random weights too), so a graph
+    optimized without ``compute_weight`` can be timed, and the caller's graph and weights stay untouched.
+
+    Raises:
+        ValueError: the graph's schedule does not match it.
+    """
+    copy = Graph.from_config(graph.export_config())
+    copy.init_weights(seed)
+    return copy

@@ -7,21 +7,29 @@ runs (``time.perf_counter``) --> Measurement(median over repeats, spread = max -
 The reference runtime has no concurrency: a stage's groups run one after another, so a CPU stage
 latency is the sum of its groups' latencies. That makes this source right for testing the pipeline
 end to end (and for CPU-only sanity runs), not for finding GPU parallelism.
+
+Threads: every timing here runs under one explicit BLAS/OpenMP thread count (``cpu_threads``, default
+1 as in a one-CPU Ray actor), in-process and in actors alike; the count is part of the rows' software
+fingerprint, and ``ios_runtime`` runs the reference executor under the same setting, so a schedule runs
+the way its stages were measured.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings
-from ..graph.ir import Node, Placeholder
-from ..runtime.reference import UnsupportedOpError, run_node
-from .base import StageProfiler
+from ..costs.factory import DEFAULT_CPU_THREADS, check_threads
+from ..costs.measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
+from ..graph.ir import Graph, Node, Placeholder
+from ..runtime.reference import ReferenceExecutor, UnsupportedOpError, run_node
+from ..space.stage import StageSpec
+from .base import StageProfiler, timing_copy
 
 InputShape = Tuple[int, int, int, int]
 
@@ -35,17 +43,39 @@ class CpuProfiler(StageProfiler):
             stages; the least recently used is dropped beyond it, so memory stays bounded however many
             stages are measured.
         worker: the label put in every Measurement (default ``host:pid``).
+        threads: BLAS/OpenMP threads every timing runs with (recorded in ``device().settings``).
+    Raises:
+        ValueError: ``threads`` is not a whole number of at least 1.
     """
 
     dtype = "float32"
 
-    def __init__(self, seed: int = 0, max_cached_inputs: int = 32, worker: Optional[str] = None):
+    def __init__(self, seed: int = 0, max_cached_inputs: int = 32, worker: Optional[str] = None,
+                 threads: int = DEFAULT_CPU_THREADS):
         super().__init__(self._random_input, seed, max_cached_inputs,
                          worker if worker is not None else f"{platform.node()}:{os.getpid()}")
+        self.threads = check_threads(threads)
 
     def device(self) -> DeviceInfo:
         cpu = platform.processor() or platform.machine() or "unknown"
-        return DeviceInfo(name=f"cpu:{cpu}/numpy", kind="cpu", library=cpu_library())
+        return DeviceInfo(name=f"cpu:{cpu}/numpy", kind="cpu", library=cpu_library(),
+                          settings=f"blas threads {self.threads}")
+
+    def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
+        """``StageProfiler.measure`` under this profiler's thread setting."""
+        with cpu_threads(self.threads):
+            return super().measure(specs, batch_size, settings)
+
+    def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> List[float]:
+        """Per-repeat latencies (ms) of the whole scheduled ``graph`` on the reference executor, under this
+        profiler's thread setting, with random weights (the graph itself is not touched).
+
+        Raises:
+            ValueError: a bad batch size or a schedule that does not match the graph.
+        """
+        executor = ReferenceExecutor(timing_copy(graph, self.seed), batch_size)
+        with cpu_threads(self.threads):
+            return executor.latency(settings.warmup, settings.number, settings.repeat)[0]
 
     def _random_input(self, shape: InputShape) -> np.ndarray:
         return np.random.default_rng((self.seed, *shape)).standard_normal(shape, dtype=np.float32)
@@ -57,6 +87,29 @@ class CpuProfiler(StageProfiler):
         if isinstance(exc, UnsupportedOpError):
             return ErrorKind.UNSUPPORTED, str(exc)
         return super().classify(exc)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[int]:
+    """Run the body with BLAS and OpenMP limited to ``threads`` threads (restored on exit).
+
+    numpy's BLAS starts with one thread per core; Ray's one-CPU actors start with one. Limiting both
+    here, through ``threadpoolctl``, is what makes in-process and actor timings, and the reference
+    runtime's, run the same way.
+
+    Raises:
+        ValueError: ``threads`` is not a whole number of at least 1.
+    """
+    from threadpoolctl import threadpool_limits
+    threads = check_threads(threads)
+    with threadpool_limits(limits=threads):
+        yield threads
+
+
+def blas_threads() -> int:
+    """The threads numpy's BLAS uses right now (the largest over loaded BLAS libraries; 1 if none)."""
+    from threadpoolctl import threadpool_info
+    return max((int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"), default=1)
 
 
 @functools.lru_cache(maxsize=1)

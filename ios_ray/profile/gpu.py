@@ -24,7 +24,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..costs.measurement import DeviceInfo, MeasureSettings
-from .base import StageProfiler
+from ..graph.ir import Graph
+from .base import StageProfiler, timing_copy
 
 InputShape = Tuple[int, int, int, int]
 
@@ -122,22 +123,44 @@ class GpuProfiler(StageProfiler):
 
     def time_stage(self, built, batch_size: int, settings: MeasureSettings) -> List[float]:
         """Per-repeat latencies (ms) of one captured stage; the stage's buffers are freed before returning."""
-        from ..runtime.gpu.program import Program, time_graph
+        from ..runtime.gpu.program import Feed, Program, time_graph_until_stable
         exts, groups = built
         program = None
         try:
             arrays = {e.name: self._input((batch_size, *e.output_shape)) for e in exts}
-            program = Program(self.ctx, [groups], exts, batch_size, weights=self._weights,
-                              external_arrays=arrays)
+            program = Program(self.ctx, [groups], exts, batch_size,
+                              Feed(self._weights, arrays, place_external=True))
             program.run_eager()
             graph = program.capture()
-            return time_graph(graph, self.ctx.main_stream, settings.warmup, settings.number, settings.repeat)
+            return time_graph_until_stable(graph, self.ctx.main_stream, settings.warmup, settings.number,
+                                           settings.repeat)
         except Exception:
             self._recover()  # the base class records the failure as a RUNTIME measurement
             raise
         finally:
             if program is not None:
                 program.close()
+
+    def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> List[float]:
+        """Per-repeat latencies (ms) of the whole scheduled ``graph`` captured as one CUDA graph on this
+        profiler's context (its streams, conv plans and math mode), with random weights; the executor's
+        buffers are freed before returning.
+
+        Raises:
+            ValueError: a bad batch size or a schedule that does not match the graph.
+            GpuRuntimeError: an op cannot be lowered.
+        """
+        from ..runtime.gpu.executor import GpuExecutor
+        executor = None
+        try:
+            executor = GpuExecutor(timing_copy(graph, self.seed), batch_size, context=self.ctx)
+            return executor.latency(settings.warmup, settings.number, settings.repeat)[0]
+        except Exception:
+            self._recover()  # a capture left open would break the next measurement
+            raise
+        finally:
+            if executor is not None:
+                executor.close()
 
     def _recover(self) -> None:
         """After a failure: end a capture left open and wait for the streams, so the next stage starts clean."""
@@ -188,4 +211,4 @@ def gpu_device_info(device_id: int = 0, tf32: bool = False, autotune: bool = Fal
                       driver=f"{driver // 1000}.{(driver % 1000) // 10}",
                       library=f"{cudnn_version} / cuda runtime {runtime // 1000}.{(runtime % 1000) // 10} / "
                               f"cupy {cupy.__version__} / numpy {np.__version__} / ios_ray {__version__} / {math}",
-                      settings=f"autotune {'on' if autotune else 'off'}")
+                      settings=f"autotune {'on' if autotune else 'off'} / repeats until the median is stable")

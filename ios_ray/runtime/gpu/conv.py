@@ -27,6 +27,7 @@ from .errors import GpuRuntimeError
 logger = logging.getLogger(__name__)
 
 ACTIVATIONS = ("relu", "identity", "tanh", "sigmoid")
+TUNE_PLANS = 8      # candidate plans timed per signature when autotuning
 TUNE_RUNS = 10      # executions of one plan per captured graph when autotuning
 TUNE_REPLAYS = 5    # replays of that graph (median)
 
@@ -237,7 +238,7 @@ class ConvPlans:
         if recorded is not None:
             index = self._recorded_index(g, key, recorded.split(":", 1)[1])
         else:
-            index = self._tune(g, key, x, w, b, y) if self.autotune else None
+            index = self._tune(g, key, (x, w, b, y)) if self.autotune else None
         if index is not None:
             g.select_plan(index)
         g.build_plans()
@@ -271,14 +272,16 @@ class ConvPlans:
         logger.warning("conv %s: the engine book's plan %r is not offered here; using the heuristic's", key, name)
         return None
 
-    def _tune(self, g, key: ConvKey, x, w, b, y, max_plans: int = 8) -> Optional[int]:
-        """Index of the fastest of the first ``max_plans`` buildable, allowed plans, timed on scratch
-        buffers; None when none could be timed (the heuristic's choice then stands).
+    def _tune(self, g, key: ConvKey, tensors: tuple) -> Optional[int]:
+        """Index of the fastest of the first ``TUNE_PLANS`` buildable, allowed plans, timed on scratch
+        buffers for the graph's ``tensors`` (x, w, b or None, y); None when none could be timed (the
+        heuristic's choice then stands).
 
         Each plan runs ``TUNE_RUNS`` times inside one captured CUDA graph, replayed ``TUNE_REPLAYS`` times
         (median): ``execute`` costs 33-45 us of host time, so timing eager calls measures the host, not the
         plan, and picked different plans in every process."""
         import cupy
+        x, w, b, y = tensors
         try:
             count = int(g.get_execution_plan_count())
         except Exception as exc:
@@ -301,7 +304,7 @@ class ConvPlans:
         best, best_ms, tried = None, float("inf"), 0
         try:
             for i in range(count):
-                if tried >= max_plans:
+                if tried >= TUNE_PLANS:
                     break
                 try:
                     g.build_plan_at_index(i)        # raises for plans the numeric filter barred

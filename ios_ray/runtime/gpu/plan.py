@@ -91,13 +91,16 @@ def _placements(order: Sequence[Node], fed: FrozenSet[int]) -> Dict[int, Tuple[N
     return parent
 
 
-def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: int) -> BufferPlan:
+def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: int,
+                 place_external: bool = False) -> BufferPlan:
     """Plan the storages of a program that runs ``order`` (a dependency order) fed by ``external``.
 
     Args:
         order: every node the program computes, producers before consumers.
         external: nodes whose outputs are inputs of the program (placeholders, or a stage's producers).
         batch_size: the batch, which decides whether batch strides must be aligned too.
+        place_external: with one image, externals may be placed in a concat like producers (where a
+            cuDNN writer could be: aligned), as the runtime places the nodes they stand for.
     Returns:
         The BufferPlan; every node of ``external`` and ``order`` has a location.
     Raises:
@@ -111,8 +114,10 @@ def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: in
         if id(n) in seen:
             raise ValueError(f"{n.display()} appears twice in the program")
         seen.add(id(n))
-    fed = frozenset(id(n) for n in external)
+    placeable = place_external and batch_size == 1
+    fed = frozenset() if placeable else frozenset(id(n) for n in external)
     parent = _placements(order, fed)
+    external_ids = frozenset(id(n) for n in external)
 
     def resolve(node: Node) -> Tuple[Node, int]:
         """The root node whose storage holds ``node``, and ``node``'s channel offset in it."""
@@ -127,7 +132,7 @@ def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: in
     while changed:
         changed = False
         for n in nodes:
-            if id(n) not in parent or not _needs_alignment(n):
+            if id(n) not in parent or not (_needs_alignment(n) or id(n) in external_ids):
                 continue
             root, offset = resolve(n)
             _, h, w = n.output_shape

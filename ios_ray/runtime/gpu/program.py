@@ -68,6 +68,24 @@ class ConvWindow:
         return ConvWindow(tuple(node.stride), tuple(node.padding), int(node.groups), tuple(node.dilation), pad_end)
 
 
+@dataclass(frozen=True)
+class Feed:
+    """Where a Program's weights and external inputs come from.
+
+    Attributes:
+        weights: the parameters (``graph_weights``: the nodes' own, copied to the device once).
+        arrays: device arrays (N, C, H, W), by external node name, to use as the externals' storages.
+        place_external: with one image, place an external that a concat reads whole inside the concat's
+            storage, as the runtime places a producer (the profiler: a stage then costs what it costs in
+            the graph, where such a concat copies nothing); it gets random values there.
+        poison: fill every buffer with NaN first (tests: an unwritten element shows up).
+    """
+    weights: "WeightSource" = graph_weights
+    arrays: Optional[Dict[str, object]] = None
+    place_external: bool = False
+    poison: bool = False
+
+
 @dataclass
 class _Lowered:
     node: Node
@@ -82,17 +100,16 @@ class Program:
         stages: the stages in run order; the groups of a stage run concurrently, one stream each.
         external: nodes whose outputs are fed in (a placeholder, or a profiled stage's inputs).
         batch_size: the batch.
-        weights: where parameters come from (``graph_weights`` by default).
-        external_arrays: optional device arrays (N, C, H, W) to use as the externals' storages.
-        poison: fill every buffer with NaN first (tests: an unwritten element shows up).
+        feed: where weights and external inputs come from (``Feed``).
     Raises:
         GpuRuntimeError: an op the runtime cannot lower (unsupported conv, bad layout, ...).
     """
 
     def __init__(self, ctx, stages: Sequence[Sequence[Sequence[Node]]], external: Sequence[Node], batch_size: int,
-                 weights: WeightSource = graph_weights, external_arrays: Optional[Dict[str, object]] = None,
-                 poison: bool = False):
+                 feed: Optional["Feed"] = None):
         import cupy
+        feed = feed if feed is not None else Feed()
+        weights, poison = feed.weights, feed.poison
         if batch_size < 1:
             raise GpuRuntimeError(f"batch_size must be at least 1, got {batch_size}")
         self.ctx = ctx
@@ -101,12 +118,12 @@ class Program:
         if any(not stage or any(not g for g in stage) for stage in self.stages):
             raise GpuRuntimeError("every stage needs at least one non-empty group")
         order = [n for stage in self.stages for g in stage for n in g]
-        self.plan: BufferPlan = plan_buffers(order, external, self.batch_size)
+        self.plan: BufferPlan = plan_buffers(order, external, self.batch_size, place_external=feed.place_external)
         self._storage_shapes = list(self.plan.storages)   # grows with storages added while lowering
         self._keep: List[object] = []   # scratch buffers, weights, workspaces: alive while graphs are
         self._events: List[object] = []
         self._graphs: List[object] = []
-        external_arrays = dict(external_arrays or {})
+        external_arrays = dict(feed.arrays or {})
         ctx.ensure_streams(max(len(stage) for stage in self.stages))
         # set up on stream 0, which every stage starts from, and wait for it: the uploads must be
         # complete before any other (non-blocking) stream reads them
@@ -125,6 +142,11 @@ class Program:
                 if poison:
                     buf.fill(np.nan)
                 self.storages.append(buf)
+            for node in external:   # an external placed inside a consumer's storage: random values there
+                loc = self.plan.loc(node)
+                if self.plan.owners[loc.storage] != node.name:
+                    view = self.view(loc)
+                    view[...] = cupy.random.default_rng(loc.offset).standard_normal(view.shape, dtype=cupy.float32)
             self._weights = weights
             self._lowered: Dict[int, _Lowered] = {}
             for n in order:
@@ -164,21 +186,27 @@ class Program:
     # ----- lowering ---------------------------------------------------------------------------------
     def _gather(self, node: Node, act: str, steps: List[Step], for_cudnn: bool):
         """The node's input (terms summed, concatenated) as one view, gathering a copy when needed."""
-        kernels = self.ctx.kernels
         if act == "identity":
             loc = input_slice(node, self.plan)
             if loc is not None and (not for_cudnn or self._cudnn_ready(loc)):
                 return self.view(loc)
         c, h, w = node.input_shape()
         out = self._scratch(c, h, w)
+        self._write_terms(node, out, act, steps)
+        return out
+
+    def _write_terms(self, node: Node, out, act: str, steps: List[Step],
+                     act_args: Tuple[float, float] = (0.0, 0.0)) -> None:
+        """Steps writing ``act`` of the node's input (each term summed, terms side by side) into ``out``;
+        ``act_args``: a parametric activation's parameters (``Activation.act_args``)."""
+        kernels = self.ctx.kernels
         offset = 0
         for locs in term_locs(node, self.plan):
             length = locs[0].channels
             dst = out[:, offset:offset + length]
             srcs = [self.view(l) for l in locs]
-            steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act))
+            steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act, act_args))
             offset += length
-        return out
 
     def _conv_step(self, x, y, weight, bias, window: ConvWindow, act: str) -> Step:
         """Conv + bias + act of ``x`` into ``y``: cuDNN's fused epilogue for its activations (relu, tanh,
@@ -253,16 +281,9 @@ class Program:
     @LOWERINGS.register("relu")
     @LOWERINGS.register("activation")
     def _lower_activation(self, node: Node, out, steps: List[Step]) -> None:
-        kernels = self.ctx.kernels
         # Relu, or an Activation (with its parameters, for hardsigmoid and clip)
         act, args = (node.act_type, node.act_args()) if isinstance(node, Activation) else ("relu", (0.0, 0.0))
-        offset = 0
-        for locs in term_locs(node, self.plan):
-            length = locs[0].channels
-            dst = out[:, offset:offset + length]
-            srcs = [self.view(l) for l in locs]
-            steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act, args))
-            offset += length
+        self._write_terms(node, out, act, steps, args)
 
     @LOWERINGS.register("sequential")
     def _lower_sequential(self, node: Node, out, steps: List[Step]) -> None:
@@ -407,18 +428,46 @@ class Program:
 
 def time_graph(graph, stream, warmup: int, number: int, repeat: int) -> List[float]:
     """Per-repeat latency in ms: ``warmup`` replays, then ``repeat`` times ``number`` replays timed with events."""
-    import cupy
     if warmup < 0 or number < 1 or repeat < 1:
         raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {repeat}")
+    repeats = _timed_repeats(graph, stream, warmup, number)
+    return [next(repeats) for _ in range(repeat)]
+
+
+MIN_REPEATS = 3          # adaptive timing never stops before this many repeats
+STABLE_FRACTION = 0.01   # ... and stops once one more repeat moves the median by less than this
+
+
+def time_graph_until_stable(graph, stream, warmup: int, number: int, max_repeat: int) -> List[float]:
+    """As ``time_graph``, but stops before ``max_repeat`` repeats once the median is stable: after at
+    least ``MIN_REPEATS`` repeats, when the last repeat moved the median by less than ``STABLE_FRACTION``.
+
+    A stage replayed on an otherwise idle GPU is steady after a few repeats; the rest of a fixed count is
+    profiling time spent for nothing (most of a NASNet stage's 7.9 ms were its 38 replays).
+    """
+    if warmup < 0 or number < 1 or max_repeat < 1:
+        raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
+    repeats = _timed_repeats(graph, stream, warmup, number)
+    out: List[float] = []
+    median = None
+    while len(out) < max_repeat:
+        out.append(next(repeats))
+        previous, median = median, float(np.median(out))
+        if len(out) >= MIN_REPEATS and previous is not None and abs(median - previous) <= STABLE_FRACTION * previous:
+            break
+    return out
+
+
+def _timed_repeats(graph, stream, warmup: int, number: int):
+    """Replays ``graph`` ``warmup`` times, then yields the ms per replay of each further ``number`` replays."""
+    import cupy
     for _ in range(warmup):
         graph.launch(stream)
     start, end = cupy.cuda.Event(), cupy.cuda.Event()
-    out = []
-    for _ in range(repeat):
+    while True:
         start.record(stream)
         for _ in range(number):
             graph.launch(stream)
         end.record(stream)
         end.synchronize()
-        out.append(cupy.cuda.get_elapsed_time(start, end) / number)
-    return out
+        yield cupy.cuda.get_elapsed_time(start, end) / number
