@@ -16,13 +16,18 @@ DEFAULT_MODEL = "squeezenet"
 
 
 def _load_graph_arg(arg: str):
+    """A zoo model by name, an ``.onnx`` file (imported with its weights) or a graph JSON file."""
     from .graph.serialize import load_graph
     from .models import MODELS, get_model
     if arg in MODELS:
         return get_model(arg)
+    if arg.endswith(".onnx"):
+        from .onnx_import import from_onnx
+        return from_onnx(arg)   # OnnxImportError is a ValueError: one line, exit 2
     if os.path.exists(arg):
         return load_graph(arg)
-    raise SystemExit(f"ios-ray: {arg!r} is neither a model ({', '.join(sorted(MODELS))}) nor a graph JSON file")
+    raise SystemExit(f"ios-ray: {arg!r} is neither a model ({', '.join(sorted(MODELS))}), an .onnx file nor a "
+                     f"graph JSON file")
 
 
 def cmd_optimize(ns: argparse.Namespace) -> int:
@@ -30,7 +35,10 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
     from .optimizer import optimize
 
     graph = _load_graph_arg(ns.model)
-    if ns.weights_out:
+    out = ns.out or f"{graph.name}_schedule.json"
+    # a model with its own weights (ONNX) keeps them, and the optimized graph's are written beside the schedule
+    weights_out = ns.weights_out or (os.path.splitext(out)[0] + ".npz" if graph.has_weights() else None)
+    if weights_out and not graph.has_weights():
         graph.init_weights(ns.seed)
     table = False if ns.table == "none" else ns.table
     workers = _auto_workers(ns.cost) if ns.workers is None else (None if ns.workers == 0 else ns.workers)
@@ -39,18 +47,17 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
                    max_group_size=ns.r, max_num_groups=ns.s, max_part_size=ns.part_size,
                    warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
-                   compute_weight=bool(ns.weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
+                   compute_weight=bool(weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
                    final_check=not ns.no_final_check)
     print(opt.optimization_report.format())
     print(opt)
-    out = ns.out or f"{graph.name}_schedule.json"
     save_graph(opt, out)
     with open(report_path(out), "w") as f:  # what `run` needs: threads, per-stage predictions
         json.dump(opt.optimization_report.to_json(), f, indent=1)
     print(f"schedule written to {out}, its report to {report_path(out)}  ({time.perf_counter() - t0:.1f}s in all)")
-    if ns.weights_out:
-        save_weights(opt, ns.weights_out)
-        print(f"weights written to {ns.weights_out}")
+    if weights_out:
+        save_weights(opt, weights_out)
+        print(f"weights written to {weights_out}")
     return 0
 
 
@@ -129,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd")
 
     o = sub.add_parser("optimize", help="find the IOS schedule of a model or graph JSON")
-    o.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name or graph JSON (default {DEFAULT_MODEL})")
+    o.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name, graph JSON or .onnx file (default {DEFAULT_MODEL})")
     o.add_argument("--workers", type=int, default=None,
                    help="Ray profiling actors; 0 = no Ray, in this process (default: one per local GPU, else 2)")
     o.add_argument("--wait-for-autoscaler", action="store_true",
@@ -147,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--table", default=None, help="cost table path or pyarrow.fs URI (default: user cache); 'none' to disable")
     o.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     o.add_argument("--out", default=None, help="schedule JSON to write (default <model>_schedule.json)")
-    o.add_argument("--weights-out", default=None, help="also init weights and write the optimized graph's .npz")
+    o.add_argument("--weights-out", default=None, help="write the optimized graph's .npz (weights are random, seeded, unless the model has its "
+                        "own: a .onnx model's are always written, by default beside the schedule)")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--no-progress", action="store_true")
     o.add_argument("--no-final-check", action="store_true",

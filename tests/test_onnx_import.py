@@ -191,3 +191,30 @@ def test_mismatched_shapes_name_the_node():
         opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(OnnxImportError, match=r"'Add_\d+' \(Add\): shapes \(N, 4, 3, 3\) and \(N, 4, 6, 6\)"):
         from_onnx(model)
+
+
+# ----- the command line ------------------------------------------------------------------------------
+
+def test_cli_optimizes_an_onnx_file_and_runs_it_with_its_weights(tmp_path, capsys):
+    from ios_ray.cli import main
+    from ios_ray.graph.serialize import load_graph, load_weights
+    path = tmp_path / "net.onnx"
+    model = MODELS["resnet_inception"]()
+    onnx.save(model, str(path))
+    out = tmp_path / "net.json"
+    assert main(["optimize", str(path), "--workers", "0", "--cost", "analytic", "--no-progress",
+                 "--out", str(out)]) == 0
+    opt = load_graph(str(out))
+    load_weights(opt, str(tmp_path / "net.npz"))   # the model's own weights, written beside the schedule
+    x = _input(opt, 1)
+    assert_close(graph_inference(opt, 1, x, device="cpu"), ort_run(model, x))
+    assert main(["run", str(out), "--weights", str(tmp_path / "net.npz"), "--number", "1", "--repeat", "1"]) == 0
+
+
+def test_cli_refuses_an_unsupported_onnx_file_in_one_line(tmp_path, capsys):
+    from ios_ray.cli import main
+    path = tmp_path / "bad.onnx"
+    onnx.save(UNSUPPORTED["an unknown op type"][0](), str(path))
+    assert main(["optimize", str(path), "--workers", "0", "--cost", "analytic", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ios-ray: error: ONNX node") and "Softmax" in err and "\n" not in err
