@@ -500,7 +500,12 @@ def from_onnx(path_or_model, name: Optional[str] = None) -> Graph:
         convert = CONVERTERS.get(node.op_type)
         if convert is None or node.domain not in ("", "ai.onnx"):
             raise nd.error(f"op type not supported; supported op types: {', '.join(supported_op_types())}")
-        outputs = convert(b, nd)
+        try:
+            outputs = convert(b, nd)
+        except OnnxImportError:
+            raise
+        except ValueError as exc:   # the IR refused the node (e.g. a pool's padding over half its kernel)
+            raise nd.error(str(exc)) from None
         for out_name, value in zip(node.output, outputs):
             if out_name:
                 env[out_name] = value

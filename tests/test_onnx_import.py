@@ -145,6 +145,8 @@ UNSUPPORTED = {
     "training BN": (lambda: _training_bn(), "training_mode"),
     "a reshape to 4-d": (lambda: _one_op("Reshape", ["x", np.array([0, 2, 12, 6], np.int64)], out=("N", 2, 12, 6)),
                          "only a reshape to"),
+    "a pool padding over half its kernel": (lambda: _one_op("MaxPool", ["x"], out=("N", 4, 8, 8), kernel_shape=[3, 3],
+                                                            pads=[2, 2, 2, 2]), r"\(MaxPool\): pool2d .*at most half the kernel"),
     "flatten axis 2": (lambda: _one_op("Flatten", ["x"], out=("N", 24, 6), axis=2), "axis=1"),
 }
 
