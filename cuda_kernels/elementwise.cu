@@ -39,18 +39,33 @@ extern "C" __global__ void ew_nary(float* y, long long y_bs,
     }
 }
 
+// Element i of an (N, C, HW) tensor of batch-strided images: its image n, its offset j within the
+// image, and its channel c.
+struct NCIndex {
+    long long n, j;
+    int c;
+};
+
+__device__ __forceinline__ NCIndex nc_index(long long i, int C, int HW) {
+    NCIndex e;
+    e.n = i / ((long long)C * HW);
+    e.j = i - e.n * (long long)C * HW;
+    e.c = (int)(e.j / HW);
+    return e;
+}
+
+// A grid-stride loop: i runs over [0, total) across the whole grid.
+#define GRID_STRIDE(i, total) \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (total); i += (long long)gridDim.x * blockDim.x)
+
 // Per-channel bias then activation, in place: y[n, c, :] = act(y[n, c, :] + b[c]).
 // Used where cuDNN's fused epilogue is not available (kept for completeness and tests).
 extern "C" __global__ void bias_act(float* y, long long y_bs, const float* __restrict__ b,
                                     int N, int C, int HW, int act, float act_a, float act_b) {
-    const long long total = (long long)N * C * HW;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const long long n = i / ((long long)C * HW);
-        const long long j = i - n * (long long)C * HW;
-        const int c = (int)(j / HW);
-        float* p = y + n * y_bs + j;
-        *p = apply_act(*p + b[c], act, act_a, act_b);
+    GRID_STRIDE(i, (long long)N * C * HW) {
+        const NCIndex e = nc_index(i, C, HW);
+        float* p = y + e.n * y_bs + e.j;
+        *p = apply_act(*p + b[e.c], act, act_a, act_b);
     }
 }
 
@@ -58,13 +73,9 @@ extern "C" __global__ void bias_act(float* y, long long y_bs, const float* __res
 extern "C" __global__ void scale_shift_act(float* y, long long y_bs, const float* x, long long x_bs,
                                            const float* __restrict__ s, const float* __restrict__ t,
                                            int N, int C, int HW, int act, float act_a, float act_b) {
-    const long long total = (long long)N * C * HW;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const long long n = i / ((long long)C * HW);
-        const long long j = i - n * (long long)C * HW;
-        const int c = (int)(j / HW);
-        y[n * y_bs + j] = apply_act(x[n * x_bs + j] * s[c] + t[c], act, act_a, act_b);
+    GRID_STRIDE(i, (long long)N * C * HW) {
+        const NCIndex e = nc_index(i, C, HW);
+        y[e.n * y_bs + e.j] = apply_act(x[e.n * x_bs + e.j] * s[e.c] + t[e.c], act, act_a, act_b);
     }
 }
 
@@ -72,12 +83,8 @@ extern "C" __global__ void scale_shift_act(float* y, long long y_bs, const float
 // gate g is an (N, C, 1, 1) tensor (its image n starts at g + n * g_bs).
 extern "C" __global__ void channel_mul(float* y, long long y_bs, const float* x, long long x_bs,
                                        const float* g, long long g_bs, int N, int C, int HW) {
-    const long long total = (long long)N * C * HW;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const long long n = i / ((long long)C * HW);
-        const long long j = i - n * (long long)C * HW;
-        const int c = (int)(j / HW);
-        y[n * y_bs + j] = x[n * x_bs + j] * g[n * g_bs + c];
+    GRID_STRIDE(i, (long long)N * C * HW) {
+        const NCIndex e = nc_index(i, C, HW);
+        y[e.n * y_bs + e.j] = x[e.n * x_bs + e.j] * g[e.n * g_bs + e.c];
     }
 }

@@ -28,7 +28,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
-from .ops import KernelCost, Node, Placeholder, Shape, Terms, Value, node_from_config, register_op
+from .ops import KernelCost, Node, PerElement, Placeholder, Shape, Terms, Value, node_from_config, register_op
 
 Env = Mapping[Node, np.ndarray]
 RunNode = Callable[[Node, Env], np.ndarray]
@@ -214,7 +214,7 @@ def _inner_node(spec: InnerSpec, index: int, desc: str) -> Node:
 
 
 @register_op
-class Activation(Node):
+class Activation(PerElement):
     """An element-wise activation of the input (the original's ``activation``; ReLU is ``Relu``).
 
     Args:
@@ -252,14 +252,6 @@ class Activation(Node):
     def act_args(self) -> Tuple[float, float]:
         """The two parameters the kernels take (``(0, 0)`` for the act types without any)."""
         return (self.act_params + (0.0, 0.0))[:2]
-
-    def infer_shape(self) -> Shape:
-        return self.input_shape()
-
-    @staticmethod
-    def op_flops(attrs: Mapping, terms: Sequence[int], in_hw: Tuple[int, int], out_shape: Shape) -> float:
-        c, h, w = out_shape
-        return float(c * h * w)
 
     def run_reference(self, env: Env, run_node: RunNode) -> np.ndarray:
         """The output on the numpy reference runtime (``run_node`` is unused: no inner nodes)."""

@@ -646,15 +646,19 @@ class Identity(_InputShaped):
         return f"Concat({args})" if len(self.inputs) > 1 else f"{self.display_type}({args})"
 
 
-@register_op
-class Relu(_InputShaped):
-    type = "relu"
-    display_type = "Relu"
+class PerElement(_InputShaped):
+    """An op of its input's shape costing one operation per output element (activations, gates)."""
 
     @staticmethod
     def op_flops(attrs, terms, in_hw, out_shape) -> float:
         c, h, w = out_shape
         return float(c * h * w)
+
+
+@register_op
+class Relu(PerElement):
+    type = "relu"
+    display_type = "Relu"
 
 
 @register_op

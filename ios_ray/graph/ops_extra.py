@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .ops import ACTIVATIONS, Node, Shape, Terms, register_op
+from .ops import ACTIVATIONS, Node, PerElement, Shape, Terms, register_op
 
 
 def _check_act(desc: str, act: str) -> str:
@@ -54,7 +54,7 @@ class ScaleShift(Node):
 
 
 @register_op
-class ChannelMul(Node):
+class ChannelMul(PerElement):
     """``x * gate`` with the ``(C, 1, 1)`` gate broadcast over the ``(C, H, W)`` tensor (squeeze-and-excitation).
 
     Raises (shape inference):
@@ -75,14 +75,6 @@ class ChannelMul(Node):
             raise ValueError(f"{self.display()}: the gate (second term) must have shape {(c, 1, 1)} to scale a "
                              f"{(c, h, w)} tensor, got {gate}")
         return c, h, w
-
-    def infer_shape(self) -> Shape:
-        return self.input_shape()
-
-    @staticmethod
-    def op_flops(attrs: Mapping, terms: Sequence[int], in_hw: Tuple[int, int], out_shape: Shape) -> float:
-        c, h, w = out_shape
-        return float(c * h * w)
 
     def schedule_text(self, args: str) -> str:
         return f"{self.display_type}({args})"  # its terms are operands, not concatenated

@@ -110,7 +110,6 @@ class Kernels:
         self._k_max = self._pool.get_function("max_pool2d")
         self._k_avg = self._pool.get_function("avg_pool2d")
         self._k_gavg = self._pool.get_function("global_avg_pool2d")
-        self._k_avg_valid = self._pool.get_function("avg_pool2d_valid")
         self._k_nary = self._ew.get_function("ew_nary")
         self._k_bias_act = self._ew.get_function("bias_act")
         self._k_scale_shift = self._ew.get_function("scale_shift_act")
@@ -216,13 +215,12 @@ class Kernels:
         oh, ow = window_out_hw(h, w, kernel, stride, padding[:2], padding[2:] or None)
         if y.shape != (n, c, oh, ow):
             raise GpuRuntimeError(f"{pool_type} pool: output must be {(n, c, oh, ow)}, got {y.shape}")
-        if pool_type == "max":
-            k = self._k_max
-        elif pool_type == "avg":
-            k = self._k_avg if count_include_pad else self._k_avg_valid
-        else:
+        if pool_type not in ("max", "avg"):
             raise GpuRuntimeError(f"pool2d: pool_type must be max, avg or global_avg, got {pool_type!r}")
-        k(_grid(n * c * oh * ow), (_BLOCK,),
-          (x, np.int64(batch_stride(x)), y, np.int64(batch_stride(y)), np.int32(n), np.int32(c), np.int32(h),
-           np.int32(w), np.int32(oh), np.int32(ow), np.int32(kh), np.int32(kw), np.int32(sh), np.int32(sw),
-           np.int32(ph), np.int32(pw)))
+        args = [x, np.int64(batch_stride(x)), y, np.int64(batch_stride(y)), np.int32(n), np.int32(c), np.int32(h),
+                np.int32(w), np.int32(oh), np.int32(ow), np.int32(kh), np.int32(kw), np.int32(sh), np.int32(sw),
+                np.int32(ph), np.int32(pw)]
+        if pool_type == "max":
+            self._k_max(_grid(n * c * oh * ow), (_BLOCK,), tuple(args))
+        else:   # avg_pool2d's last argument: divide by the whole window (1) or by its input elements (0)
+            self._k_avg(_grid(n * c * oh * ow), (_BLOCK,), tuple(args + [np.int32(bool(count_include_pad))]))
