@@ -5,10 +5,10 @@ Data flow::
     StageSpec --build()--> placeholders + IR nodes per group
       --Program (runtime/gpu)--> inputs from a per-shape cache (allocated once, random, reused),
                                  random weights on the device, the stage's groups on separate streams
-      --one eager run, capture as one CUDA graph--> timed cold (``L2_COLD``, the default: before each
+      --one eager run, capture as one CUDA graph--> timed warm (``L2_WARM``, the default: ``number``
+                                 back-to-back replays between two events) or cold (``L2_COLD``: before each
                                  replay the L2 is flushed and the stage's inputs read, as inside the whole
-                                 graph; a repeat is the median of ``number`` such replays) or warm
-                                 (``L2_WARM``: ``number`` back-to-back replays between two events)
+                                 graph; a repeat is the median of ``number`` such replays)
       --> Measurement(median over repeats, spread = max - min); the stage's graph, buffers and weights
           are freed before the next stage, so profiling thousands of stages does not grow memory.
 
@@ -33,7 +33,10 @@ from .base import StageProfiler, timing_copy
 InputShape = Tuple[int, int, int, int]
 
 # How a stage's replays are timed. Warm replays of one small stage keep its weights in L2, which the whole
-# graph never does: strict-fp32 Inception-v3 ran 31 % slower than its warm stages added up (H200).
+# graph never does: strict-fp32 Inception-v3 (b1) ran 31 % slower than its warm stages added up (H200).
+# Cold timing brought that to 6 %, but SqueezeNet's error from 7 % to 15 % (its tiny stages lose too much
+# with the launch overhead taken off) at 2.7x the profiling time (README, "Faithful costs"): warm stays
+# the default, cold is there to choose (``GpuRecipe(l2="cold")``, ``gpu-cold``).
 L2_COLD = "cold"
 L2_WARM = "warm"
 L2_SETTINGS = {L2_COLD: "L2 flushed and inputs read before each timed replay, launch overhead taken off",
@@ -107,7 +110,7 @@ class GpuProfiler(StageProfiler):
                               engines=engine_book(device_id, tf32, autotune, engines))
         self._info: Optional[DeviceInfo] = None
         self._weights = WeightCache(seed)
-        self.l2 = L2_COLD   # how stages are timed (L2_COLD or L2_WARM); part of the software fingerprint
+        self.l2 = L2_WARM   # how stages are timed (L2_WARM or L2_COLD); part of the software fingerprint
         self._cold = None
 
     def measure(self, specs, batch_size: int, settings: MeasureSettings) -> List[Measurement]:
