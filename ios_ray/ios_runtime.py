@@ -7,8 +7,9 @@ a graph without a schedule runs its sequential schedule without it being assigne
 
 ``_executor_for`` is the one place where the executor is chosen. ``Device.CPU`` gives the numpy reference
 executor; ``Device.GPU`` gives the CuPy/cuDNN ``GpuExecutor``, imported lazily so that importing this module
-never needs CUDA; ``Device.AUTO`` (the default) is the GPU when CuPy, a CUDA device and cuDNN work, else the
-CPU. Both executors offer ``run(x) -> np.ndarray``, ``latency(warmup, number, repeat, x=None,
+never needs CUDA; ``Device.AUTO`` (the default) is the device the graph was measured on when it carries an
+optimization report, else the GPU when CuPy, a CUDA device and cuDNN work, else the CPU; the GPU executor
+runs in the math mode the graph was optimized in (TF32 for ``gpu-tf32`` costs). Both executors offer ``run(x) -> np.ndarray``, ``latency(warmup, number, repeat, x=None,
 profile_stage=False) -> (per-repeat ms, per-stage ms repeat-major)`` and ``close()``.
 
 CPU threads: the reference executor always runs under one explicit BLAS/OpenMP thread count
@@ -51,16 +52,30 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def _resolve(device: Union[Device, str]) -> Device:
-    """The concrete device for a request: AUTO is the GPU when CuPy, CUDA and cuDNN work, else the CPU."""
+def _resolve(device: Union[Device, str], graph: Optional[Graph] = None) -> Device:
+    """The concrete device for a request: AUTO is the device ``graph``'s stages were measured on (its
+    optimization report's ``device_kind``: a schedule runs where it was measured), else the GPU when CuPy,
+    CUDA and cuDNN work, else the CPU."""
     try:
         device = device if isinstance(device, Device) else Device(str(device).lower())
     except ValueError:
         raise ValueError(f"device must be one of {[d.value for d in Device]}, got {device!r}") from None
+    if device is Device.AUTO and _report(graph, "device_kind", "") == "cpu":
+        return Device.CPU
     if device is Device.AUTO:
         from .runtime.gpu import available  # never imports CuPy unless it is there
         return Device.GPU if available() else Device.CPU
     return device
+
+
+def _report(graph: Optional[Graph], field: str, default):
+    """A field of ``graph``'s optimization report, or ``default`` (no graph, no report, an older report)."""
+    return getattr(getattr(graph, "optimization_report", None), field, default)
+
+
+def measured_tf32(graph: Optional[Graph]) -> bool:
+    """Whether ``graph`` was optimized on TF32 GPU costs: the GPU runtime then runs it in TF32 too."""
+    return _report(graph, "dtype", "float32") == "tf32"
 
 
 def _executor_for(graph: Graph, batch_size: int, device: Union[Device, str]) -> Executor:
@@ -71,7 +86,7 @@ def _executor_for(graph: Graph, batch_size: int, device: Union[Device, str]) -> 
             or the GPU executor cannot be imported.
         GpuUnavailableError: the GPU was asked for and CuPy, a CUDA device or cuDNN is missing.
     """
-    device = _resolve(device)
+    device = _resolve(device, graph)
     stages = stages_or_sequential(graph)
     if device is Device.GPU:
         try:
@@ -80,7 +95,8 @@ def _executor_for(graph: Graph, batch_size: int, device: Union[Device, str]) -> 
             raise ValueError(f"the GPU executor cannot be imported ({exc}); use device='cpu'") from exc
         from .profile.gpu import engine_book
         from .runtime.gpu.context import GpuContext
-        context = GpuContext(0)   # raises GpuUnavailableError, with its reason, without CuPy or a device
+        # raises GpuUnavailableError, with its reason, without CuPy or a device; the measured math mode
+        context = GpuContext(0, tf32=measured_tf32(graph))
         # the engines the profiler recorded for each conv (the default cost table's engine book)
         context.conv_plans.book = engine_book()
         return GpuExecutor(graph, batch_size, context=context, stages=stages)
@@ -104,7 +120,7 @@ def reference_threads(graph: Optional[Graph] = None, threads: Optional[int] = No
 @contextlib.contextmanager
 def _running(graph: Graph, batch_size: int, device: Union[Device, str], threads: Optional[int]) -> Iterator[Executor]:
     """The executor for ``graph`` (closed on exit); on the CPU, under its thread setting throughout."""
-    device = _resolve(device)
+    device = _resolve(device, graph)
     limit = cpu_threads(reference_threads(graph, threads)) if device is Device.CPU else contextlib.nullcontext()
     with limit:
         executor = _executor_for(graph, batch_size, device)
@@ -121,8 +137,8 @@ def device_name(graph: Optional[Graph] = None, batch_size: int = 1, device: Unio
 
     ``batch_size`` is accepted for symmetry with the other calls; the choice does not depend on it today.
     """
-    if _resolve(device) is Device.GPU:
-        return "gpu: CuPy/cuDNN executor"
+    if _resolve(device, graph) is Device.GPU:
+        return f"gpu: CuPy/cuDNN executor, {'tf32' if measured_tf32(graph) else 'fp32'}"
     cpu = platform.processor() or platform.machine() or "unknown"
     n = reference_threads(graph, threads)
     return f"cpu:{cpu}/numpy reference, {n} BLAS thread{'s' if n > 1 else ''}"
@@ -182,12 +198,12 @@ def graph_trace(graph: Graph, batch_size: int = 1, path=None, device: Union[Devi
             be written. On the GPU also ``GpuUnavailableError``/``GpuRuntimeError``.
     """
     from .runtime.trace import CPU_NOTE, chrome_trace, cpu_group_spans, write_trace
-    resolved = _resolve(device)
+    resolved = _resolve(device, graph)
     report = getattr(graph, "optimization_report", None)
     meta = {"batch_size": int(batch_size)}
     if resolved is Device.GPU:
         from .runtime.gpu.trace import gpu_group_spans
-        tf32 = getattr(report, "dtype", "float32") == "tf32"
+        tf32 = measured_tf32(graph)
         spans = gpu_group_spans(graph, batch_size, x, tf32=tf32)
         meta["math"] = "tf32" if tf32 else "float32"
         trace = chrome_trace(graph, spans, device_name(graph, batch_size, resolved),

@@ -64,14 +64,18 @@ class OptimizeReport:
     unique_stages: int = 0
     cache_hits: int = 0
     stale: int = 0                   # stages whose table rows came from other software: measured again
-    measured: int = 0
+    measured: int = 0                # stages this run measured (estimated, for an analytic source)
+    from_other_runs: int = 0         # stages a concurrent run into the same table measured meanwhile
     errors: int = 0
     per_worker: Dict[str, int] = field(default_factory=dict)
     retries: int = 0
     predicted_latency_ms: float = 0.0    # the DP's schedule
-    seconds: Dict[str, float] = field(default_factory=dict)  # enumerate, profile, solve, construct, check
+    # [ray start,] enumerate, profile, solve, construct, final check
+    seconds: Dict[str, float] = field(default_factory=dict)
     table: str = ""
+    in_process: bool = False             # profiled in this process (no Ray)
     software: str = ""                   # the cost source's software fingerprint (``DeviceInfo.software``)
+    device_kind: str = ""                # "gpu", "cpu" or "analytic": where the runtime runs it by default
     cpu_threads: Optional[int] = None    # BLAS threads of CPU measurements; the reference runtime uses them
     stage_predicted_ms: List[Optional[float]] = field(default_factory=list)  # the returned schedule, run order
     final_check: List[CheckedSchedule] = field(default_factory=list)
@@ -101,12 +105,15 @@ class OptimizeReport:
 
     def format(self) -> str:
         kind = "estimated (analytic model)" if self.estimated else "measured"
+        now = "estimated now" if self.estimated else "measured now"
+        workers = "in-process" if self.in_process else f"{self.num_workers} Ray workers"
+        shared = f"   from other runs: {self.from_other_runs:,}" if self.from_other_runs else ""
         lines = [
-            f"ios_ray optimize: {self.model}  opt_type={self.opt_type}  batch={self.batch_size}  workers={self.num_workers}",
+            f"ios_ray optimize: {self.model}  opt_type={self.opt_type}  batch={self.batch_size}  workers={workers}",
             f"  cost source     : {self.device} ({kind}, {self.dtype})",
             f"  states          : {self.states:,}   transitions: {self.transitions:,}",
             f"  unique stages   : {self.unique_stages:,}   cache hits: {self.cache_hits:,}   "
-            f"stale rows: {self.stale:,}   measured now: {self.measured:,}   errors: {self.errors}",
+            f"stale rows: {self.stale:,}   {now}: {self.measured:,}{shared}   errors: {self.errors}",
         ]
         if self.per_worker:
             lines.append("  per worker      : " + ", ".join(f"{w}={n}" for w, n in sorted(self.per_worker.items())))
@@ -142,7 +149,7 @@ class OptimizeOptions:
         source: the cost-source recipe (its ``dtype`` is the math mode rows are filed under).
         profile: batch size, timing settings and progress bar.
         compute_weight: lay out the merged convolutions' weights.
-        num_workers: Ray actors to profile (and enumerate) on; None: everything in this process.
+        num_workers: Ray actors to profile (and enumerate) on; None or 0: everything in this process.
         cost_table: a ``CostTable``, a path/URI, None (the default table, for sources cached by default)
             or False (none).
         address: the Ray cluster to join.
@@ -163,8 +170,10 @@ class OptimizeOptions:
     final_check: bool = True
 
     def __post_init__(self):
-        if self.num_workers is not None and self.num_workers < 1:
-            raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be 0 (in this process) or more, got {self.num_workers}")
+        if self.num_workers == 0:
+            object.__setattr__(self, "num_workers", None)
 
 
 def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_merge", compute_weight: bool = False,
@@ -188,7 +197,7 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         warmup, number, repeat: how each stage is timed (see ``MeasureSettings``).
         verbose: print the report.
         num_workers: profile on this many Ray actors (enumeration is sharded across them too);
-            ``None`` runs everything in this process.
+            ``None`` or ``0`` runs everything in this process (``default_num_workers`` is the CLI's choice).
         cost_table: a ``CostTable``, a path/URI, ``None`` for the default table (for the cpu and gpu
             sources; analytic estimates and custom objects are stored only in a table named here), or
             ``False`` for none.
@@ -230,6 +239,10 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
     if options.compute_weight and not graph.has_weights():
         raise ValueError("compute_weight=True needs weights: call graph.init_weights() (or load_weights) first")
     seconds: Dict[str, float] = {}
+    if options.num_workers is not None:
+        t0 = time.perf_counter()
+        _start_ray(options)
+        seconds["ray start"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     space = _enumerate(graph, options)
     seconds["enumerate"] = time.perf_counter() - t0
@@ -264,33 +277,61 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         model=graph.name, opt_type=opt_type, batch_size=options.profile.batch_size, device=profiled.device.name,
         estimated=profiled.device.kind == "analytic", num_workers=options.num_workers or 1, dtype=profiled.dtype,
         states=counts.states, transitions=counts.transitions, unique_stages=counts.unique_stages,
-        cache_hits=profiled.cache_hits, stale=profiled.stale, measured=profiled.measured, errors=profiled.errors,
+        cache_hits=profiled.cache_hits, stale=profiled.stale, measured=profiled.measured,
+        from_other_runs=profiled.from_other_runs, errors=profiled.errors,
         per_worker=dict(profiled.per_worker), retries=profiled.retries,
         predicted_latency_ms=solution.total_latency, seconds=seconds,
         table=str(table.location) if table is not None else "", software=profiled.device.software,
+        device_kind=profiled.device.kind,
         cpu_threads=options.source.cpu_threads, stage_predicted_ms=_stage_costs(graph, block_stages, measurements),
-        final_check=checked, final_check_note=note, returned=returned)
+        final_check=checked, final_check_note=note, returned=returned,
+        in_process=options.num_workers is None)
     new_graph.optimization_report = report
     if options.verbose:
         print(report.format())
     return new_graph
 
 
+def _start_ray(options: OptimizeOptions) -> None:
+    """Connect to Ray and check the cluster can host the profiling workers, so that a shortfall fails
+    before any work is done."""
+    from .distributed.cluster import check_local_resources, check_resources, connect, starts_local_instance
+    need = options.source.resources()
+    if starts_local_instance(options.address):
+        check_local_resources(options.num_workers, need)  # before Ray starts: a local instance cannot grow
+    connect(options.address)
+    check_resources(options.num_workers, need, wait_for_autoscaler=options.wait_for_autoscaler)
+
+
 def _enumerate(graph: Graph, options: OptimizeOptions):
-    """The graph's state space: here, or sharded over actors (after checking the cluster can host the
-    profiling workers, so that a shortfall fails before any work is done)."""
+    """The graph's state space: here, or sharded over actors (Ray already started by ``_start_ray``)."""
     from .space.enumerate import enumerate_graph
     if options.num_workers is None:
         return enumerate_graph(graph, options.space)
     import ray
 
-    from .distributed.cluster import check_resources, connect
     from .distributed.enumerate import enumerate_graph_distributed
-    connect(options.address)
-    check_resources(options.num_workers, options.source.resources(),
-                    wait_for_autoscaler=options.wait_for_autoscaler)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return enumerate_graph_distributed(graph, options.space, num_workers=max(1, min(options.num_workers, cpus)))
+
+
+def default_num_workers(cost: CostArg = None) -> int:
+    """The CLI's worker count for ``cost``: one Ray actor per local GPU for a source whose workers own a
+    GPU each; 0 (in this process) for analytic estimates, which cost microseconds a stage, far less than
+    starting Ray and shipping the stages to actors; else 2 CPU actors (1 on a one-core machine).
+
+    Raises:
+        ValueError: ``cost`` is not a known cost source.
+    """
+    from .costs.factory import AnalyticRecipe
+    recipe = resolve_cost(cost)
+    if isinstance(recipe, AnalyticRecipe):
+        return 0
+    from .distributed.cluster import local_resources
+    have = local_resources()
+    if recipe.resources().num_gpus > 0:
+        return max(1, int(have["GPU"]))  # none here: the resource check says so in one line
+    return max(1, min(2, int(have["CPU"])))
 
 
 def _profile(space, table, options: OptimizeOptions,

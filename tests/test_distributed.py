@@ -30,6 +30,7 @@ from ios_ray.distributed import (InsufficientResourcesError, ProfileOptions, Pro
                                  check_resources, enumerate_graph_distributed, estimate_cost, make_batches,
                                  profile_graph_space)
 from ios_ray.distributed.actors import ActorSlots
+from ios_ray.distributed.cluster import connect
 from ios_ray.distributed.enumerate import ShardOptions, plan_shards
 from ios_ray.distributed.progress import Pace
 from ios_ray.distributed.profiler_pool import WorkersExhaustedError, WorkerStartError
@@ -100,7 +101,7 @@ def ray_local():
     """A 4-CPU cluster without GPUs, whatever the host has (the resource tests rely on it)."""
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1")
+        connect(num_cpus=4, num_gpus=0)
     yield
     if started:
         ray.shutdown()
@@ -474,8 +475,22 @@ def test_distributed_enumeration_equals_local(ray_local, model, opts):
     assert_same_space(dist, local)
 
 
+def _ours(pid: int, session_dir: str) -> bool:
+    """Whether ``pid`` is a worker of this test's Ray instance (its raylet names our session), not of
+    another Ray on the machine (other test runs may be going on beside this one)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{ppid}/cmdline", "rb") as f:
+            return session_dir.encode() in f.read()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _kill_first_busy_enumerator(killed: list, stop: threading.Event) -> None:
-    """SIGKILL the process of the first enumeration actor seen running ``expand`` (Ray titles it so)."""
+    """SIGKILL the process of the first enumeration actor of this Ray instance seen running ``expand``
+    (Ray titles it so)."""
+    session_dir = ray._private.worker._global_node.get_session_dir_path()
     while not stop.is_set():
         for path in glob.glob("/proc/[0-9]*/cmdline"):
             try:
@@ -483,8 +498,8 @@ def _kill_first_busy_enumerator(killed: list, stop: threading.Event) -> None:
                     title = f.read()
             except OSError:
                 continue
-            if title.startswith(b"ray::EnumerateWorker.expand"):
-                pid = int(path.split("/")[2])
+            pid = int(path.split("/")[2])
+            if title.startswith(b"ray::EnumerateWorker.expand") and _ours(pid, session_dir):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
                 return

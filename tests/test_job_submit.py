@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import is_loopback
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -51,7 +53,9 @@ def ray_head():
     ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     tmp = tempfile.mkdtemp(prefix="iosray_head_")
     dash, client, agent = _free_ports(3)
-    env = dict(os.environ, RAY_AUTH_MODE="token")
+    # Without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, `ray start` on Linux swaps --node-ip-address=127.0.0.1
+    # for the host's address and listens on every interface (see ios_ray.distributed.cluster).
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     log = open(os.path.join(tmp, "head.log"), "w")
     proc = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--port=0", "--node-ip-address=127.0.0.1",
@@ -73,7 +77,7 @@ def ray_head():
                 time.sleep(1)
         else:
             raise RuntimeError("ray head did not come up in 90 s")
-        yield url, env, tmp
+        yield url, env, proc.pid
     finally:
         proc.kill()
         _kill_tree_of(tmp)
@@ -81,8 +85,8 @@ def ray_head():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_ray_job_submit_round_trip(ray_head, tmp_path):
-    url, env, _ = ray_head
+def test_ray_job_submit_round_trip(ray_head, tmp_path, listeners):
+    url, env, head_pid = ray_head
     ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     out = tmp_path / "schedule.json"
     table = tmp_path / "table"
@@ -94,6 +98,8 @@ def test_ray_job_submit_round_trip(ray_head, tmp_path):
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=str(REPO))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "succeeded" in (res.stdout + res.stderr)
+    found = listeners(head_pid)
+    assert found and all(is_loopback(address) for address, *_ in found), found  # job API and all: loopback only
     assert out.exists()
 
     from ios_ray.costs.table import CostTable

@@ -80,7 +80,24 @@ def test_bad_options_are_rejected():
     with pytest.raises(ValueError):
         ios.optimize(g, batch_size=0, cost="analytic")
     with pytest.raises(ValueError, match="num_workers"):
-        ios.optimize(g, num_workers=0, cost="analytic")
+        ios.optimize(g, num_workers=-1, cost="analytic")
+
+
+def test_num_workers_0_means_in_process_as_on_the_cli():
+    """Regression: `--workers 0` ran in-process on the CLI while num_workers=0 was an error in the API."""
+    import ray
+    g = get_model("sample")
+    opt = ios.optimize(g, num_workers=0, cost="analytic", cost_table=False)
+    rep = opt.optimization_report
+    assert rep.in_process and "workers=in-process" in rep.format() and "ray start" not in rep.seconds
+    assert str(opt) == str(ios.optimize(g, cost="analytic", cost_table=False))
+    assert not ray.is_initialized()
+
+
+def test_report_labels_estimates_as_estimated():
+    """Regression: the report said "measured now" for analytic estimates."""
+    text = ios.optimize(get_model("sample"), cost="analytic", cost_table=False).optimization_report.format()
+    assert "estimated now:" in text and "measured" not in text
 
 
 @pytest.mark.slow
@@ -149,6 +166,9 @@ def test_cost_names_are_matched_exactly():
     assert parse_cost("gpu-tf32") == GpuRecipe(tf32=True) and parse_cost("gpu-tf32").dtype == "tf32"
     assert parse_cost(" CUDA ") == GpuRecipe() and parse_cost("cpu").dtype == "float32"
     assert parse_cost("analytic-tf32:h100").dtype == "tf32"
+    assert parse_cost("gpu-tf32-cold") == GpuRecipe(tf32=True, l2="cold") and str(GpuRecipe(l2="cold")) == "gpu-cold"
+    with pytest.raises(ValueError, match="l2 must be 'warm' or 'cold'"):
+        GpuRecipe(l2="lukewarm")
     with pytest.raises(ValueError, match="unknown cost source"):
         parse_cost("analytics")
 

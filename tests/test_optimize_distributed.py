@@ -11,6 +11,7 @@ from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.costs.measurement import DeviceInfo, Measurement
 from ios_ray.costs.table import CostTable
 from ios_ray.distributed import InsufficientResourcesError
+from ios_ray.distributed.cluster import connect
 from ios_ray.models import get_model
 
 pytestmark = pytest.mark.ray
@@ -23,7 +24,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 def ray_4cpu():
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1")
+    connect(num_cpus=4, num_gpus=0)
     yield
     ray.shutdown()
 
@@ -36,6 +37,7 @@ def test_same_schedule_for_1_2_4_workers_and_in_process(ray_4cpu):
         assert str(opt) == str(local), f"{n} workers gave another schedule"
         rep = opt.optimization_report
         assert rep.num_workers == n and rep.measured == rep.unique_stages
+        assert "ray start" in rep.seconds and f"workers={n} Ray workers" in rep.format()  # not in "enumerate"
         assert sum(rep.per_worker.values()) == rep.unique_stages  # each unique stage measured once
         assert rep.predicted_latency_ms == pytest.approx(local.optimization_report.predicted_latency_ms)
 

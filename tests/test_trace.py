@@ -79,3 +79,44 @@ def test_cli_run_writes_a_trace(tmp_path, capsys):
     trace = json.loads(trace_path.read_text())
     assert len(_events(trace, "stage")) >= 1 and "predicted_ms" in trace["otherData"]
     assert all("predicted_ms" in s["args"] for s in _events(trace, "stage"))
+    assert "cpu" in trace["otherData"]["device"]   # measured on the CPU, so run there even beside a GPU
+
+
+def test_a_schedule_runs_where_it_was_measured():
+    g = sample_network(16, 6)
+    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=False, final_check=False)
+    assert opt.optimization_report.device_kind == "cpu"
+    assert ios_runtime.device_name(opt).startswith("cpu:")            # AUTO follows the report
+    est = ios.optimize(g, cost="analytic:H200", cost_table=False)
+    assert est.optimization_report.device_kind == "analytic"         # no device of its own: AUTO as usual
+    tf32 = ios.optimize(g, cost="analytic:H200", cost_table=False)
+    tf32.optimization_report.dtype = "tf32"
+    assert ios_runtime.measured_tf32(tf32) and not ios_runtime.measured_tf32(opt) and not ios_runtime.measured_tf32(g)
+
+
+def test_cli_run_device_flag(tmp_path, capsys):
+    out = tmp_path / "sample.json"
+    assert main(["optimize", "sample", "--workers", "0", "--cost", "analytic:H200", "--table", "none",
+                 "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(out), "--repeat", "1", "--number", "1", "--device", "cpu"]) == 0
+    assert "latency (cpu:" in capsys.readouterr().out
+    assert main(["run", str(out), "--device", "tpu"]) == 2
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_gpu_trace_times_every_group_inside_the_captured_graph():
+    from ios_ray.runtime.gpu import available, unavailable_reason
+    if not available():
+        pytest.skip(f"GPU runtime unavailable: {unavailable_reason()}")
+    g = get_model("squeezenet")
+    g.init_weights(0)
+    g.greedy_schedule()
+    trace = json.loads(json.dumps(ios_runtime.graph_trace(g, 1, device="gpu")))
+    layout = schedule_layout(g)
+    stages, groups = _events(trace, "stage"), _events(trace, "group")
+    assert [s["name"] for s in stages] == [f"b{st.block} s{st.index}" for st in layout]
+    assert len(groups) == sum(len(st.groups) for st in layout)
+    assert all(e["dur"] > 0 and e["ts"] >= 0 for e in stages + groups)
+    assert 0 < trace["otherData"]["measured_ms"] < 50 and "gpu" in trace["otherData"]["device"]

@@ -17,7 +17,16 @@ complete; the final name holds a timestamp and a random UUID, so writers never c
 never see a half-written file (names starting with ``.`` or ``_`` are ignored here and by
 ``pyarrow.dataset``). On a local filesystem the rename is atomic; on object stores it is a copy, still
 invisible to readers until it is done. Existing files are never rewritten; ``compact`` writes the merged
-file first and only then removes the files it merged.
+file first and only then removes the files it merged. Concurrent runs share the measuring through claims
+in ``<table>/_claims/`` (``costs.claims``: each stage is measured by one run, and a dead claimant's claims
+expire); ``claims`` opens them and is each measuring run's first write, so a read-only table is found
+before anything is measured.
+
+What a plain ``pyarrow.dataset.dataset(path, format="parquet")`` reader sees: every row ever appended and
+never ``_claims/`` (its name starts with ``_``); so also rows ``read_all`` folds away (a stage measured
+again because its rows came from other software or were errors, or twice in a rare race of two runs) and
+rows of other devices, batch sizes and math modes: group by ``IDENTITY_COLUMNS`` (or use ``read_all``) to
+get one row per cost.
 
 Schema (one row per stage measured on one device, batch size and math mode, by one software stack):
 
@@ -77,6 +86,7 @@ import pyarrow.parquet as pq
 
 from ..graph.schedule import Strategy
 from ..space.stage import StageSpec
+from .claims import ClaimBook, ClaimScope, ClaimWriteError, brief_error
 from .measurement import DeviceInfo, ErrorKind, MeasureSettings, Measurement
 
 log = logging.getLogger(__name__)
@@ -134,7 +144,8 @@ _LEFT_ALONE = "(the file was left as it is; move it out of the table directory t
 
 
 class CostTableError(ValueError):
-    """A file of the cost table cannot be used: unreadable, or not a cost-table file of this version."""
+    """The cost table cannot be used: a file is unreadable or not a cost-table file of this version, or the
+    location cannot be written."""
 
 
 def default_table_path() -> str:
@@ -327,6 +338,10 @@ class CostTable:
         return f"CostTable({self.location!r})"
 
     # ----- files ---------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Whether the table's directory exists (it is created by the first append or claim)."""
+        return self._fs.get_file_info(self._root).type == pafs.FileType.Directory
+
     def files(self) -> List[str]:
         """The table's data files (paths within its filesystem), in name (= write time) order."""
         info = self._fs.get_file_info(self._root)
@@ -468,6 +483,7 @@ class CostTable:
             The path of the new file, or None when ``measurements`` is empty.
         Raises:
             ValueError: a measurement's spec is missing or has another key.
+            CostTableError: the table location cannot be written.
         """
         if not measurements:
             return None
@@ -503,10 +519,33 @@ class CostTable:
             for name, v in values.items():
                 rows[name].append(v)
         table = pa.Table.from_pydict(rows, schema=SCHEMA)
-        return self._write_atomic(table, now)
+        try:
+            return self._write_atomic(table, now)
+        except (OSError, pa.ArrowException) as e:  # name the table, not the temporary file
+            raise CostTableError(f"cost table {self.location}: cannot write new rows ({brief_error(e)})") from e
 
     def _write_atomic(self, table: pa.Table, now: datetime) -> str:
         return write_parquet_atomic(self._fs, self._root, table, now)
+
+    def claims(self, conditions: Conditions, ttl_s: float = 60.0) -> ClaimBook:
+        """Open this run's claims on the table's stages measured under ``conditions`` (see ``claims``):
+        its heartbeat is written now, so this is also the check that the table is writable.
+
+        Args:
+            conditions: the device (name and software), batch size and dtype of the stages claimed.
+            ttl_s: how long the claims outlive the run's last heartbeat.
+        Returns:
+            The open ``ClaimBook`` (``close()`` it when done).
+        Raises:
+            CostTableError: the table location cannot be written.
+        """
+        scope = ClaimScope(conditions.device.name, conditions.device.software, conditions.batch_size,
+                           conditions.dtype)
+        try:
+            return ClaimBook(self._fs, self._root, scope, ttl_s).open()
+        except ClaimWriteError as e:
+            raise CostTableError(f"cost table {self.location} is not writable ({e}); nothing was measured: "
+                                 f"name another table (--table, cost_table=) or make this one writable") from None
 
     def compact(self, dedup: bool = True) -> Optional[str]:
         """Merge the current-version files into one (deduplicated unless ``dedup=False``).

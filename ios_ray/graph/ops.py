@@ -27,6 +27,8 @@ This module is pure: it imports nothing but numpy.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
@@ -188,11 +190,18 @@ class Value:
 Terms = List[List[Value]]
 
 
+def _int(x, what: str, node_desc: str) -> int:
+    """``x`` as an int; strings ("64"), booleans and fractions are refused, not converted."""
+    if isinstance(x, (str, bytes, bool)) or not isinstance(x, (numbers.Integral, float)) or x != int(x):
+        raise ValueError(f"{node_desc}: {what} must be an int, got {x!r}")
+    return int(x)
+
+
 def _pair(x, what: str, node_desc: str) -> Tuple[int, int]:
-    if isinstance(x, int):
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool):
         x = (x, x)
     try:
-        a, b = (int(v) for v in x)
+        a, b = (_int(v, what, node_desc) for v in x)
     except (TypeError, ValueError):
         raise ValueError(f"{node_desc}: {what} must be an int or a pair of ints, got {x!r}") from None
     return a, b
@@ -443,13 +452,13 @@ class Conv(Node):
                  output_shape=None, hint_name=None, *, dilation=(1, 1), pad_end=None):
         super().__init__(name, inputs, output_shape, hint_name)
         desc = self.describe(name)
-        self.out_channels = int(out_channels)
+        self.out_channels = _int(out_channels, "out_channels", desc)
         self.kernel = _pair(kernel, "kernel", desc)
         self.stride = _pair(stride, "stride", desc)
         self.padding = _pair(padding, "padding", desc)              # top, left
         self.pad_end = self.padding if pad_end is None else _pair(pad_end, "pad_end", desc)   # bottom, right
         self.dilation = _pair(dilation, "dilation", desc)
-        self.groups = int(groups)
+        self.groups = _int(groups, "groups", desc)
         self.act = act
         if act not in ACTIVATIONS:
             raise ValueError(f"{desc}: act must be one of {ACTIVATIONS}, got {act!r}")
@@ -524,7 +533,7 @@ class SepConv(Node):
                  pre_act="relu", output_shape=None, hint_name=None):
         super().__init__(name, inputs, output_shape, hint_name)
         desc = self.describe(name)
-        self.out_channels = int(out_channels)
+        self.out_channels = _int(out_channels, "out_channels", desc)
         self.kernel = _pair(kernel, "kernel", desc)
         self.stride = _pair(stride, "stride", desc)
         self.padding = _pair(padding, "padding", desc)
@@ -729,6 +738,11 @@ def node_from_config(cfg: dict, name2node: Dict[str, Node], ops: Optional[Regist
             vals.append(Value(src, ref[1], ref[2]))
         inputs.append(vals)
     attrs = {k: v for k, v in cfg.items() if k not in _CONFIG_KEYS}
+    params = list(inspect.signature(cls.__init__).parameters.values())[3:]
+    missing = [p.name for p in params if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+               and p.name not in attrs]
+    if missing:
+        raise ValueError(f"node {name!r} ({kind}): missing attribute(s) {missing}")
     try:
         return cls(name, inputs, **attrs, hint_name=cfg.get("hint_name"))
     except (TypeError, ValueError) as exc:

@@ -119,6 +119,7 @@ def _check_stages(nodes: Sequence[Node], stages: Optional[Sequence[Stage]], bi: 
         raise ValueError(f"block {bi} has no schedule (call optimize, sequential_schedule or greedy_schedule)")
     by_name: Dict[str, Node] = {n.name: n for n in nodes}
     members = {id(n) for n in nodes}
+    scheduled = {n for s in stages if isinstance(s, Stage) for g in s.groups for n in g}
     seen: Dict[str, int] = {}
     for si, stage in enumerate(stages):
         if not isinstance(stage, Stage):
@@ -137,7 +138,7 @@ def _check_stages(nodes: Sequence[Node], stages: Optional[Sequence[Stage]], bi: 
                 for p in node.input_nodes():
                     if id(p) not in members:
                         continue
-                    if p.name in seen:
+                    if p.name in seen or p.name not in scheduled:  # an unscheduled input: reported below
                         continue
                     if in_stage.get(p.name) == gi:
                         continue

@@ -6,7 +6,11 @@ Data flow::
       --pool.device()--> DeviceInfo (name + software fingerprint); pool.dtype: the source's math mode
       --CostTable.search(keys, device, batch, dtype)--> hits (reused) and stale keys (rows from other
            software: kept, counted, measured again); cached WORKER_DIED rows are measured again too
-      --pool.measure(rest, on_result)--> measurements, appended to the table in chunks as they land
+      --with a table: claims (costs.claims) so that concurrent runs share the rest: repeatedly, keys no
+           other live run holds are claimed a chunk at a time, measured, appended and released; keys
+           other runs hold are read from the table once their rows land (or claimed once those runs'
+           claims expire)
+      --pool.measure(chunk, on_result)--> measurements, appended to the table in chunks as they land
       --> ({key: Measurement} for every key, ProfileReport)
 
 In-process profiling is a pool of one (``LocalPool``, no Ray); ``distributed.driver`` passes a pool of
@@ -15,6 +19,7 @@ Ray actors. Both offer ``dtype``, ``num_workers``, ``device()``, ``devices()`` a
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -127,12 +132,21 @@ class ProfileOptions:
         settings: warm-up / number / repeat of each timing.
         progress: draw a progress bar on stderr.
         append_chunk, append_interval_s: append to the table every this many results or seconds.
+        claim_chunk: stages per worker claimed (then measured, appended and released) at a time when a
+            table is shared; concurrent runs split the work in units of this size times the pool's workers.
+        claim_seconds: chunks grow (never below ``claim_chunk`` per worker) to about this much measuring.
+        claim_ttl_s: how long this run's claims outlive it if it dies (renewed every third of it).
+        claim_poll_s: how often a run waiting for stages other runs hold looks at the table.
     """
     batch_size: int = 1
     settings: MeasureSettings = MeasureSettings()
     progress: bool = False
     append_chunk: int = 256
     append_interval_s: float = 10.0
+    claim_chunk: int = 64
+    claim_seconds: float = 5.0
+    claim_ttl_s: float = 60.0
+    claim_poll_s: float = 1.0
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -140,6 +154,9 @@ class ProfileOptions:
         if self.append_chunk < 1 or self.append_interval_s < 0:
             raise ValueError(f"append_chunk must be >= 1 and append_interval_s >= 0, got {self.append_chunk}, "
                              f"{self.append_interval_s}")
+        if self.claim_chunk < 1 or min(self.claim_seconds, self.claim_ttl_s, self.claim_poll_s) <= 0:
+            raise ValueError(f"claim_chunk must be >= 1 and claim_seconds, claim_ttl_s, claim_poll_s > 0, got "
+                             f"{self.claim_chunk}, {self.claim_seconds}, {self.claim_ttl_s}, {self.claim_poll_s}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,7 @@ class ProfileReport:
     num_workers: int
     stale: int = 0                   # stages whose rows came only from other software: measured again
     remeasured_errors: int = 0       # cached WORKER_DIED rows measured again
+    from_other_runs: int = 0         # stages a concurrent run measured while this one waited for them
     per_worker: Dict[str, int] = field(default_factory=dict)
     retries: int = 0
     worker_deaths: int = 0
@@ -165,8 +183,9 @@ class ProfileReport:
         lines = [f"profiled on {self.device.name} ({self.device.kind}, {self.dtype}) with {self.num_workers} "
                  f"worker(s)",
                  f"  unique stages {self.unique_stages:,}  cache hits {self.cache_hits:,}  stale rows "
-                 f"{self.stale:,}  measured {self.measured:,}  errors {self.errors}  retries {self.retries}  "
-                 f"worker deaths {self.worker_deaths}"]
+                 f"{self.stale:,}  {'estimated' if self.device.kind == 'analytic' else 'measured'} "
+                 f"{self.measured:,}  from other runs {self.from_other_runs:,}  errors {self.errors}  "
+                 f"retries {self.retries}  worker deaths {self.worker_deaths}"]
         if self.per_worker:
             lines.append("  per worker: " + ", ".join(f"{w}={n}" for w, n in sorted(self.per_worker.items())))
         lines.append("  seconds: " + "  ".join(f"{k} {v:.2f}" for k, v in self.seconds.items()))
@@ -222,17 +241,21 @@ class _Subset(Mapping[str, StageSpec]):
         return len(self._keys)
 
 
+def _reusable(found: Mapping[str, Measurement]) -> Dict[str, Measurement]:
+    """Table rows to reuse: all but worker deaths (they say more about the worker than the stage)."""
+    return {k: m for k, m in found.items() if m.error is not ErrorKind.WORKER_DIED}
+
+
 def _cached(table, specs: Mapping[str, StageSpec], device: DeviceInfo, conditions: Conditions):
     """(reusable hits, stale count, re-measured error count) from the table."""
     if table is None or not specs:
         return {}, 0, 0
     found = table.search(list(specs), device, conditions.batch_size, conditions.dtype)
-    # A cached worker death says more about the worker than the stage: measure it again.
-    died = [k for k, m in found.found.items() if m.error is ErrorKind.WORKER_DIED]
+    hits = _reusable(found.found)
+    died = len(found.found) - len(hits)
     if died:
-        log.info("%d cached worker-death rows on %s are measured again", len(died), device.name)
-    hits = {k: m for k, m in found.found.items() if m.error is not ErrorKind.WORKER_DIED}
-    return hits, len(found.stale), len(died)
+        log.info("%d cached worker-death rows on %s are measured again", died, device.name)
+    return hits, len(found.stale), died
 
 
 def _check_same_device(pool: StagePool, device: DeviceInfo) -> None:
@@ -244,6 +267,114 @@ def _check_same_device(pool: StagePool, device: DeviceInfo) -> None:
                                   f"the pool to one kind of node, e.g. with a custom resource")
 
 
+class _Tally:
+    """The pool's counters summed over the chunks of one run."""
+
+    def __init__(self):
+        self.per_worker: Dict[str, int] = {}
+        self.retries = self.worker_deaths = self.restarts = 0
+
+    def add(self, stats: PoolStats) -> None:
+        for w, n in stats.per_worker.items():
+            self.per_worker[w] = self.per_worker.get(w, 0) + n
+        self.retries += stats.retries
+        self.worker_deaths += stats.worker_deaths
+        self.restarts += stats.restarts
+
+    def fields(self) -> dict:
+        return {"per_worker": dict(self.per_worker), "retries": self.retries, "worker_deaths": self.worker_deaths,
+                "restarts": self.restarts}
+
+
+@dataclass
+class _Run:
+    """One profiling run's moving parts: what it measures with, where results go, what it counts."""
+    specs: Mapping[str, StageSpec]
+    pool: StagePool
+    table: object
+    conditions: Conditions
+    options: ProfileOptions
+    writer: _TableWriter
+    bar: object
+    tally: _Tally = field(default_factory=_Tally)
+    measured: int = 0
+    from_others: int = 0
+    wait_s: float = 0.0
+
+    def on_result(self, batch: List[Measurement]) -> None:
+        self.writer.add(batch)
+        if self.bar is not None:
+            self.bar.update(len(batch), errors=sum(m.error is not ErrorKind.NONE for m in batch))
+
+    def measure(self, keys: Sequence[str]) -> Dict[str, Measurement]:
+        """Measure ``keys`` on the pool; their rows are appended before this returns."""
+        try:
+            got, stats = self.pool.measure(_Subset(self.specs, keys), self.options.batch_size, self.options.settings,
+                                           on_result=self.on_result)
+        finally:
+            self.writer.flush()  # keep whatever was measured, even if the run fails
+        self.tally.add(stats)
+        self.measured += len(keys)
+        return got
+
+    def measure_shared(self, todo: Sequence[str]) -> Dict[str, Measurement]:
+        """Measure ``todo`` sharing the work with concurrent runs through the table's claims.
+
+        Each round reads the other runs' claims first and then the table, for the next chunk of unclaimed
+        keys and for the keys others hold (a claim is released only after its rows are appended, so a key
+        neither claimed nor in the table is truly missing), claims the chunk, measures and releases it;
+        when others hold everything left, it waits for their rows (or their claims' expiry).
+        """
+        o = self.options
+        smallest = chunk = o.claim_chunk * max(1, self.pool.num_workers)
+        results: Dict[str, Measurement] = {}
+        remaining = dict.fromkeys(todo)  # ordered; finished keys are deleted
+        book = self.table.claims(self.conditions, ttl_s=o.claim_ttl_s)  # first write: fails on a read-only table
+        try:
+            while remaining:
+                held = book.held()
+                free = list(itertools.islice((k for k in remaining if k not in held), chunk))
+                landed = self._landed(free + [k for k in held if k in remaining])
+                for k in landed:
+                    del remaining[k]
+                results.update(landed)
+                free = [k for k in free if k not in landed]
+                if not free:
+                    if remaining:
+                        self._wait(len(remaining))
+                    continue
+                grant = book.claim(free)
+                if grant.keys:
+                    t0 = time.perf_counter()
+                    results.update(self.measure(grant.keys))
+                    book.release(grant)
+                    for k in grant.keys:
+                        del remaining[k]
+                    # fast stages (estimates, a warm GPU) in bigger chunks: fewer claims and table files
+                    rate = len(grant.keys) / max(time.perf_counter() - t0, 1e-6)
+                    chunk = max(smallest, int(rate * o.claim_seconds))
+        finally:
+            book.close()
+        return results
+
+    def _landed(self, keys: List[str]) -> Dict[str, Measurement]:
+        """Reusable rows of ``keys`` that other runs appended meanwhile."""
+        if not keys:
+            return {}
+        c = self.conditions
+        landed = _reusable(self.table.search(keys, c.device, c.batch_size, c.dtype).found)
+        self.from_others += len(landed)
+        if landed and self.bar is not None:
+            self.bar.update(len(landed))
+        return landed
+
+    def _wait(self, missing: int) -> None:
+        log.info("waiting for %d stages other runs are measuring", missing)
+        t0 = time.perf_counter()
+        time.sleep(self.options.claim_poll_s)
+        self.wait_s += time.perf_counter() - t0
+
+
 def profile_stages(specs: Mapping[str, StageSpec], pool: StagePool, table,
                    options: ProfileOptions = ProfileOptions()) -> Tuple[Dict[str, Measurement], ProfileReport]:
     """Measure every distinct stage once on ``pool``, reusing and extending the cost table.
@@ -251,13 +382,15 @@ def profile_stages(specs: Mapping[str, StageSpec], pool: StagePool, table,
     Args:
         specs: the stages, by key (``GraphSpace.specs``).
         pool: a ``LocalPool`` or a Ray pool (see the module docstring); not shut down here.
-        table: a ``CostTable`` to read hits from and append new measurements to, or None.
-        options: batch size, timing settings, progress bar, append chunking.
+        table: a ``CostTable`` to read hits from and append new measurements to, or None. Concurrent runs
+            into one table share the work through its claims.
+        options: batch size, timing settings, progress bar, append chunking, claims.
 
     Returns:
         ``{key: Measurement}`` for every key (hits included) and a ``ProfileReport``.
 
     Raises:
+        CostTableError: the table is not writable (raised before anything is measured).
         DeviceMismatchError: the pool's workers measure on different devices or software.
         Whatever the pool raises (e.g. ``WorkerStartError``); results measured so far are in the table.
     """
@@ -269,46 +402,34 @@ def profile_stages(specs: Mapping[str, StageSpec], pool: StagePool, table,
 
     t0 = time.perf_counter()
     hits, stale, remeasured = _cached(table, specs, device, conditions)
-    todo = _Subset(specs, [k for k in specs if k not in hits])
+    todo = [k for k in specs if k not in hits]
     seconds["lookup"] = time.perf_counter() - t0
 
     results: Dict[str, Measurement] = dict(hits)
-    stats: Optional[PoolStats] = None
-    writer = _TableWriter(table, todo, conditions, options)
+    run = _Run(specs, pool, table, conditions, options, _TableWriter(table, specs, conditions, options), None)
     if todo:
         t0 = time.perf_counter()
         _check_same_device(pool, device)
         seconds["start"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        bar = _progress_bar(len(todo), len(hits), options.progress)
-
-        def on_result(batch: List[Measurement]) -> None:
-            writer.add(batch)
-            if bar is not None:
-                bar.update(len(batch), errors=sum(m.error is not ErrorKind.NONE for m in batch))
-
+        run.bar = _progress_bar(len(todo), len(hits), options.progress)
         try:
-            measured, stats = pool.measure(todo, options.batch_size, options.settings, on_result=on_result)
+            results.update(run.measure(todo) if table is None else run.measure_shared(todo))
         finally:
-            writer.flush()  # keep whatever was measured, even if the run fails
-            if bar is not None:
-                bar.close()
-        results.update(measured)
-        seconds["measure"] = time.perf_counter() - t0 - writer.seconds
+            if run.bar is not None:
+                run.bar.close()
+        seconds["measure"] = time.perf_counter() - t0 - run.writer.seconds - run.wait_s
     seconds.setdefault("measure", 0.0)
-    seconds["append"] = writer.seconds
+    seconds["append"] = run.writer.seconds
+    if run.wait_s:
+        seconds["wait"] = run.wait_s
 
     report = ProfileReport(
-        device=device, dtype=conditions.dtype, unique_stages=len(specs), cache_hits=len(hits), measured=len(todo),
-        errors=sum(m.error is not ErrorKind.NONE for m in results.values()), num_workers=pool.num_workers,
-        stale=stale, remeasured_errors=remeasured, table_appends=writer.appends, seconds=seconds,
-        **(_stats_fields(stats) if stats is not None else {}))
+        device=device, dtype=conditions.dtype, unique_stages=len(specs), cache_hits=len(hits),
+        measured=run.measured, errors=sum(m.error is not ErrorKind.NONE for m in results.values()),
+        num_workers=pool.num_workers, stale=stale, remeasured_errors=remeasured, from_other_runs=run.from_others,
+        table_appends=run.writer.appends, seconds=seconds, **run.tally.fields())
     return results, report
-
-
-def _stats_fields(stats: PoolStats) -> dict:
-    return {"per_worker": dict(stats.per_worker), "retries": stats.retries, "worker_deaths": stats.worker_deaths,
-            "restarts": stats.restarts}
 
 
 def _progress_bar(total: int, hits: int, show: bool):

@@ -438,6 +438,70 @@ MIN_REPEATS = 3          # adaptive timing never stops before this many repeats
 STABLE_FRACTION = 0.01   # ... and stops once one more repeat moves the median by less than this
 
 
+MIN_COLD_MS = 1e-3   # 1 us: the least a cold sample is taken to cost once the overhead is off
+
+
+class ColdL2:
+    """Replays of one graph timed the way it runs inside a whole schedule, not warm from its own replays.
+
+    Before each timed replay the L2 cache is flushed (``scratch``, twice the L2's size, is overwritten:
+    the weights and whatever earlier replays left are gone, as the rest of the graph evicts them) and the
+    stage's inputs are read once (``touch``: the stages before it just wrote them, so they sit in L2).
+    Each replay is timed by its own pair of events; ``overhead_ms``, the same protocol timed around a
+    graph of one tiny node, is what that pair and the graph launch add, and is taken off every sample.
+    """
+
+    def __init__(self, stream, l2_bytes: int):
+        import cupy
+        self.stream = stream
+        self.scratch = cupy.empty(max(2 * int(l2_bytes), 16 << 20), dtype=cupy.uint8)
+        self._sink = cupy.zeros((), dtype=cupy.float32)
+        self._tick = 0
+        self.overhead_ms = 0.0
+        tiny = cupy.zeros(1, dtype=cupy.float32)
+        stream.begin_capture()
+        try:
+            with stream:
+                tiny.fill(1.0)
+        finally:
+            empty = stream.end_capture()
+        empty.upload(stream)
+        self.overhead_ms = float(np.median(self.samples(empty, (), 40)))
+        self._keep = (tiny, empty)
+
+    def samples(self, graph, touch: Sequence, count: int) -> List[float]:
+        """``count`` single replays of ``graph``, each after a flush and a read of ``touch``, in ms less
+        ``overhead_ms`` (never below ``MIN_COLD_MS``: a stage always costs something)."""
+        import cupy
+        events = [(cupy.cuda.Event(), cupy.cuda.Event()) for _ in range(count)]
+        with self.stream:
+            for start, end in events:
+                self._tick ^= 1
+                self.scratch.fill(self._tick)
+                for arr in touch:
+                    arr.sum(out=self._sink)
+                start.record(self.stream)
+                graph.launch(self.stream)
+                end.record(self.stream)
+        events[-1][1].synchronize()
+        return [max(cupy.cuda.get_elapsed_time(a, b) - self.overhead_ms, MIN_COLD_MS) for a, b in events]
+
+    def time_until_stable(self, graph, touch: Sequence, warmup: int, number: int, max_repeat: int) -> List[float]:
+        """As ``time_graph_until_stable``: a repeat is the median of ``number`` cold replays."""
+        if warmup < 0 or number < 1 or max_repeat < 1:
+            raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
+        if warmup:
+            self.samples(graph, touch, warmup)
+        out: List[float] = []
+        median = None
+        while len(out) < max_repeat:
+            out.append(float(np.median(self.samples(graph, touch, number))))
+            previous, median = median, float(np.median(out))
+            if len(out) >= MIN_REPEATS and previous is not None and abs(median - previous) <= STABLE_FRACTION * previous:
+                break
+        return out
+
+
 def time_graph_until_stable(graph, stream, warmup: int, number: int, max_repeat: int) -> List[float]:
     """As ``time_graph``, but stops before ``max_repeat`` repeats once the median is stable: after at
     least ``MIN_REPEATS`` repeats, when the last repeat moved the median by less than ``STABLE_FRACTION``.

@@ -9,15 +9,17 @@ Data flow::
       --cupy.cuda.get_elapsed_time(first group's start, each event)--> [GroupSpan] in ms
 
 Why external nodes: during stream capture a plain ``cudaEventRecord`` only orders the captured work (it
-becomes an edge, not a node), so nothing would be timed on replay. ``cudaEventRecordWithFlags(...,
-cudaEventRecordExternal)`` (from ``cuda.bindings.runtime``) puts a real event-record node in the graph,
+becomes an edge, not a node), so nothing would be timed on replay. ``cuEventRecordWithFlags(...,
+CU_EVENT_RECORD_EXTERNAL)`` (the driver API, through ctypes) puts a real event-record node in the graph,
 which records on every replay. The two extra nodes per group cost a few microseconds in all; groups of
 a stage run concurrently here, on their own streams.
 
-Imported only when a GPU trace is asked for; CuPy, cuDNN and cuda-python are needed then.
+Imported only when a GPU trace is asked for; CuPy and cuDNN are needed then.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 from typing import Dict, List, Sequence, Tuple
 
 from ...graph.ir import Graph, Node
@@ -27,29 +29,45 @@ from .errors import GpuRuntimeError
 from .program import Program, Step
 
 
-def _cudart():
-    """cuda-python's runtime bindings (``cuda.bindings.runtime``; ``cuda.cudart`` in older releases)."""
+CU_EVENT_RECORD_EXTERNAL = 0x1   # cuda.h: an event-record node while capturing; invalid outside capture
+
+
+@functools.lru_cache(maxsize=1)
+def _driver():
+    """The CUDA driver library (always there with a GPU): ``cuEventRecordWithFlags`` is not in CuPy."""
     try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime
-        except ImportError as exc:
-            raise GpuRuntimeError("a GPU trace needs cuda-python (pip install cuda-python): its runtime "
-                                  "bindings record external events inside a CUDA graph") from exc
-    return runtime
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError as exc:
+        raise GpuRuntimeError(f"a GPU trace needs the CUDA driver library libcuda.so.1: {exc}") from exc
+    lib.cuEventRecordWithFlags.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint]
+    lib.cuEventRecordWithFlags.restype = ctypes.c_int
+    lib.cuStreamIsCapturing.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    lib.cuStreamIsCapturing.restype = ctypes.c_int
+    return lib
+
+
+def _capturing(stream) -> bool:
+    """Whether ``stream`` is capturing (``cuStreamIsCapturing``: status 1 is active)."""
+    status = ctypes.c_int(0)
+    err = _driver().cuStreamIsCapturing(stream.ptr, ctypes.byref(status))
+    if err != 0:
+        raise GpuRuntimeError(f"cuStreamIsCapturing failed: CUresult {err}")
+    return status.value == 1
 
 
 def record_external(event, stream) -> None:
-    """Record ``event`` on ``stream``; while capturing, as an event-record node of the graph.
+    """Record ``event`` on ``stream``: while the stream is capturing, as an event-record node of the graph
+    (the driver refuses the external flag outside capture, so the eager run records plainly).
 
     Raises:
-        GpuRuntimeError: the CUDA call failed (the message names the error).
+        GpuRuntimeError: the driver call failed (the message names the CUresult).
     """
-    rt = _cudart()
-    err, = rt.cudaEventRecordWithFlags(event.ptr, stream.ptr, rt.cudaEventRecordExternal)
-    if err != rt.cudaError_t.cudaSuccess:
-        raise GpuRuntimeError(f"cudaEventRecordWithFlags(external) failed: {err}")
+    if not _capturing(stream):
+        event.record(stream)
+        return
+    err = _driver().cuEventRecordWithFlags(event.ptr, stream.ptr, CU_EVENT_RECORD_EXTERNAL)
+    if err != 0:
+        raise GpuRuntimeError(f"cuEventRecordWithFlags(CU_EVENT_RECORD_EXTERNAL) failed: CUresult {err}")
 
 
 class MarkedProgram(Program):
