@@ -13,6 +13,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
+IR_VERSION = 8
 
 
 class ModelBuilder:
@@ -56,7 +57,8 @@ class ModelBuilder:
         ins = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))]
         outs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, list(out_shape))]
         graph = helper.make_graph(self.nodes, name, ins, outs, self.inits)
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+        # IR version 8 (opset 17's era): an older ONNX Runtime (1.30 refuses IR 14) reads it too
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
         onnx.checker.check_model(m)
         return m
 
