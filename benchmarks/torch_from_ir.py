@@ -152,16 +152,26 @@ def torch_latency(graph: Graph, batch_size: int, tf32: bool, mode: str, settings
         ValueError: an unknown mode; whatever PyTorch raises (the benchmark records it as skipped).
     """
     import numpy as np
+    dev = torch.device("cuda")
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, *graph.input.output_shape),
+                                                                    dtype=np.float32)).to(dev)
+    times, out = module_latency(TorchFromIR(graph).to(dev).eval(), x, tf32, mode, settings)
+    return times, out, x.cpu().numpy()
+
+
+def module_latency(model, x, tf32: bool, mode: str, settings: Tuple[int, int, int] = (10, 20, 10)):
+    """(per-repeat latencies in ms, output as numpy) of the CUDA module ``model`` on the CUDA tensor ``x``;
+    ``mode``, ``settings`` and the cuDNN/TF32 flags as ``torch_latency`` says.
+
+    Raises:
+        ValueError: an unknown mode; whatever PyTorch raises.
+    """
     if mode not in TORCH_MODES:
         raise ValueError(f"mode must be one of {sorted(TORCH_MODES)}, got {mode!r}")
     warmup, number, repeat = settings
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = bool(tf32)
     torch.backends.cuda.matmul.allow_tf32 = bool(tf32)
-    dev = torch.device("cuda")
-    model = TorchFromIR(graph).to(dev).eval()
-    x = torch.from_numpy(np.random.default_rng(0).standard_normal((batch_size, *graph.input.output_shape),
-                                                                    dtype=np.float32)).to(dev)
     with torch.no_grad():
         if mode == "cuda_graph":
             run, output = _cuda_graph_runner(model, x)
@@ -186,4 +196,4 @@ def torch_latency(graph: Graph, batch_size: int, tf32: bool, mode: str, settings
             end.synchronize()
             times.append(start.elapsed_time(end) / number)
         out = output().float().cpu().numpy()
-    return times, out, x.cpu().numpy()
+    return times, out

@@ -31,13 +31,14 @@ extern "C" __global__ void max_pool2d(const float* __restrict__ x, long long x_b
     }
 }
 
-// Average pooling with the padding counted in the divisor (PyTorch's count_include_pad=True).
+// Average pooling. With count_include_pad (PyTorch's default) each window divides by kh * kw, the
+// padding counted; without it (ONNX's default) by the number of its input elements (at least one: the
+// host keeps pads below the kernel).
 extern "C" __global__ void avg_pool2d(const float* __restrict__ x, long long x_bstride,
                                       float* __restrict__ y, long long y_bstride,
                                       int N, int C, int H, int W, int OH, int OW,
-                                      int kh, int kw, int sh, int sw, int ph, int pw) {
+                                      int kh, int kw, int sh, int sw, int ph, int pw, int count_include_pad) {
     const long long total = (long long)N * C * OH * OW;
-    const float inv = 1.0f / (float)(kh * kw);
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const int ow = (int)(i % OW);
@@ -47,6 +48,7 @@ extern "C" __global__ void avg_pool2d(const float* __restrict__ x, long long x_b
         const float* plane = x + n * x_bstride + (long long)c * H * W;
         const int h0 = oh * sh - ph, w0 = ow * sw - pw;
         float acc = 0.0f;
+        int count = 0;
         for (int dh = 0; dh < kh; ++dh) {
             const int h = h0 + dh;
             if (h < 0 || h >= H) continue;
@@ -54,9 +56,11 @@ extern "C" __global__ void avg_pool2d(const float* __restrict__ x, long long x_b
                 const int w = w0 + dw;
                 if (w < 0 || w >= W) continue;
                 acc += plane[h * W + w];
+                ++count;
             }
         }
-        y[n * y_bstride + ((long long)c * OH + oh) * OW + ow] = acc * inv;
+        const int divisor = count_include_pad ? kh * kw : (count > 0 ? count : 1);
+        y[n * y_bstride + ((long long)c * OH + oh) * OW + ow] = acc / (float)divisor;
     }
 }
 

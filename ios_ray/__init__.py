@@ -8,6 +8,9 @@ scripts: ``optimize``, ``Graph``, ``Block``, the builders (the original's ``acti
 ``element``, ``multiply``, ``sep_conv``, ``sequential``, ``sigmoid``, ``tanh`` and ``reset_name`` from
 ``models.common``), ``models``, ``ios_runtime``, ``draw`` and the cost-model names (``IOSCostModel``,
 ``RandomCostModel``).
+
+Beyond the original: ``from_onnx`` (an ONNX CNN as a Graph with its weights and blocks) and
+``InferenceSession`` (a graph run repeatedly: its GPU program captured once, numpy/CuPy/DLPack in and out).
 """
 from .graph import Block, Graph, Stage, Strategy, Value, add, conv2d, identity, mul, placeholder, pool2d, relu
 
@@ -16,6 +19,8 @@ from .cost_model import CostModel, IOSCostModel, RandomCostModel
 from .draw import draw
 from .models.common import (activation, addition, element, multiply, new_name, reset_name, sep_conv, sequential,
                             sigmoid, tanh)
+from .onnx_import import OnnxImportError, from_onnx
 from .optimizer import OptimizeReport, optimize
+from .session import InferenceSession
 
 __version__ = "0.1.0"

@@ -57,9 +57,12 @@ def _load_graph_arg(arg: str):
     from .models import MODELS, get_model
     if arg in MODELS:
         return get_model(arg)
+    if arg.endswith(".onnx"):
+        from .onnx_import import from_onnx
+        return from_onnx(arg)   # OnnxImportError is a ValueError: one line, exit 2
     if os.path.isfile(arg):
         return load_graph(arg)
-    raise ValueError(f"{arg!r} is neither a model ({', '.join(sorted(MODELS))}) nor a graph JSON file")
+    raise ValueError(f"{arg!r} is neither a model ({', '.join(sorted(MODELS))}), an .onnx file nor a graph JSON file")
 
 
 def _check_output(path: str, what: str) -> None:
@@ -80,8 +83,11 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
     graph = _load_graph_arg(ns.model)
     out = ns.out or f"{graph.name}_schedule.json"
     _check_output(out, "--out")
-    if ns.weights_out:
-        _check_output(ns.weights_out, "--weights-out")
+    # a model with its own weights (ONNX) keeps them, and the optimized graph's are written beside the schedule
+    weights_out = ns.weights_out or (os.path.splitext(out)[0] + ".npz" if graph.has_weights() else None)
+    if weights_out:
+        _check_output(weights_out, "--weights-out")
+    if weights_out and not graph.has_weights():
         graph.init_weights(ns.seed)
     table = False if ns.table == "none" else ns.table
     workers = default_num_workers(ns.cost) if ns.workers is None else ns.workers
@@ -90,7 +96,7 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
                    max_group_size=ns.r, max_num_groups=ns.s, max_part_size=ns.part_size,
                    warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
-                   compute_weight=bool(ns.weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
+                   compute_weight=bool(weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
                    final_check=not ns.no_final_check, profiling=ns.profiling)
     print(opt.optimization_report.format())
     print(opt)
@@ -98,9 +104,9 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
     with open(report_path(out), "w") as f:  # what `run` needs: threads, per-stage predictions
         json.dump(opt.optimization_report.to_json(), f, indent=1)
     print(f"schedule written to {os.path.abspath(out)}, its report to {report_path(out)}  ({time.perf_counter() - t0:.1f}s in all)")
-    if ns.weights_out:
-        save_weights(opt, ns.weights_out)
-        print(f"weights written to {os.path.abspath(ns.weights_out)}")
+    if weights_out:
+        save_weights(opt, weights_out)
+        print(f"weights written to {os.path.abspath(weights_out)}")
     return 0
 
 
@@ -184,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("optimize", help="find the IOS schedule of a model or graph JSON",
                        formatter_class=_HelpFormatter)
-    o.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name or graph JSON (default {DEFAULT_MODEL})")
+    o.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model name, graph JSON or .onnx file (default {DEFAULT_MODEL})")
     o.add_argument("--workers", type=_int_at_least(0), default=None,
                    help="Ray profiling actors; 0 = no Ray, in this process (default: one per local GPU for gpu "
                         "costs, in this process for analytic estimates, else 2)")
@@ -206,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     o.add_argument("--out", default=None,
                    help="schedule JSON to write (default: <graph name>_schedule.json in the current directory)")
-    o.add_argument("--weights-out", default=None, help="also init weights and write the optimized graph's .npz")
+    o.add_argument("--weights-out", default=None,
+                   help="write the optimized graph's .npz (weights are random, seeded, unless the model has its "
+                        "own: a .onnx model's are always written, by default beside the schedule)")
     o.add_argument("--seed", type=int, default=0, help="seed of the weights --weights-out writes")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     o.add_argument("--no-final-check", action="store_true",

@@ -516,3 +516,29 @@ def test_profiler_stops_timing_once_the_median_is_stable(profiler):
     m = profiler.measure([spec], 1, MeasureSettings(warmup=5, number=10, repeat=200))[0]
     assert m.error.value == "" and MIN_REPEATS <= m.samples < 200
     assert profiler.measure([spec], 1, MeasureSettings(warmup=0, number=1, repeat=2))[0].samples == 2
+
+
+@gpu
+@needs_gpu
+def test_cold_l2_timing_is_calibrated_and_recorded(profiler):
+    import cupy
+
+    from ios_ray.costs.measurement import MeasureSettings
+    from ios_ray.profile.gpu import L2_COLD, L2_WARM
+    from ios_ray.runtime.gpu.program import MIN_COLD_MS
+    from ios_ray.space.stage import stage_spec
+    assert profiler.l2 == L2_WARM and "warm" in profiler.device().settings
+    profiler.l2 = L2_COLD
+    assert "L2 flushed" in profiler.device().settings
+    cold = profiler._cold_timer()
+    assert 0 < cold.overhead_ms < 0.05                       # two events and a graph launch: microseconds
+    assert cold.scratch.nbytes >= 2 * cupy.cuda.runtime.getDeviceProperties(0)["l2CacheSize"]
+    g = concat_graph(256, 256)
+    spec = stage_spec([[g.node_by_name()["c1"]]])
+    settings = MeasureSettings(warmup=1, number=5, repeat=4)
+    try:
+        [c] = profiler.measure([spec], 1, settings)
+    finally:
+        profiler.l2 = L2_WARM
+    [w] = profiler.measure([spec], 1, settings)
+    assert c.latency_ms >= MIN_COLD_MS and w.latency_ms > 0 and 1 <= c.samples <= 4

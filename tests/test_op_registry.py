@@ -46,18 +46,43 @@ EXAMPLES: Dict[str, dict] = {
     "activation": {"act_type": "tanh"},
     "sequential": {"nodes": [{"type": "relu"}, {"type": "conv", "out_channels": 6, "kernel": [3, 3],
                                                 "stride": [1, 1], "padding": [1, 1], "groups": 1, "act": "identity"}]},
+    "scale_shift": {"act": "relu6"},
+    "channel_mul": {},
+    "linear": {"out_features": 7, "act": "hardswish"},
 }
+# examples whose inputs differ from INPUTS; "gate" is a global average pool of x, an (8, 1, 1) value
+EXAMPLE_INPUTS: Dict[str, list] = {"channel_mul": [[["x", 0, 4], ["x", 4, 8]], [["gate", 2, 6]]]}
 
 
 def _placeholder() -> Placeholder:
     return Placeholder("x", INPUT_SHAPE)
 
 
+def _sources() -> Dict[str, Node]:
+    """The nodes examples read: the placeholder ``x`` and ``gate``, its global average (an (8, 1, 1) value)."""
+    x = _placeholder()
+    gate = node_from_config({"type": "pool", "name": "gate", "inputs": [[["x", 0, 8]]], "pool_type": "global_avg"},
+                            {"x": x})
+    gate.set_shape()
+    return {"x": x, "gate": gate}
+
+
 def _example(op_type: str, ops: Registry = OPS) -> Node:
-    cfg = {"type": op_type, "name": f"an_{op_type}", "inputs": INPUTS, **EXAMPLES[op_type]}
-    node = node_from_config(cfg, {"x": _placeholder()}, ops)
+    inputs = EXAMPLE_INPUTS.get(op_type, INPUTS)
+    cfg = {"type": op_type, "name": f"an_{op_type}", "inputs": inputs, **EXAMPLES[op_type]}
+    node = node_from_config(cfg, _sources(), ops)
     node.set_shape()
     return node
+
+
+def _source_values(node: Node, x: np.ndarray) -> Dict[Node, np.ndarray]:
+    """The reference runtime's environment for ``node``: ``x`` and, where it reads it, the gate."""
+    env: Dict[Node, np.ndarray] = {}
+    for term in node.inputs:
+        for v in term:
+            src = v.node
+            env[src] = x if isinstance(src, Placeholder) else run_node(src, {src.inputs[0][0].node: x})
+    return env
 
 
 def _walk(op_type: str, ops: Registry, backends: Mapping[str, Registry]) -> List[str]:
@@ -71,13 +96,14 @@ def _walk(op_type: str, ops: Registry, backends: Mapping[str, Registry]) -> List
     if node.attrs() != EXAMPLES[op_type]:
         gaps.append(f"{op_type}: attrs() {node.attrs()} differ from the configuration it was built from")
     cfg = json.loads(json.dumps(node.export_config()))
-    again = node_from_config(cfg, {"x": node.inputs[0][0].node}, ops)
+    again = node_from_config(cfg, {v.node.name: v.node for t in node.inputs for v in t}, ops)
     again.set_shape()
     if again.export_config() != cfg:
         gaps.append(f"{op_type}: the JSON round trip changes the node")
     # flops: the node's and the registry's (what the profiler pool uses on stage specs) agree
     terms = [t[0].length for t in node.inputs]
-    declared = ops[op_type].op_flops(dict(node.attrs()), terms, INPUT_SHAPE[1:], node.output_shape)
+    in_hw = node.inputs[0][0].node.output_shape[1:]
+    declared = ops[op_type].op_flops(dict(node.attrs()), terms, in_hw, node.output_shape)
     if node.flops() != declared + node.input_flops():
         gaps.append(f"{op_type}: flops() {node.flops()} != op_flops {declared} + term sums {node.input_flops()}")
     if not node.bytes_accessed() >= 4 * c * h * w:
@@ -97,7 +123,7 @@ def _walk(op_type: str, ops: Registry, backends: Mapping[str, Registry]) -> List
     # the reference kernel computes the inferred shape
     if op_type in KERNELS:
         x = np.random.default_rng(1).standard_normal((2, *INPUT_SHAPE), dtype=np.float32)
-        y = run_node(node, {node.inputs[0][0].node: x})
+        y = run_node(node, _source_values(node, x))
         if y.shape != (2, c, h, w) or y.dtype != np.float32 or not np.isfinite(y).all():
             gaps.append(f"{op_type}: the reference kernel gives {y.shape} {y.dtype}, expected {(2, c, h, w)}")
     if not node.schedule_text("1").startswith(("Concat(", node.display_type)):

@@ -168,6 +168,9 @@ def test_cost_names_are_matched_exactly():
     assert parse_cost("gpu-tf32") == GpuRecipe(tf32=True) and parse_cost("gpu-tf32").dtype == "tf32"
     assert parse_cost(" CUDA ") == GpuRecipe() and parse_cost("cpu").dtype == "float32"
     assert parse_cost("analytic-tf32:h100").dtype == "tf32"
+    assert parse_cost("gpu-tf32-cold") == GpuRecipe(tf32=True, l2="cold") and str(GpuRecipe(l2="cold")) == "gpu-cold"
+    with pytest.raises(ValueError, match="l2 must be 'warm' or 'cold'"):
+        GpuRecipe(l2="lukewarm")
     with pytest.raises(ValueError, match="unknown cost source"):
         parse_cost("analytics")
 

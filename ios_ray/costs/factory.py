@@ -131,14 +131,21 @@ class GpuRecipe:
         device_id: the CUDA device within the worker's visible devices (Ray gives each actor one).
         engines: the engine book's location (default: the default cost table's); ``with_table`` puts it
             beside the cost table the rows go to, so every worker and the runtime use the same engines.
+        l2: ``"warm"`` (back-to-back replays) or ``"cold"`` (L2 flushed and inputs read before each timed
+            replay, launch overhead taken off; ``profile.gpu.L2_COLD``).
     """
     tf32: bool = False
     autotune: bool = False
     device_id: int = 0
     engines: Optional[str] = None
+    l2: str = "warm"
 
     cached_by_default: ClassVar[bool] = True
     cpu_threads: ClassVar[Optional[int]] = None
+
+    def __post_init__(self):
+        if self.l2 not in ("warm", "cold"):
+            raise ValueError(f"l2 must be 'warm' or 'cold', got {self.l2!r}")
 
     @property
     def dtype(self) -> str:
@@ -146,7 +153,9 @@ class GpuRecipe:
 
     def build(self) -> CostSource:
         from ..profile.gpu import GpuProfiler
-        return GpuProfiler(device_id=self.device_id, tf32=self.tf32, autotune=self.autotune, engines=self.engines)
+        profiler = GpuProfiler(device_id=self.device_id, tf32=self.tf32, autotune=self.autotune, engines=self.engines)
+        profiler.l2 = self.l2
+        return profiler
 
     def with_table(self, table) -> "GpuRecipe":
         """This recipe with its engine book beside ``table`` (a ``CostTable``; None: unchanged)."""
@@ -162,7 +171,7 @@ class GpuRecipe:
         return None
 
     def __str__(self) -> str:
-        return "gpu-tf32" if self.tf32 else "gpu"
+        return ("gpu-tf32" if self.tf32 else "gpu") + ("-cold" if self.l2 == "cold" else "")
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,10 @@ KINDS: Mapping[str, SourceKind] = MappingProxyType({k.name: k for k in (
                argument="threads"),
     SourceKind("gpu", "measured on a CUDA GPU, strict FP32", GpuRecipe),
     SourceKind("gpu-tf32", "measured on a CUDA GPU, TF32 convolutions", GpuRecipe, (("tf32", True),)),
+    SourceKind("gpu-cold", "measured on a CUDA GPU, strict FP32, L2 flushed before each timed replay", GpuRecipe,
+               (("l2", "cold"),)),
+    SourceKind("gpu-tf32-cold", "measured on a CUDA GPU, TF32, L2 flushed before each timed replay", GpuRecipe,
+               (("tf32", True), ("l2", "cold"))),
     SourceKind("analytic", "roofline estimate of a named GPU (default H200)", AnalyticRecipe, argument="gpu"),
     SourceKind("analytic-tf32", "roofline estimate with TF32 tensor cores", AnalyticRecipe,
                (("dtype", "tf32"),), argument="gpu"),

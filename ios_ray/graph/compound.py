@@ -7,7 +7,8 @@ and the last one's output is the Sequential's output. The original builds its ``
 convolution) this way.
 
 ``Activation`` is the original's ``activation`` node (``tanh`` or ``sigmoid``; its ``relu`` is our
-``Relu`` node).
+``Relu`` node), and the element-wise activations of imported models: ``relu6``, ``hardswish``, ``silu``
+(``x * sigmoid(x)``), and the parametric ``hardsigmoid`` (``alpha``, ``beta``) and ``clip`` (``lo``, ``hi``).
 
 Both follow the core IR's conventions (``ir.Node``): ``attrs()`` is name-free and JSON-able (stage keys
 and ``node_from_config`` use it), ``export_config()`` adds names. How a backend runs them:
@@ -27,13 +28,16 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
-from .ops import KernelCost, Node, Placeholder, Shape, Terms, Value, node_from_config, register_op
+from .ops import KernelCost, Node, PerElement, Placeholder, Shape, Terms, Value, node_from_config, register_op
 
 Env = Mapping[Node, np.ndarray]
 RunNode = Callable[[Node, Env], np.ndarray]
 InnerSpec = Union[Node, Mapping]
 
-ACT_TYPES = ("tanh", "sigmoid")
+ACT_TYPES = ("tanh", "sigmoid", "relu6", "hardswish", "silu", "hardsigmoid", "clip")
+# the parametric act types -> their parameters, in the order the kernels take them:
+# hardsigmoid(x) = min(max(alpha * x + beta, 0), 1); clip(x) = min(max(x, lo), hi)
+ACT_PARAMS: Dict[str, Tuple[str, str]] = {"hardsigmoid": ("alpha", "beta"), "clip": ("lo", "hi")}
 
 
 @register_op
@@ -210,38 +214,49 @@ def _inner_node(spec: InnerSpec, index: int, desc: str) -> Node:
 
 
 @register_op
-class Activation(Node):
-    """Element-wise ``tanh`` or ``sigmoid`` of the input (the original's ``activation``; ReLU is ``Relu``).
+class Activation(PerElement):
+    """An element-wise activation of the input (the original's ``activation``; ReLU is ``Relu``).
 
+    Args:
+        act_type: one of ``ACT_TYPES``.
+        alpha, beta: ``hardsigmoid``'s slope and offset (ONNX's defaults are 0.2 and 0.5, PyTorch's 1/6 and 0.5).
+        lo, hi: ``clip``'s bounds.
     Raises:
-        ValueError: an ``act_type`` other than ``tanh`` or ``sigmoid``.
+        ValueError: an unknown ``act_type``, or parameters missing for a parametric type or given to another.
     """
 
     type = "activation"
+    attr_names = ("act_type",)
 
     def __init__(self, name: Optional[str], inputs: Terms, act_type: str, output_shape: Optional[Shape] = None,
-                 hint_name: Optional[str] = None):
+                 hint_name: Optional[str] = None, *, alpha: Optional[float] = None, beta: Optional[float] = None,
+                 lo: Optional[float] = None, hi: Optional[float] = None):
+        desc = f"activation {name or ''}".strip()
         if act_type not in ACT_TYPES:
-            raise ValueError(f"activation {name or ''}: act_type must be one of {ACT_TYPES} (relu is a Relu "
-                             f"node), got {act_type!r}")
+            raise ValueError(f"{desc}: act_type must be one of {ACT_TYPES} (relu is a Relu node), got {act_type!r}")
+        given = {k: v for k, v in (("alpha", alpha), ("beta", beta), ("lo", lo), ("hi", hi)) if v is not None}
+        wanted = ACT_PARAMS.get(act_type, ())
+        if sorted(given) != sorted(wanted):
+            raise ValueError(f"{desc}: act_type {act_type!r} takes the parameters {list(wanted)}, got {sorted(given)}")
         self.act_type = act_type
+        self.act_params: Tuple[float, ...] = tuple(float(given[k]) for k in wanted)
+        if act_type == "clip" and self.act_params[0] > self.act_params[1]:
+            raise ValueError(f"{desc}: clip bounds lo={lo} > hi={hi}")
         self.display_type = act_type.capitalize()
         super().__init__(name, inputs, output_shape, hint_name)
 
-    attr_names = ("act_type",)
+    def attrs(self) -> dict:
+        """``act_type``, and the parameters of a parametric one (so tanh/sigmoid keep their keys)."""
+        return {"act_type": self.act_type, **dict(zip(ACT_PARAMS.get(self.act_type, ()), self.act_params))}
 
-    def infer_shape(self) -> Shape:
-        return self.input_shape()
-
-    @staticmethod
-    def op_flops(attrs: Mapping, terms: Sequence[int], in_hw: Tuple[int, int], out_shape: Shape) -> float:
-        c, h, w = out_shape
-        return float(c * h * w)
+    def act_args(self) -> Tuple[float, float]:
+        """The two parameters the kernels take (``(0, 0)`` for the act types without any)."""
+        return (self.act_params + (0.0, 0.0))[:2]
 
     def run_reference(self, env: Env, run_node: RunNode) -> np.ndarray:
         """The output on the numpy reference runtime (``run_node`` is unused: no inner nodes)."""
         from ..runtime.reference import activation, gather_inputs  # the kernels live in the runtime
-        return activation(gather_inputs(self, env), self.act_type)
+        return activation(gather_inputs(self, env), self.act_type, self.act_args())
 
 
-__all__ = ["Sequential", "Activation", "ACT_TYPES"]
+__all__ = ["Sequential", "Activation", "ACT_PARAMS", "ACT_TYPES"]

@@ -32,6 +32,8 @@ def merged_conv_params(convs: Sequence[Conv]) -> dict:
             raise ValueError(f"{c.display()} is not a convolution and cannot be merged")
         if c.groups != 1:
             raise ValueError(f"{c.display()}: grouped convolutions are not merged")
+        if c.dilation != (1, 1) or c.pad_end != c.padding:
+            raise ValueError(f"{c.display()}: dilated or asymmetrically padded convolutions are not merged")
         if c.act != first.act or c.stride != first.stride:
             raise ValueError(f"{c.display()}: stride and activation must match {first.display()}")
         if len(c.inputs) != 1 or len(c.inputs[0]) != 1 or c.inputs[0][0] != first.inputs[0][0] \

@@ -36,7 +36,9 @@ import numpy as np
 
 Shape = Tuple[int, int, int]
 
-ACTIVATIONS = ("relu", "identity", "tanh", "sigmoid")
+# element-wise activations a Conv (or SepConv, ScaleShift, Linear) applies to its output; the parametric
+# ones (hardsigmoid, general clip) are Activation nodes (graph/compound.py)
+ACTIVATIONS = ("relu", "identity", "tanh", "sigmoid", "relu6", "hardswish", "silu")
 POOL_TYPES = ("max", "avg", "global_avg")
 ELEMENT_OPS = ("add", "mul")
 
@@ -100,11 +102,24 @@ def missing_backends(op_types: Iterable[str], backends: Mapping[str, Registry]) 
     return {name: types for name, types in gaps.items() if types}
 
 
-def window_out_hw(h: int, w: int, kernel: Sequence[int], stride: Sequence[int],
-                  padding: Sequence[int]) -> Tuple[int, int]:
-    """Output height and width of a sliding window (conv, pool): ``(size + 2 * pad - kernel) // stride + 1``."""
-    return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1,
-            (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+def window_out_hw(h: int, w: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                  pad_end: Optional[Sequence[int]] = None, dilation: Sequence[int] = (1, 1)) -> Tuple[int, int]:
+    """Output height and width of a sliding window (conv, pool):
+    ``(size + pad + pad_end - dilated kernel) // stride + 1``, where the dilated kernel spans
+    ``(kernel - 1) * dilation + 1`` and ``pad_end`` (bottom, right) defaults to ``padding`` (top, left)."""
+    end = padding if pad_end is None else pad_end
+    return ((h + padding[0] + end[0] - (kernel[0] - 1) * dilation[0] - 1) // stride[0] + 1,
+            (w + padding[1] + end[1] - (kernel[1] - 1) * dilation[1] - 1) // stride[1] + 1)
+
+
+def non_default_attrs(out: dict, values: Mapping[str, object], defaults: Mapping[str, object]) -> dict:
+    """``out`` (an op's ``attrs()``) with each of ``values`` that differs from its default added (tuples as
+    lists): attributes added to an op later are left out of the configurations that do not use them, so
+    those keep the stage keys (and cost-table rows) they always had."""
+    for name, value in values.items():
+        if value != defaults[name]:
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def conv_flops(out_elems: int, in_per_group: int, taps: int) -> float:
@@ -249,14 +264,13 @@ class Node:
         return f"{self.display_type}({args})"
 
     # ----- shapes --------------------------------------------------------------------------------
-    def input_shape(self) -> Shape:
-        """Shape after summing each term and concatenating terms; checks consistency."""
+    def term_shapes(self) -> List[Shape]:
+        """Each input term's shape (its values summed); checks the values of a term agree."""
         if not self.inputs or any(len(t) == 0 for t in self.inputs):
             raise ValueError(f"{self.display()}: inputs must be a non-empty list of non-empty terms")
-        hw = None
-        channels = 0
+        shapes = []
         for ti, term in enumerate(self.inputs):
-            length = None
+            first = None
             for v in term:
                 if not isinstance(v, Value):
                     raise ValueError(f"{self.display()}: input term {ti} holds {type(v).__name__}, not a Value")
@@ -266,18 +280,26 @@ class Node:
                 if not (0 <= v.begin < v.end <= shape[0]):
                     raise ValueError(f"{self.display()}: slice [{v.begin}, {v.end}) of {v.node.display()} is "
                                      f"outside its {shape[0]} channels")
-                if hw is None:
-                    hw = (shape[1], shape[2])
-                elif hw != (shape[1], shape[2]):
+                if first is None:
+                    first = (v.length, shape[1], shape[2])
+                elif first[1:] != (shape[1], shape[2]):
                     raise ValueError(f"{self.display()}: spatial size mismatch: {v.node.display()} is "
-                                     f"{shape[1]}x{shape[2]}, other inputs are {hw[0]}x{hw[1]}")
-                if length is None:
-                    length = v.length
-                elif length != v.length:
-                    raise ValueError(f"{self.display()}: term {ti} sums values of {length} and {v.length} "
+                                     f"{shape[1]}x{shape[2]}, other inputs are {first[1]}x{first[2]}")
+                elif first[0] != v.length:
+                    raise ValueError(f"{self.display()}: term {ti} sums values of {first[0]} and {v.length} "
                                      f"channels; summed values need equal channels")
-            channels += length
-        return channels, hw[0], hw[1]
+            shapes.append(first)
+        return shapes
+
+    def input_shape(self) -> Shape:
+        """Shape after summing each term and concatenating terms; checks consistency."""
+        shapes = self.term_shapes()
+        hw = shapes[0][1:]
+        for shape, term in zip(shapes, self.inputs):
+            if shape[1:] != hw:
+                raise ValueError(f"{self.display()}: spatial size mismatch: {term[0].node.display()} is "
+                                 f"{shape[1]}x{shape[2]}, other inputs are {hw[0]}x{hw[1]}")
+        return sum(s[0] for s in shapes), hw[0], hw[1]
 
     def infer_shape(self) -> Shape:
         """The output shape from the input shapes; raises ValueError naming the node if they do not fit."""
@@ -288,9 +310,10 @@ class Node:
         if any(d <= 0 for d in self.output_shape):
             raise ValueError(f"{self.display()}: output shape {self.output_shape} has a non-positive size")
 
-    def _window_hw(self, h: int, w: int) -> Tuple[int, int]:
+    def _window_hw(self, h: int, w: int, pad_end: Optional[Tuple[int, int]] = None,
+                   dilation: Tuple[int, int] = (1, 1)) -> Tuple[int, int]:
         """Output size of a sliding-window op (``kernel``, ``stride``, ``padding`` attributes) on ``h x w``."""
-        oh, ow = window_out_hw(h, w, self.kernel, self.stride, self.padding)
+        oh, ow = window_out_hw(h, w, self.kernel, self.stride, self.padding, pad_end, dilation)
         if oh <= 0 or ow <= 0:
             raise ValueError(f"{self.display()}: kernel {self.kernel} with padding {self.padding} does not fit "
                              f"the {h}x{w} input")
@@ -426,21 +449,29 @@ class Conv(Node):
     param_names = ("weight", "bias")
 
     def __init__(self, name, inputs, out_channels, kernel, stride=(1, 1), padding=(0, 0), groups=1, act="relu",
-                 output_shape=None, hint_name=None):
+                 output_shape=None, hint_name=None, *, dilation=(1, 1), pad_end=None):
         super().__init__(name, inputs, output_shape, hint_name)
         desc = self.describe(name)
         self.out_channels = _int(out_channels, "out_channels", desc)
         self.kernel = _pair(kernel, "kernel", desc)
         self.stride = _pair(stride, "stride", desc)
-        self.padding = _pair(padding, "padding", desc)
+        self.padding = _pair(padding, "padding", desc)              # top, left
+        self.pad_end = self.padding if pad_end is None else _pair(pad_end, "pad_end", desc)   # bottom, right
+        self.dilation = _pair(dilation, "dilation", desc)
         self.groups = _int(groups, "groups", desc)
         self.act = act
         if act not in ACTIVATIONS:
             raise ValueError(f"{desc}: act must be one of {ACTIVATIONS}, got {act!r}")
-        if self.out_channels <= 0 or min(self.kernel) <= 0 or min(self.stride) <= 0 or self.groups <= 0:
-            raise ValueError(f"{desc}: out_channels, kernel, stride and groups must be positive")
-        if min(self.padding) < 0:
-            raise ValueError(f"{desc}: padding must be non-negative, got {self.padding}")
+        if self.out_channels <= 0 or min(self.kernel) <= 0 or min(self.stride) <= 0 or self.groups <= 0 \
+                or min(self.dilation) <= 0:
+            raise ValueError(f"{desc}: out_channels, kernel, stride, dilation and groups must be positive")
+        if min(self.padding) < 0 or min(self.pad_end) < 0:
+            raise ValueError(f"{desc}: padding must be non-negative, got {self.padding} (end {self.pad_end})")
+
+    def attrs(self) -> dict:
+        """The IOS attributes, plus ``dilation`` and ``pad_end`` where they are not (1, 1) and ``padding``."""
+        return non_default_attrs(super().attrs(), {"dilation": self.dilation, "pad_end": self.pad_end},
+                                 {"dilation": (1, 1), "pad_end": self.padding})
 
     # weight/bias as attributes, like the original
     @property
@@ -464,7 +495,7 @@ class Conv(Node):
         if c % self.groups or self.out_channels % self.groups:
             raise ValueError(f"{self.display()}: groups={self.groups} must divide input channels {c} and "
                              f"out_channels {self.out_channels}")
-        return (self.out_channels, *self._window_hw(h, w))
+        return (self.out_channels, *self._window_hw(h, w, self.pad_end, self.dilation))
 
     @property
     def depthwise(self) -> bool:
@@ -558,7 +589,7 @@ class Pool(Node):
     attr_names = ("pool_type", "kernel", "stride", "padding")
 
     def __init__(self, name, inputs, pool_type, kernel=(1, 1), stride=(1, 1), padding=(0, 0), output_shape=None,
-                 hint_name=None):
+                 hint_name=None, *, pad_end=None, count_include_pad=True):
         super().__init__(name, inputs, output_shape, hint_name)
         desc = self.describe(name)
         if pool_type not in POOL_TYPES:
@@ -566,18 +597,32 @@ class Pool(Node):
         self.pool_type = pool_type
         self.kernel = _pair(kernel, "kernel", desc)
         self.stride = _pair(stride, "stride", desc)
-        self.padding = _pair(padding, "padding", desc)
-        if pool_type != "global_avg":
-            if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.padding) < 0:
+        self.padding = _pair(padding, "padding", desc)              # top, left
+        self.pad_end = self.padding if pad_end is None else _pair(pad_end, "pad_end", desc)   # bottom, right
+        self.count_include_pad = bool(count_include_pad)  # avg: divide by the whole window, padding included
+        if pool_type == "global_avg":
+            if self.pad_end != self.padding or not self.count_include_pad:
+                raise ValueError(f"{desc}: a global_avg pool takes no pad_end or count_include_pad")
+        else:
+            if min(self.kernel) <= 0 or min(self.stride) <= 0 or min(self.padding) < 0 or min(self.pad_end) < 0:
                 raise ValueError(f"{desc}: kernel and stride must be positive, padding non-negative")
             if self.padding[0] * 2 > self.kernel[0] or self.padding[1] * 2 > self.kernel[1]:
                 raise ValueError(f"{desc}: padding {self.padding} must be at most half the kernel {self.kernel}")
+            if self.pad_end[0] >= self.kernel[0] or self.pad_end[1] >= self.kernel[1]:
+                raise ValueError(f"{desc}: pad_end {self.pad_end} must be smaller than the kernel {self.kernel}")
+        if not self.count_include_pad and pool_type != "avg":
+            raise ValueError(f"{desc}: count_include_pad=False is for avg pools only")
+
+    def attrs(self) -> dict:
+        """The IOS attributes, plus ``pad_end`` where it is not ``padding`` and ``count_include_pad`` where False."""
+        values = {"pad_end": self.pad_end, "count_include_pad": self.count_include_pad}
+        return non_default_attrs(super().attrs(), values, {"pad_end": self.padding, "count_include_pad": True})
 
     def infer_shape(self):
         c, h, w = self.input_shape()
         if self.pool_type == "global_avg":
             return c, 1, 1
-        return (c, *self._window_hw(h, w))
+        return (c, *self._window_hw(h, w, self.pad_end))
 
     @staticmethod
     def op_flops(attrs, terms, in_hw, out_shape) -> float:
@@ -610,15 +655,19 @@ class Identity(_InputShaped):
         return f"Concat({args})" if len(self.inputs) > 1 else f"{self.display_type}({args})"
 
 
-@register_op
-class Relu(_InputShaped):
-    type = "relu"
-    display_type = "Relu"
+class PerElement(_InputShaped):
+    """An op of its input's shape costing one operation per output element (activations, gates)."""
 
     @staticmethod
     def op_flops(attrs, terms, in_hw, out_shape) -> float:
         c, h, w = out_shape
         return float(c * h * w)
+
+
+@register_op
+class Relu(PerElement):
+    type = "relu"
+    display_type = "Relu"
 
 
 @register_op

@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..graph.ir import Block, Conv, Element, Graph, Identity, Node, Placeholder, Pool, Relu, SepConv, topo_order
 from ..graph.ops import Registry, window_out_hw
+from ..graph.ops_extra import ChannelMul, Linear, ScaleShift
 from ..graph.schedule import Stage, scheduled_groups
 
 Env = Dict[Node, np.ndarray]
@@ -42,8 +43,18 @@ class UnsupportedOpError(ValueError):
 # Kernels (pure functions of arrays)
 # ---------------------------------------------------------------------------------------------------
 
-def _act_inplace(y: np.ndarray, act: str) -> np.ndarray:
-    """Apply ``act`` to a freshly computed array, reusing its memory."""
+def _sigmoid(y: np.ndarray) -> np.ndarray:
+    # exp(-|y|) never overflows; pick the stable form per sign
+    z = np.exp(-np.abs(y))
+    return np.where(y >= 0, 1.0 / (1.0 + z), z / (1.0 + z)).astype(np.float32, copy=False)
+
+
+def _act_inplace(y: np.ndarray, act: str, args: Sequence[float] = (0.0, 0.0)) -> np.ndarray:
+    """Apply ``act`` to a freshly computed array, reusing its memory where it can.
+
+    ``args`` are the parametric activations' two parameters (``Activation.act_args``): hardsigmoid's
+    ``(alpha, beta)``, clip's ``(lo, hi)``.
+    """
     if act == "identity":
         return y
     if act == "relu":
@@ -51,22 +62,48 @@ def _act_inplace(y: np.ndarray, act: str) -> np.ndarray:
     if act == "tanh":
         return np.tanh(y, out=y)
     if act == "sigmoid":
-        # exp(-|y|) never overflows; pick the stable form per sign
-        z = np.exp(-np.abs(y))
-        return np.where(y >= 0, 1.0 / (1.0 + z), z / (1.0 + z)).astype(np.float32, copy=False)
-    raise ValueError(f"unknown activation {act!r}; expected relu, identity, tanh or sigmoid")
+        return _sigmoid(y)
+    if act == "relu6":
+        return np.clip(y, 0, 6, out=y)
+    if act == "clip":
+        return np.clip(y, np.float32(args[0]), np.float32(args[1]), out=y)
+    if act == "hardsigmoid":
+        return np.clip(y * np.float32(args[0]) + np.float32(args[1]), 0, 1).astype(np.float32, copy=False)
+    if act == "hardswish":
+        return y * np.clip(y * np.float32(1 / 6) + np.float32(0.5), 0, 1)
+    if act == "silu":
+        return y * _sigmoid(y)
+    raise ValueError(f"unknown activation {act!r}; expected relu, identity, tanh, sigmoid, relu6, hardswish, silu, "
+                     f"hardsigmoid or clip")
 
 
-def activation(x: np.ndarray, act: str) -> np.ndarray:
-    """``act`` of ``x`` as a new array (``x`` is left untouched)."""
-    return _act_inplace(np.array(x, dtype=np.float32, copy=True), act)
+def activation(x: np.ndarray, act: str, args: Sequence[float] = (0.0, 0.0)) -> np.ndarray:
+    """``act`` of ``x`` as a new array (``x`` is left untouched); ``args`` as for ``_act_inplace``."""
+    return _act_inplace(np.array(x, dtype=np.float32, copy=True), act, args)
 
 
-def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
-    ph, pw = padding
-    if ph == 0 and pw == 0:
+Padding = Tuple[int, ...]  # (top, left), bottom and right equal; or (top, left, bottom, right)
+
+
+def _quad(padding: Padding) -> Tuple[int, int, int, int]:
+    """``padding`` as (top, left, bottom, right)."""
+    if len(padding) == 2:
+        return padding[0], padding[1], padding[0], padding[1]
+    if len(padding) == 4:
+        return tuple(int(p) for p in padding)  # type: ignore[return-value]
+    raise ValueError(f"padding must be (top, left) or (top, left, bottom, right), got {padding!r}")
+
+
+def _pad(x: np.ndarray, padding: Padding, value: float = 0.0) -> np.ndarray:
+    top, left, bottom, right = _quad(padding)
+    if not (top or left or bottom or right):
         return x
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode="constant", constant_values=value)
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode="constant", constant_values=value)
+
+
+def _out_hw(h: int, w: int, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair = (1, 1)) -> Pair:
+    quad = _quad(padding)
+    return window_out_hw(h, w, kernel, stride, quad[:2], quad[2:], dilation)
 
 
 def _shifted(xp: np.ndarray, i: int, j: int, out_hw: Pair, stride: Pair) -> np.ndarray:
@@ -75,7 +112,8 @@ def _shifted(xp: np.ndarray, i: int, j: int, out_hw: Pair, stride: Pair) -> np.n
     return xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
 
 
-def _depthwise(x: np.ndarray, weight: np.ndarray, stride: Pair, padding: Pair, out_hw: Pair) -> np.ndarray:
+def _depthwise(x: np.ndarray, weight: np.ndarray, stride: Pair, padding: Padding, out_hw: Pair,
+               dilation: Pair = (1, 1)) -> np.ndarray:
     """groups == C_in: each output channel o reads input channel o // multiplier; loops over taps only."""
     c = x.shape[1]
     mult = weight.shape[0] // c
@@ -88,17 +126,19 @@ def _depthwise(x: np.ndarray, weight: np.ndarray, stride: Pair, padding: Pair, o
     for i in range(kh):
         for j in range(kw):
             tap = weight[:, 0, i, j].reshape(1, -1, 1, 1)
-            np.multiply(_shifted(xp, i, j, out_hw, stride), tap, out=scratch)
+            np.multiply(_shifted(xp, i * dilation[0], j * dilation[1], out_hw, stride), tap, out=scratch)
             y += scratch
     return y
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None, stride: Pair = (1, 1),
-           padding: Pair = (0, 0), groups: int = 1, act: str = "identity") -> np.ndarray:
-    """Grouped 2-D convolution + bias + activation on NCHW float32.
+           padding: Padding = (0, 0), groups: int = 1, act: str = "identity", dilation: Pair = (1, 1)) -> np.ndarray:
+    """Grouped (and dilated) 2-D convolution + bias + activation on NCHW float32.
 
     Args:
         x: ``(N, C, H, W)``; weight: ``(O, C // groups, KH, KW)``; bias: ``(O,)`` or None.
+        padding: ``(top, left)`` (bottom and right equal) or ``(top, left, bottom, right)``.
+        dilation: the spacing of the kernel taps.
     Returns:
         ``(N, O, OH, OW)`` float32.
     Raises:
@@ -109,20 +149,21 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
     if groups < 1 or c != cg * groups or o % groups:
         raise ValueError(f"conv2d: input has {c} channels, weight {weight.shape} with groups={groups} "
                          f"expects {cg * groups} and out channels divisible by groups")
-    oh, ow = window_out_hw(h, w, (kh, kw), stride, padding)
+    oh, ow = _out_hw(h, w, (kh, kw), stride, padding, dilation)
     if oh <= 0 or ow <= 0:
         raise ValueError(f"conv2d: kernel {(kh, kw)} with padding {padding} does not fit a {h}x{w} input")
     og = o // groups
     if cg == 1 and groups == c and groups > 1:
-        y = _depthwise(x, weight, stride, padding, (oh, ow))
+        y = _depthwise(x, weight, stride, padding, (oh, ow), dilation)
     else:
         wm = weight.reshape(groups, og, cg * kh * kw)
-        if kh == 1 and kw == 1 and padding == (0, 0):
+        if kh == 1 and kw == 1 and not any(_quad(padding)):
             # 1x1: a matmul over channels, no im2col
             xs = x[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow]
             cols = xs.reshape(n, groups, cg, oh * ow)
         else:
-            win = sliding_window_view(_pad(x, padding), (kh, kw), axis=(2, 3))
+            span = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+            win = sliding_window_view(_pad(x, padding), span, axis=(2, 3))[..., ::dilation[0], ::dilation[1]]
             win = win[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow]          # (N, C, OH, OW, KH, KW)
             cols = (win.reshape(n, groups, cg, oh, ow, kh, kw)
                     .transpose(0, 1, 2, 5, 6, 3, 4)                            # (N, G, cg, KH, KW, OH, OW)
@@ -135,15 +176,19 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
 
 
 def pool2d(x: np.ndarray, pool_type: str, kernel: Pair = (1, 1), stride: Pair = (1, 1),
-           padding: Pair = (0, 0)) -> np.ndarray:
-    """Max (pads with -inf), avg (padding counted: divides by KH*KW) or global_avg (-> (N, C, 1, 1))."""
+           padding: Padding = (0, 0), count_include_pad: bool = True) -> np.ndarray:
+    """Max (pads with -inf), avg or global_avg (-> (N, C, 1, 1)).
+
+    ``padding`` is ``(top, left)`` or ``(top, left, bottom, right)``. An avg pool divides by KH*KW (the
+    padding counted) unless ``count_include_pad`` is False, when it divides by the window's input elements.
+    """
     if pool_type == "global_avg":
         return x.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
     if pool_type not in ("max", "avg"):
         raise ValueError(f"pool2d: pool_type must be max, avg or global_avg, got {pool_type!r}")
     n, c, h, w = x.shape
     kh, kw = kernel
-    oh, ow = window_out_hw(h, w, kernel, stride, padding)
+    oh, ow = _out_hw(h, w, kernel, stride, padding)
     if oh <= 0 or ow <= 0:
         raise ValueError(f"pool2d: kernel {kernel} with padding {padding} does not fit a {h}x{w} input")
     is_max = pool_type == "max"
@@ -158,8 +203,12 @@ def pool2d(x: np.ndarray, pool_type: str, kernel: Pair = (1, 1), stride: Pair = 
                 np.maximum(y, tap, out=y)
             else:
                 y += tap
-    if not is_max:
+    if is_max:
+        return y
+    if count_include_pad:
         y *= np.float32(1.0 / (kh * kw))
+    else:
+        y /= pool2d(np.ones((1, 1, h, w), dtype=np.float32), "avg", kernel, stride, padding) * np.float32(kh * kw)
     return y
 
 
@@ -253,7 +302,8 @@ KERNELS: Registry[Callable[[Node, Mapping[Node, np.ndarray]], np.ndarray]] = Reg
 @KERNELS.register("conv")
 def _run_conv(node: Conv, env: Mapping[Node, np.ndarray]) -> np.ndarray:
     p = _params(node)
-    return conv2d(gather_inputs(node, env), p["weight"], p["bias"], node.stride, node.padding, node.groups, node.act)
+    return conv2d(gather_inputs(node, env), p["weight"], p["bias"], node.stride, node.padding + node.pad_end,
+                  node.groups, node.act, node.dilation)
 
 
 @KERNELS.register("sepconv")
@@ -265,7 +315,8 @@ def _run_sepconv(node: SepConv, env: Mapping[Node, np.ndarray]) -> np.ndarray:
 
 @KERNELS.register("pool")
 def _run_pool(node: Pool, env: Mapping[Node, np.ndarray]) -> np.ndarray:
-    return pool2d(gather_inputs(node, env), node.pool_type, node.kernel, node.stride, node.padding)
+    return pool2d(gather_inputs(node, env), node.pool_type, node.kernel, node.stride, node.padding + node.pad_end,
+                  node.count_include_pad)
 
 
 @KERNELS.register("relu")
@@ -287,6 +338,27 @@ def _run_identity(node: Identity, env: Mapping[Node, np.ndarray]) -> np.ndarray:
 @KERNELS.register("sequential")
 def _run_compound(node: Node, env: Mapping[Node, np.ndarray]) -> np.ndarray:
     return node.run_reference(env, run_node)   # Sequential runs its inner nodes with run_node
+
+
+@KERNELS.register("scale_shift")
+def _run_scale_shift(node: ScaleShift, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    p = _params(node)
+    y = gather_inputs(node, env) * p["scale"].reshape(1, -1, 1, 1) + p["shift"].reshape(1, -1, 1, 1)
+    return _act_inplace(y.astype(np.float32, copy=False), node.act)
+
+
+@KERNELS.register("channel_mul")
+def _run_channel_mul(node: ChannelMul, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    x, gate = gather_terms(node, env)
+    return x * gate   # gate (N, C, 1, 1) broadcasts over H and W
+
+
+@KERNELS.register("linear")
+def _run_linear(node: Linear, env: Mapping[Node, np.ndarray]) -> np.ndarray:
+    p = _params(node)
+    x = gather_inputs(node, env)
+    y = x.reshape(x.shape[0], -1) @ p["weight"].T + p["bias"]
+    return _act_inplace(np.ascontiguousarray(y, dtype=np.float32), node.act).reshape(x.shape[0], -1, 1, 1)
 
 
 def run_node(node: Node, env: Mapping[Node, np.ndarray]) -> np.ndarray:

@@ -48,10 +48,18 @@ class ConvKey:
     groups: int
     y_bstride: int
     act: str
+    dilation: tuple = (1, 1)
+    pad_end: Optional[tuple] = None   # bottom, right padding when it differs from ``padding`` (top, left)
 
     @property
     def out_hw(self) -> tuple:
-        return window_out_hw(self.h, self.w, (self.kh, self.kw), self.stride, self.padding)
+        return window_out_hw(self.h, self.w, (self.kh, self.kw), self.stride, self.padding, self.pad_end,
+                             self.dilation)
+
+    @property
+    def asymmetric(self) -> bool:
+        """Whether the bottom/right padding differs from the top/left one."""
+        return self.pad_end is not None and tuple(self.pad_end) != tuple(self.padding)
 
     def canonical(self) -> "ConvKey":
         """The same convolution as cuDNN sees it: with one image, batch strides mean nothing, so they are
@@ -66,9 +74,15 @@ class ConvKey:
 
     def signature(self) -> str:
         """A stable text of the key (the engine book's row key)."""
-        return (f"n{self.n} c{self.c} h{self.h} w{self.w} xs{self.x_bstride} k{self.k} kh{self.kh} kw{self.kw} "
+        text = (f"n{self.n} c{self.c} h{self.h} w{self.w} xs{self.x_bstride} k{self.k} kh{self.kh} kw{self.kw} "
                 f"s{self.stride[0]},{self.stride[1]} p{self.padding[0]},{self.padding[1]} g{self.groups} "
                 f"ys{self.y_bstride} {self.act}")
+        # added only where used, so the signatures of undilated, symmetric convs stay what the book holds
+        if tuple(self.dilation) != (1, 1):
+            text += f" d{self.dilation[0]},{self.dilation[1]}"
+        if self.asymmetric:
+            text += f" pe{self.pad_end[0]},{self.pad_end[1]}"
+        return text
 
     def validate(self) -> None:
         if self.act not in ACTIVATIONS:
@@ -192,7 +206,11 @@ class ConvPlans:
                                                                            key.kw, 1], data_type=f32)
         yd, ys = _nchw(key.n, key.k, oh, ow, key.y_bstride)
         packed = [key.k * oh * ow, oh * ow, ow, 1]
-        y = g.conv_fprop(image=x, weight=w, padding=list(key.padding), stride=list(key.stride), dilation=[1, 1],
+        if key.asymmetric:   # the frontend's overload with separate top/left and bottom/right padding
+            pads = {"pre_padding": list(key.padding), "post_padding": list(key.pad_end)}
+        else:
+            pads = {"padding": list(key.padding)}
+        y = g.conv_fprop(image=x, weight=w, **pads, stride=list(key.stride), dilation=list(key.dilation),
                          compute_data_type=f32, name="conv")
         b = None
         if fused:

@@ -6,6 +6,8 @@ Data flow::
       --Program (program.py)--> buffers planned and allocated once for (graph, batch size), weights
                                 uploaded, every op prepared; one eager run; the schedule captured
       run(x):     copy x in (stream 0) -> replay the graph -> copy the output out
+      run_device(x): the same for a tensor already on the device (CuPy, or any DLPack tensor), its
+                  output returned as a CuPy array: nothing goes through the host
       latency():  replays timed with CUDA events; per stage, separately captured one-stage graphs
 
 Same interface as the numpy ``ReferenceExecutor`` (``run`` and ``latency``), so
@@ -77,6 +79,35 @@ class GpuExecutor:
             self._graph.launch(main)
             out = self._output.get(stream=main)
             main.synchronize()
+        return out
+
+    def run_device(self, x):
+        """The graph output ``(N, C, H, W)`` as a new CuPy array, for ``x`` on this device (a CuPy array
+        or any DLPack tensor, e.g. a PyTorch CUDA tensor) of shape ``(batch_size, C, H, W)``.
+
+        ``x`` is read on stream 0, after the work queued before it: a CuPy array's (stream 0 waits for the
+        caller's current CuPy stream), another tensor's (``cupy.from_dlpack`` on stream 0 passes that stream
+        to its producer, which orders itself before it, as the DLPack protocol says); it is copied
+        into the input buffer, the graph replayed and its output copied out; the stream is synchronized
+        before returning, so the caller may use the result on any stream.
+
+        Raises:
+            ValueError: a shape other than the executor's input, or a dtype other than float32.
+        """
+        import cupy
+        main = self.ctx.main_stream
+        with self.ctx.device:
+            if isinstance(x, cupy.ndarray):
+                main.wait_event(cupy.cuda.get_current_stream().record())
+        with self.ctx.device, main:
+            xd = x if isinstance(x, cupy.ndarray) else cupy.from_dlpack(x)
+            if tuple(xd.shape) != self.input_shape or xd.dtype != cupy.float32:
+                raise ValueError(f"graph {self.graph.name}: input has shape {tuple(xd.shape)} {xd.dtype}, expected "
+                                 f"{self.input_shape} float32 (batch, C, H, W)")
+            cupy.copyto(self._input, xd)
+            self._graph.launch(main)
+            out = self._output.copy()
+        main.synchronize()
         return out
 
     def latency(self, warmup: int = 2, number: int = 6, repeat: int = 6, x: Optional[np.ndarray] = None,

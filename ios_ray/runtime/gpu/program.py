@@ -5,7 +5,8 @@ Data flow::
     stages (groups of IR nodes) + external nodes
       --plan_buffers (plan.py)--> storages and each node's channel slice in them
       --lower each node (LOWERINGS[node.type])--> Steps: our kernels (gather/concat copies, pooling,
-                           element-wise) and cuDNN convs (ConvPlans), with every buffer, weight and
+                           element-wise, scale-shift, channel multiply) and cuDNN convs (ConvPlans; a
+                           Linear is a conv whose kernel covers its input), with every buffer, weight and
                            workspace allocated here
       --enqueue--> stage by stage: stage start event on stream 0, group g on stream g (waits on it),
                    each group's end event joined back into stream 0; no host synchronisation
@@ -17,12 +18,15 @@ stays referenced by the Program for as long as its graphs may be replayed. ``clo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...graph.ir import Conv, Element, Identity, Node, Pool, Relu, SepConv
+from ...graph.compound import Activation
+from ...graph.ir import Conv, Element, Identity, Node, Pool, SepConv
 from ...graph.ops import Registry
+from ...graph.ops_extra import ChannelMul, Linear, ScaleShift
+from .conv import ACTIVATIONS as CUDNN_ACTIVATIONS
 from .conv import ConvKey
 from .errors import GpuRuntimeError
 from .kernels import batch_stride
@@ -47,6 +51,21 @@ def graph_weights(node: Node, pname: str, shape: tuple):
     if arr.shape != tuple(shape):
         raise GpuRuntimeError(f"{node.display()}: {pname!r} has shape {arr.shape}, expected {tuple(shape)}")
     return cupy.asarray(arr)
+
+
+@dataclass(frozen=True)
+class ConvWindow:
+    """A convolution's geometry beyond its weight's shape (what ``ConvKey`` needs besides the tensors)."""
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)            # top, left
+    groups: int = 1
+    dilation: Tuple[int, int] = (1, 1)
+    pad_end: Optional[Tuple[int, int]] = None    # bottom, right; None: equal to ``padding``
+
+    @staticmethod
+    def of(node: Conv) -> "ConvWindow":
+        pad_end = None if node.pad_end == node.padding else tuple(node.pad_end)
+        return ConvWindow(tuple(node.stride), tuple(node.padding), int(node.groups), tuple(node.dilation), pad_end)
 
 
 @dataclass(frozen=True)
@@ -176,22 +195,27 @@ class Program:
         self._write_terms(node, out, act, steps)
         return out
 
-    def _write_terms(self, node: Node, out, act: str, steps: List[Step]) -> None:
-        """Steps writing ``act`` of the node's input (each term summed, terms side by side) into ``out``."""
+    def _write_terms(self, node: Node, out, act: str, steps: List[Step],
+                     act_args: Tuple[float, float] = (0.0, 0.0)) -> None:
+        """Steps writing ``act`` of the node's input (each term summed, terms side by side) into ``out``;
+        ``act_args``: a parametric activation's parameters (``Activation.act_args``)."""
         kernels = self.ctx.kernels
         offset = 0
         for locs in term_locs(node, self.plan):
             length = locs[0].channels
             dst = out[:, offset:offset + length]
             srcs = [self.view(l) for l in locs]
-            steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act))
+            steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act, act_args))
             offset += length
 
-    def _conv_step(self, x, y, weight, bias, stride, padding, groups, act) -> Step:
+    def _conv_step(self, x, y, weight, bias, window: ConvWindow, act: str) -> Step:
+        """Conv + bias + act of ``x`` into ``y``: cuDNN's fused epilogue for its activations (relu, tanh,
+        sigmoid); any other activation (relu6, hardswish, silu) runs after it, in place, as our kernel."""
         n, c, h, w = x.shape
         k, _, kh, kw = weight.shape
-        key = ConvKey(n, c, h, w, batch_stride(x), k, kh, kw, tuple(stride), tuple(padding), int(groups),
-                      batch_stride(y), act)
+        cudnn_act = act if act in CUDNN_ACTIVATIONS else "identity"
+        key = ConvKey(n, c, h, w, batch_stride(x), k, kh, kw, window.stride, window.padding, window.groups,
+                      batch_stride(y), cudnn_act, window.dilation, window.pad_end)
         cg = self.ctx.conv_plans.get(key)
         if (n, k, *key.out_hw) != tuple(y.shape):
             raise GpuRuntimeError(f"conv output view has shape {y.shape}, expected {(n, k, *key.out_hw)}")
@@ -209,6 +233,8 @@ class Program:
             cg.execute(*ptrs, ws_ptr, handles[si])
             if not cg.fused:
                 kernels.bias_act(y, bias, act)
+            elif cudnn_act != act:
+                kernels.nary(y, [y], "add", act)
         return step
 
     def _lower(self, node: Node) -> List[Step]:
@@ -227,7 +253,7 @@ class Program:
         wshape = node.weight_shapes()
         weight = self._param(node, "weight", wshape["weight"])
         bias = self._param(node, "bias", wshape["bias"])
-        steps.append(self._conv_step(x, out, weight, bias, node.stride, node.padding, node.groups, node.act))
+        steps.append(self._conv_step(x, out, weight, bias, ConvWindow.of(node), node.act))
 
     @LOWERINGS.register("sepconv")
     def _lower_sepconv(self, node: SepConv, out, steps: List[Step]) -> None:
@@ -240,19 +266,24 @@ class Program:
         dw_b = self._param(node, "dw_bias", shapes["dw_bias"])
         pw_w = self._param(node, "pw_weight", shapes["pw_weight"])
         pw_b = self._param(node, "pw_bias", shapes["pw_bias"])
-        steps.append(self._conv_step(x, mid, dw_w, dw_b, node.stride, node.padding, c, "identity"))
-        steps.append(self._conv_step(mid, out, pw_w, pw_b, (1, 1), (0, 0), 1, node.act))
+        steps.append(self._conv_step(x, mid, dw_w, dw_b, ConvWindow(tuple(node.stride), tuple(node.padding), c),
+                                     "identity"))
+        steps.append(self._conv_step(mid, out, pw_w, pw_b, ConvWindow(), node.act))
 
     @LOWERINGS.register("pool")
     def _lower_pool(self, node: Pool, out, steps: List[Step]) -> None:
         kernels = self.ctx.kernels
         x = self._gather(node, "identity", steps, for_cudnn=False)
-        steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, node.stride, node.padding))
+        padding = tuple(node.padding) + tuple(node.pad_end)
+        steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, node.stride, padding,
+                                               node.count_include_pad))
 
     @LOWERINGS.register("relu")
     @LOWERINGS.register("activation")
     def _lower_activation(self, node: Node, out, steps: List[Step]) -> None:
-        self._write_terms(node, out, getattr(node, "act_type", "relu"), steps)   # Relu, or tanh/sigmoid
+        # Relu, or an Activation (with its parameters, for hardsigmoid and clip)
+        act, args = (node.act_type, node.act_args()) if isinstance(node, Activation) else ("relu", (0.0, 0.0))
+        self._write_terms(node, out, act, steps, args)
 
     @LOWERINGS.register("sequential")
     def _lower_sequential(self, node: Node, out, steps: List[Step]) -> None:
@@ -269,20 +300,55 @@ class Program:
                 inner_out = self.output(inner)
             LOWERINGS[inner.type](self, inner, inner_out, steps)
 
+    def _operand(self, locs: List[Loc], steps: List[Step]):
+        """One input term as a view: the value itself, or a scratch buffer its values are summed into."""
+        if len(locs) == 1:
+            return self.view(locs[0])
+        _, h, w = self._storage_shapes[locs[0].storage]
+        tmp = self._scratch(locs[0].channels, h, w)
+        srcs = [self.view(l) for l in locs]
+        kernels = self.ctx.kernels
+        steps.append(lambda si: kernels.nary(tmp, srcs, "add"))
+        return tmp
+
     @LOWERINGS.register("element")
     def _lower_element(self, node: Element, out, steps: List[Step]) -> None:
         kernels = self.ctx.kernels
-        operands = []
-        for locs in term_locs(node, self.plan):
-            if len(locs) == 1:
-                operands.append(self.view(locs[0]))
-                continue
-            _, h, w = node.output_shape
-            tmp = self._scratch(locs[0].channels, h, w)
-            srcs = [self.view(l) for l in locs]
-            steps.append(lambda si, tmp=tmp, srcs=srcs: kernels.nary(tmp, srcs, "add"))
-            operands.append(tmp)
+        operands = [self._operand(locs, steps) for locs in term_locs(node, self.plan)]
         steps.append(lambda si: kernels.nary(out, operands, node.op_type))
+
+    @LOWERINGS.register("channel_mul")
+    def _lower_channel_mul(self, node: ChannelMul, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        x, gate = (self._operand(locs, steps) for locs in term_locs(node, self.plan))
+        steps.append(lambda si: kernels.channel_mul(x, gate, out))
+
+    @LOWERINGS.register("scale_shift")
+    def _lower_scale_shift(self, node: ScaleShift, out, steps: List[Step]) -> None:
+        kernels = self.ctx.kernels
+        x = self._gather(node, "identity", steps, for_cudnn=False)
+        shapes = node.weight_shapes()
+        scale = self._param(node, "scale", shapes["scale"])
+        shift = self._param(node, "shift", shapes["shift"])
+        steps.append(lambda si: kernels.scale_shift(x, out, scale, shift, node.act))
+
+    @LOWERINGS.register("linear")
+    def _lower_linear(self, node: Linear, out, steps: List[Step]) -> None:
+        """A cuDNN conv whose kernel covers the whole (C, H, W) input (the weight (O, C*H*W) seen as
+        (O, C, H, W), which is ONNX's flattening order). cuDNN writes a packed output; where the planner
+        placed this one inside a concat, it writes a scratch buffer that our kernel copies into place."""
+        x = self._gather(node, "identity", steps, for_cudnn=True)
+        c, h, w = node.input_shape()
+        shapes = node.weight_shapes()
+        weight = self._param(node, "weight", shapes["weight"]).reshape(node.out_features, c, h, w)
+        bias = self._param(node, "bias", shapes["bias"])
+        loc = self.plan.loc(node)
+        packed = loc.offset == 0 and self._storage_shapes[loc.storage][0] == loc.channels
+        y = out if packed else self._scratch(node.out_features, 1, 1)
+        steps.append(self._conv_step(x, y, weight, bias, ConvWindow(), node.act))
+        if not packed:
+            kernels = self.ctx.kernels
+            steps.append(lambda si: kernels.nary(out, [y], "add"))
 
     @LOWERINGS.register("identity")
     def _lower_identity(self, node: Identity, out, steps: List[Step]) -> None:
@@ -370,6 +436,70 @@ def time_graph(graph, stream, warmup: int, number: int, repeat: int) -> List[flo
 
 MIN_REPEATS = 3          # adaptive timing never stops before this many repeats
 STABLE_FRACTION = 0.01   # ... and stops once one more repeat moves the median by less than this
+
+
+MIN_COLD_MS = 1e-3   # 1 us: the least a cold sample is taken to cost once the overhead is off
+
+
+class ColdL2:
+    """Replays of one graph timed the way it runs inside a whole schedule, not warm from its own replays.
+
+    Before each timed replay the L2 cache is flushed (``scratch``, twice the L2's size, is overwritten:
+    the weights and whatever earlier replays left are gone, as the rest of the graph evicts them) and the
+    stage's inputs are read once (``touch``: the stages before it just wrote them, so they sit in L2).
+    Each replay is timed by its own pair of events; ``overhead_ms``, the same protocol timed around a
+    graph of one tiny node, is what that pair and the graph launch add, and is taken off every sample.
+    """
+
+    def __init__(self, stream, l2_bytes: int):
+        import cupy
+        self.stream = stream
+        self.scratch = cupy.empty(max(2 * int(l2_bytes), 16 << 20), dtype=cupy.uint8)
+        self._sink = cupy.zeros((), dtype=cupy.float32)
+        self._tick = 0
+        self.overhead_ms = 0.0
+        tiny = cupy.zeros(1, dtype=cupy.float32)
+        stream.begin_capture()
+        try:
+            with stream:
+                tiny.fill(1.0)
+        finally:
+            empty = stream.end_capture()
+        empty.upload(stream)
+        self.overhead_ms = float(np.median(self.samples(empty, (), 40)))
+        self._keep = (tiny, empty)
+
+    def samples(self, graph, touch: Sequence, count: int) -> List[float]:
+        """``count`` single replays of ``graph``, each after a flush and a read of ``touch``, in ms less
+        ``overhead_ms`` (never below ``MIN_COLD_MS``: a stage always costs something)."""
+        import cupy
+        events = [(cupy.cuda.Event(), cupy.cuda.Event()) for _ in range(count)]
+        with self.stream:
+            for start, end in events:
+                self._tick ^= 1
+                self.scratch.fill(self._tick)
+                for arr in touch:
+                    arr.sum(out=self._sink)
+                start.record(self.stream)
+                graph.launch(self.stream)
+                end.record(self.stream)
+        events[-1][1].synchronize()
+        return [max(cupy.cuda.get_elapsed_time(a, b) - self.overhead_ms, MIN_COLD_MS) for a, b in events]
+
+    def time_until_stable(self, graph, touch: Sequence, warmup: int, number: int, max_repeat: int) -> List[float]:
+        """As ``time_graph_until_stable``: a repeat is the median of ``number`` cold replays."""
+        if warmup < 0 or number < 1 or max_repeat < 1:
+            raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
+        if warmup:
+            self.samples(graph, touch, warmup)
+        out: List[float] = []
+        median = None
+        while len(out) < max_repeat:
+            out.append(float(np.median(self.samples(graph, touch, number))))
+            previous, median = median, float(np.median(out))
+            if len(out) >= MIN_REPEATS and previous is not None and abs(median - previous) <= STABLE_FRACTION * previous:
+                break
+        return out
 
 
 def time_graph_until_stable(graph, stream, warmup: int, number: int, max_repeat: int) -> List[float]:
