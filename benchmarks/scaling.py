@@ -7,13 +7,17 @@ speedup is the cold wall time at the smallest worker count divided by the cold w
     python benchmarks/scaling.py --model squeezenet --workers 1,2 --cost cpu
     python benchmarks/scaling.py --model inception_v3 --workers 1,2,4 --cost analytic
 
-Simulate mode: the analytic model wrapped to *sleep* ``--sim-ms`` per stage, as a stand-in for a real
-profiler's time per stage; workers reserve almost no CPU, so many fit on a small machine. With the
+Simulate mode: simulated workers that only *sleep* ``--sim-ms`` per stage, as a stand-in for a real
+profiler's time per stage; they reserve a small fraction of a CPU each, so many fit on a small machine,
+and do no other work, so the efficiency measures the driver and Ray, not the host's cores. With the
 ideal wall time being (stages x sim-ms) / N, what remains is the driver's and Ray's overhead;
-``dispatch_us_per_stage`` is the driver's own CPU time per stage (ordering, batching, ray.wait,
-submission, bookkeeping).
+``driver_us_per_stage`` is the driver's own CPU time per stage in the pool (ordering, batching,
+submission, ray.wait/get, bookkeeping), ``process_time`` around ``ProfilerPool.measure``. By default
+the batches travel as keys of a catalog shipped once (``--transport keys``: what ``optimize`` does with a
+GraphSpace; the simulated workers resolve a key to a stub, where a real worker builds the spec);
+``--transport specs`` pickles every spec in the driver instead.
 
-    python benchmarks/scaling.py --model inception_v3 --simulate 2,4,8,16,32,64 --sim-ms 5
+    python benchmarks/scaling.py --model inception_v3 --simulate 16,64 --sim-ms 1
 
 Enumerate mode: wall time of the distributed state-space enumeration against the local one.
 
@@ -31,16 +35,18 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import ray
+import ray.cloudpickle
 
-from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.costs.factory import parse_cost
-from ios_ray.costs.measurement import MeasureSettings
+from ios_ray.costs.measurement import DeviceInfo, MeasureSettings, Measurement
 from ios_ray.costs.table import CostTable
-from ios_ray.distributed import (ProfileOptions, ProfilerPool, connect, enumerate_graph_distributed,
+from ios_ray.distributed import (PoolOptions, ProfileOptions, ProfilerPool, connect, enumerate_graph_distributed,
                                  profile_graph_space)
 from ios_ray.models import MODELS, get_model
 from ios_ray.space.enumerate import enumerate_graph
@@ -49,27 +55,51 @@ from ios_ray.space.options import SpaceOptions
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-class SleepingAnalytic:
-    """The analytic model's numbers, delivered after sleeping ``sim_ms`` per stage (a simulated profiler).
-
-    A plain picklable CostSource object: the pool ships it to each actor as it is.
+class SleepingSource:
+    """A simulated profiler: sleeps ``sim_ms`` per stage and reports that as its latency; nothing else, so
+    the simulated workers need no CPU. A plain picklable CostSource object: the pool ships it as it is.
     """
 
-    def __init__(self, sim_ms: float, gpu: str = "H200"):
-        self.sim_s = sim_ms / 1e3
-        self.model = AnalyticCostModel(gpu)
-        self.dtype = self.model.dtype
+    dtype = "float32"
+
+    def __init__(self, sim_ms: float):
+        self.sim_ms = sim_ms
 
     def device(self):
-        return self.model.device()
+        return DeviceInfo(name="simulated", kind="cpu", library="sleep")
 
     def measure(self, specs, batch_size, settings):
         out = []
         for spec in specs:
-            if self.sim_s:
-                time.sleep(self.sim_s)
-            out.append(self.model.measure([spec], batch_size, settings)[0])
+            if self.sim_ms:
+                time.sleep(self.sim_ms / 1e3)
+            out.append(Measurement(spec.key, self.sim_ms, 0.0, 1))
         return out
+
+
+@dataclass(frozen=True)
+class KeyStub:
+    """What a simulated worker needs of a spec: its key."""
+    key: str
+
+
+class KeyStubs(Mapping):
+    """A catalog of stubs by key, small to ship: stands in for a GraphSpace's SpecTable in the simulation."""
+
+    def __init__(self, keys):
+        self._keys = list(keys)
+        self._set = frozenset(self._keys)
+
+    def __getitem__(self, key):
+        if key not in self._set:
+            raise KeyError(key)
+        return KeyStub(key)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
 
 
 def _ints(text: str) -> List[int]:
@@ -134,36 +164,54 @@ def run_profile(args) -> dict:
 
 
 def run_simulate(args) -> dict:
+    if __name__ != "__main__":   # imported (optimize_cost.py --simulate): the workers cannot import this file
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     specs = _specs(args)
+    stubs = KeyStubs(specs)
     rows = []
     for n in args.simulate:
         # 1/(4n) CPU each: the workers sleep, so they need no real CPU, and any count fits on this machine.
-        pool = ProfilerPool(n, SleepingAnalytic(args.sim_ms), cpus_per_worker=min(1.0, 1.0 / (4 * n)))
+        pool = ProfilerPool(n, SleepingSource(args.sim_ms), PoolOptions(
+            cpus_per_worker=min(1.0, 1.0 / (4 * n)), min_batch=args.min_batch,
+            batches_per_worker=args.batches_per_worker))
         try:
             t0 = time.perf_counter()
             pool.devices()  # wait until every actor is up: start-up is not dispatch overhead
+            work = stubs if args.transport == "keys" else specs
+            if args.transport == "keys":
+                pool.use_catalog(stubs)
+                pool.measure(KeyStubs([]), 1, MeasureSettings(0, 1, 1))
             start_s = time.perf_counter() - t0
-            cpu0, t0 = time.process_time(), time.perf_counter()
-            results, report = pool.measure(specs, args.batch_size, MeasureSettings(0, 1, 1))
+            cpu0, thread0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
+            results, report = pool.measure(work, args.batch_size, MeasureSettings(0, 1, 1))
             wall = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
+            cpu, thread = time.process_time() - cpu0, time.thread_time() - thread0
         finally:
             pool.shutdown()
         ideal = len(specs) * args.sim_ms / 1e3 / n
         rows.append({"workers": n, "stages": len(specs), "start_s": start_s, "wall_s": wall, "ideal_s": ideal,
                      "efficiency": ideal / wall if wall > 0 else math.nan,
                      "overhead_ms_per_stage": (wall - ideal) * 1e3 / len(specs),
-                     "dispatch_us_per_stage": cpu * 1e6 / len(specs), "batches": report.batches,
+                     "driver_us_per_stage": cpu * 1e6 / len(specs),
+                     "driver_loop_us_per_stage": report.driver_cpu_s * 1e6 / len(specs),
+                     "driver_thread_us_per_stage": thread * 1e6 / len(specs), "batches": report.batches,
                      "errors": report.errors, "per_worker_min": min(report.per_worker.values()),
                      "per_worker_max": max(report.per_worker.values())})
-    print(f"simulated profiling: model {args.model}, {len(specs)} stages, {args.sim_ms} ms per stage")
+    print(f"simulated profiling: model {args.model}, {len(specs)} stages, {args.sim_ms} ms per stage, "
+          f"batches as {args.transport}")
     print(f"{'workers':>7} {'start s':>8} {'wall s':>8} {'ideal s':>8} {'efficiency':>10} {'overhead ms/stage':>17} "
-          f"{'driver CPU us/stage':>19} {'batches':>7} {'stages/worker':>13}")
+          f"{'driver CPU us/stage':>19} {'(its thread)':>12} {'batches':>7} {'stages/worker':>13}")
     for r in rows:
         print(f"{r['workers']:>7} {r['start_s']:>8.2f} {r['wall_s']:>8.2f} {r['ideal_s']:>8.2f} {r['efficiency']:>9.0%} "
-              f"{r['overhead_ms_per_stage']:>17.3f} {r['dispatch_us_per_stage']:>19.1f} {r['batches']:>7} "
+              f"{r['overhead_ms_per_stage']:>17.3f} {r['driver_us_per_stage']:>19.1f} "
+              f"{r['driver_thread_us_per_stage']:>12.1f} {r['batches']:>7} "
               f"{r['per_worker_min']:>6}-{r['per_worker_max']:<6}")
-    return {"mode": "simulate", "model": args.model, "sim_ms": args.sim_ms, "machine": _machine(), "rows": rows}
+    return {"mode": "simulate", "model": args.model, "sim_ms": args.sim_ms, "transport": args.transport,
+            "what_ran": (f"{max(args.simulate)} simulated actors at {min(1.0, 1 / (4 * max(args.simulate))):.4f} CPU "
+                         f"each on a {os.cpu_count()}-core host; each sleeps sim_ms per stage and does nothing "
+                         f"else; driver CPU is process_time around ProfilerPool.measure (Ray's threads in the "
+                         f"driver process included), its thread: thread_time of the calling thread alone"),
+            "machine": _machine(), "rows": rows}
 
 
 def run_enumerate(args) -> dict:
@@ -208,7 +256,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--simulate", type=_ints, default=None, help="worker counts for the simulated-profiler mode")
     p.add_argument("--enumerate", type=_ints, default=None,
                    help="worker counts for timing distributed state-space enumeration instead of profiling")
-    p.add_argument("--sim-ms", type=float, default=5.0, help="simulated profiling time per stage")
+    p.add_argument("--sim-ms", type=float, default=1.0, help="simulated profiling time per stage")
+    p.add_argument("--min-batch", type=int, default=8, help="simulate: the pool's min_batch")
+    p.add_argument("--batches-per-worker", type=int, default=2, help="simulate: the pool's batches_per_worker")
+    p.add_argument("--transport", choices=["keys", "specs"], default="keys",
+                   help="simulate: batches as keys of a catalog shipped once (as optimize does) or as pickled specs")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     p.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
     p.add_argument("--progress", action="store_true", help="show the progress bar during cold runs")
@@ -219,7 +271,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     num_cpus = args.num_cpus or (None if args.address else max(max(counts), os.cpu_count() or 1))
     connect(args.address, num_cpus=num_cpus)
     if args.simulate is not None:
-        result, suffix = run_simulate(args), f"simulate_{args.model}"
+        result, suffix = run_simulate(args), f"simulate_{args.model}_{args.sim_ms:g}ms"
     elif args.enumerate is not None:
         result, suffix = run_enumerate(args), f"enumerate_{args.model}"
     else:

@@ -97,7 +97,7 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
                    warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
                    compute_weight=bool(weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
-                   final_check=not ns.no_final_check)
+                   final_check=not ns.no_final_check, profiling=ns.profiling)
     print(opt.optimization_report.format())
     print(opt)
     save_graph(opt, out)
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-r", type=_int_at_least(1), default=3, help="max operators per group")
     o.add_argument("-s", type=_int_at_least(1), default=8, help="max groups per stage")
     o.add_argument("--part-size", type=_int_at_least(1), default=50, help="max operators per part of a block")
+    o.add_argument("--profiling", default="lazy", choices=["lazy", "exhaustive"],
+                   help="lazy: measure only the stages the DP's optimum can use; exhaustive: every stage")
     _add_timing(o, warmup=2, number=6, repeat=6)
     o.add_argument("--table", default=None,
                    help=f"cost table path or pyarrow.fs URI; 'none' to use none (default: {default_table_path()})")

@@ -4,8 +4,10 @@ Data flow::
 
     optimize(IOS keywords) --checked once--> OptimizeOptions (space, cost-source recipe, profiling, Ray)
     Graph --enumerate (space/, local or on actors)--> GraphSpace{states, transitions, unique StageSpecs}
-          --profile_stages (table hits + a LocalPool or a Ray pool)--> {key: Measurement}
-          --solve (dp/, pure)--> Solution{stages per block}
+          --lazy (default): table hits, then the one-op stages, then rounds of the stages on the DP's
+            optimal paths, each through profile_stages on one pool (dp.lazy, profile.rounds)
+          --exhaustive: profile_stages of every stage, then solve (dp/, pure)
+          --> Solution{stages per block}
           --construct (merges applied, weights laid out)--> new Graph with its schedule
           --final check (measured sources): the DP's, the Sequential and the Greedy schedule timed as whole
             graphs on the same device (``measure_graph``) --> the fastest measured, with its report
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import math
 import sys
 import time
@@ -31,6 +34,8 @@ from .costs.measurement import CostSource, MeasureSettings, Measurement
 from .graph.ir import Block, Conv, Graph, Node, Placeholder, Terms, Value, topo_order
 from .graph.merge import merged_conv_params
 from .graph.schedule import Stage, Strategy, check_schedule
+from .dp.lazy import LazyOptions, LazyReport
+from .dp.solve import Solution
 from .profile.stages import LocalPool, ProfileOptions, ProfileReport, profile_stages
 from .space.options import SpaceOptions
 from .space.stage import stage_spec
@@ -47,6 +52,12 @@ class CheckedSchedule:
     measured_ms: float
     spread_ms: float = 0.0
     error: str = ""
+
+
+class Profiling(enum.Enum):
+    """Which stages are measured."""
+    LAZY = "lazy"              # only those that can be on an optimal path (exact while the bounds hold)
+    EXHAUSTIVE = "exhaustive"  # every stage of the space (e.g. to build a shared cost table)
 
 
 @dataclass
@@ -81,6 +92,15 @@ class OptimizeReport:
     final_check: List[CheckedSchedule] = field(default_factory=list)
     final_check_note: str = ""           # why the final check did not run, or what went wrong
     returned: str = DP_SCHEDULE          # the schedule the returned graph carries
+    profiling: str = Profiling.EXHAUSTIVE.value
+    known_stages: int = 0            # stages with a cost at the end: cache hits + measured now
+    rounds: int = 0                  # lazy: measurement rounds after the one-op stages
+    bound_violations: int = 0        # lazy: stages measured below their lower bound
+
+    @property
+    def measured_fraction(self) -> float:
+        """The share of the unique stages that got a cost (all of them when profiling exhaustively)."""
+        return self.known_stages / self.unique_stages if self.unique_stages else 1.0
 
     def to_json(self) -> dict:
         """A JSON-ready dict (``from_json`` reads it back)."""
@@ -115,6 +135,12 @@ class OptimizeReport:
             f"  unique stages   : {self.unique_stages:,}   cache hits: {self.cache_hits:,}   "
             f"stale rows: {self.stale:,}   {now}: {self.measured:,}{shared}   errors: {self.errors}",
         ]
+        if self.profiling == Profiling.LAZY.value:
+            lines.append(f"  profiling       : lazy: {self.known_stages:,} of {self.unique_stages:,} stages have a cost "
+                         f"({100 * self.measured_fraction:.1f}%), {self.rounds} rounds, "
+                         f"{self.bound_violations} below their bound")
+        else:
+            lines.append(f"  profiling       : {self.profiling}")
         if self.per_worker:
             lines.append("  per worker      : " + ", ".join(f"{w}={n}" for w, n in sorted(self.per_worker.items())))
         if self.table:
@@ -157,6 +183,8 @@ class OptimizeOptions:
         verbose: print the report.
         final_check: time the DP's, the Sequential and the Greedy schedule as whole graphs on the
             profiling device and return the fastest (measured sources only).
+        profiling: ``Profiling.LAZY`` or ``EXHAUSTIVE`` (or its string value).
+        lazy: the lazy DP's bound and paths per round.
     """
     space: SpaceOptions
     source: SourceRecipe
@@ -168,12 +196,20 @@ class OptimizeOptions:
     wait_for_autoscaler: bool = False
     verbose: bool = False
     final_check: bool = True
+    profiling: Profiling = Profiling.LAZY
+    lazy: LazyOptions = LazyOptions()
 
     def __post_init__(self):
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be 0 (in this process) or more, got {self.num_workers}")
         if self.num_workers == 0:
             object.__setattr__(self, "num_workers", None)
+        if not isinstance(self.profiling, Profiling):
+            try:
+                object.__setattr__(self, "profiling", Profiling(str(self.profiling).strip().lower()))
+            except ValueError:
+                raise ValueError(f"profiling must be one of {[p.value for p in Profiling]}, got "
+                                 f"{self.profiling!r}") from None
 
 
 def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_merge", compute_weight: bool = False,
@@ -181,7 +217,7 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
              warmup: int = 2, number: int = 6, repeat: int = 6, verbose: bool = False,
              num_workers: Optional[int] = None, cost_table=None, address: Optional[str] = None,
              progress: Optional[bool] = None, cost_model=None, wait_for_autoscaler: bool = False,
-             final_check: bool = True) -> Graph:
+             final_check: bool = True, profiling: str = "lazy") -> Graph:
     """Find the IOS schedule of ``graph`` and return a new Graph carrying it.
 
     Args:
@@ -206,6 +242,10 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         cost_model: the original's name for ``cost``.
         wait_for_autoscaler: when the cluster lacks the workers' CPUs/GPUs, wait for an autoscaler to
             add them instead of failing at once.
+        profiling: ``"lazy"`` measures the one-op stages, bounds every other stage from them, and then
+            measures only the stages on the DP's optimal paths until the optimum uses measured stages
+            alone (the same optimum as ``"exhaustive"`` while the bounds hold: ``dp.lazy``);
+            ``"exhaustive"`` measures every stage (e.g. to fill a shared cost table).
         final_check: after the DP, measure the whole-graph latency of its schedule and of the Sequential
             and Greedy schedules on the profiling device, timed like the stages (``warmup``, ``number``,
             ``repeat``; on the CPU with the same BLAS threads; with ``num_workers``, on one Ray worker),
@@ -228,14 +268,12 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         profile=ProfileOptions(batch_size=batch_size, settings=MeasureSettings(warmup, number, repeat),
                                progress=progress if progress is not None else (verbose or sys.stderr.isatty())),
         compute_weight=compute_weight, num_workers=num_workers, cost_table=cost_table, address=address,
-        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose, final_check=final_check)
+        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose, final_check=final_check, profiling=profiling)
     return optimize_with(graph, options)
 
 
 def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
     """``optimize`` with its arguments already checked (see ``optimize``)."""
-    from .dp import solve
-
     if options.compute_weight and not graph.has_weights():
         raise ValueError("compute_weight=True needs weights: call graph.init_weights() (or load_weights) first")
     seconds: Dict[str, float] = {}
@@ -253,17 +291,22 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         options = dataclasses.replace(options, source=options.source.with_table(table))
     # in-process, one live source serves the profiling and the final check (a GPU context is built once)
     source = options.source.build() if options.num_workers is None else None
-    measurements, profiled = _profile(space, table, options, source)
-    seconds["profile"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    solution = solve(space, {k: m.cost for k, m in measurements.items()})
-    seconds["solve"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
     opt_type = options.space.opt_type.value
-    candidates = _candidates(graph, [list(b) for b in solution.block_stages], options.compute_weight, opt_type)
-    seconds["construct"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    baselines = _baselines(graph, options.compute_weight, opt_type) if options.final_check else {}
+    construct_s = time.perf_counter() - t1
+    # lazily, the baselines' stages are measured too, so that the final check can compare predictions
+    also = [k for _, stages in baselines.values() for k in _stage_keys(graph, stages)]
+    solution, measurements, profiled, lazy = _profile_and_solve(space, table, options, source, also)
+    elapsed = time.perf_counter() - t0 - construct_s
+    seconds["profile"] = sum(profiled.seconds.values())
+    seconds["solve"] = max(0.0, elapsed - seconds["profile"])
+
+    t0 = time.perf_counter()
+    dp_stages = [list(b) for b in solution.block_stages]
+    candidates = {DP_SCHEDULE: (construct(graph, dp_stages, options.compute_weight, opt_type), dp_stages),
+                  **baselines}
+    seconds["construct"] = time.perf_counter() - t0 + construct_s
 
     t0 = time.perf_counter()
     checked, note = _final_check(candidates, graph, measurements, profiled, options, source)
@@ -285,7 +328,9 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         device_kind=profiled.device.kind,
         cpu_threads=options.source.cpu_threads, stage_predicted_ms=_stage_costs(graph, block_stages, measurements),
         final_check=checked, final_check_note=note, returned=returned,
-        in_process=options.num_workers is None)
+        in_process=options.num_workers is None, profiling=options.profiling.value,
+        known_stages=len(measurements), rounds=lazy.rounds if lazy else 0,
+        bound_violations=lazy.violations if lazy else 0)
     new_graph.optimization_report = report
     if options.verbose:
         print(report.format())
@@ -334,42 +379,75 @@ def default_num_workers(cost: CostArg = None) -> int:
     return max(1, min(2, int(have["CPU"])))
 
 
-def _profile(space, table, options: OptimizeOptions,
-             source: Optional[CostSource]) -> Tuple[Mapping[str, Measurement], ProfileReport]:
-    """Every stage's measurement: one profiling path, on a pool of one (the live ``source``) here, or on Ray
-    actors that each build the recipe ``options.source`` (``source`` is None then)."""
+def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[CostSource],
+                       also: Sequence[str] = ()
+                       ) -> Tuple[Solution, Mapping[str, Measurement], ProfileReport, Optional[LazyReport]]:
+    """The optimal schedule, the measurements it rests on and what profiling it took: every stage measured,
+    then solved (exhaustive), or the lazy DP's rounds and then the stages of ``also`` that the space holds
+    and the rounds left out (for a measuring source: the final check's other candidates); either way
+    through ``profile_stages`` on one pool: of one (the live ``source``) here, or of Ray actors that each
+    build the recipe ``options.source`` (``source`` is None then)."""
+    from .dp import solve
+    from .dp.lazy import lazy_solve
+    from .profile.rounds import ProfileRounds
+    pool = _open_pool(space, options, source)
+    try:
+        if options.profiling is Profiling.EXHAUSTIVE:
+            measurements, profiled = profile_stages(space.specs, pool, table, options.profile)
+            return solve(space, {k: m.cost for k, m in measurements.items()}), measurements, profiled, None
+        rounds = ProfileRounds(space.specs, pool, table, options.profile)
+        known = rounds.lookup()
+        try:
+            result = lazy_solve(space, rounds.measure, known, options.lazy)
+            more = [k for k in dict.fromkeys(also) if k in space.specs and k not in rounds.measurements]
+            if more and rounds.device().kind != "analytic":
+                rounds.measure(more)
+        finally:
+            profiled = rounds.close()
+        return result.solution, rounds.measurements, profiled, result.report
+    finally:
+        pool.shutdown()
+
+
+def _open_pool(space, options: OptimizeOptions, source: Optional[CostSource]):
+    """A pool of one in this process (over the live ``source``), or of Ray actors that each build the recipe
+    ``options.source`` (started when first needed; the space's specs go to each actor once)."""
     if options.num_workers is None:
-        return profile_stages(space.specs, LocalPool(source), table, options.profile)
-    from .distributed.driver import RayPoolOptions, profile_graph_space
-    workers = RayPoolOptions(options.num_workers, address=options.address)
-    return profile_graph_space(space, options.source, workers, table, options.profile)
+        return LocalPool(source)
+    from .distributed.driver import RayPoolOptions, open_ray_pool
+    return open_ray_pool(options.source, RayPoolOptions(options.num_workers, address=options.address), space)
 
 
 Candidates = Dict[str, Tuple[Graph, List[List[Stage]]]]   # name -> (graph, its stages on the original graph)
 
 
-def _candidates(graph: Graph, dp_stages: List[List[Stage]], compute_weight: bool, opt_type: str) -> Candidates:
-    """The DP's schedule, and the Sequential and Greedy ones, each as a new graph (the original untouched)
-    with its stage list over the original graph's node names (what its stage costs are keyed by)."""
+def _baselines(graph: Graph, compute_weight: bool, opt_type: str) -> Candidates:
+    """The Sequential and Greedy schedules (the final check's candidates beside the DP's, which do not depend
+    on it), each as a new graph (the original untouched) with its stage list over the original graph's node
+    names (what its stage costs are keyed by)."""
     from .runtime.reference import sequential_stages
     sequential = [sequential_stages(b) for b in graph.blocks]
     greedy = construct(graph, sequential, compute_weight, opt_type)
     greedy.greedy_schedule()  # names are kept by construct, so these stages read on the original too
-    return {DP_SCHEDULE: (construct(graph, dp_stages, compute_weight, opt_type), dp_stages),
-            "Sequential": (construct(graph, sequential, compute_weight, opt_type), sequential),
+    return {"Sequential": (construct(graph, sequential, compute_weight, opt_type), sequential),
             "Greedy": (greedy, [list(b.stages) for b in greedy.blocks])}
+
+
+def _stage_keys(graph: Graph, block_stages: Sequence[Sequence[Stage]]) -> List[str]:
+    """Each stage's key in run order."""
+    out: List[str] = []
+    for block, stages in zip(graph.blocks, block_stages):
+        by_name = {n.name: n for n in block.nodes}
+        out.extend(stage_spec([[by_name[n] for n in g] for g in stage.groups], stage.strategy).key
+                   for stage in stages)
+    return out
 
 
 def _stage_costs(graph: Graph, block_stages: Sequence[Sequence[Stage]],
                  measurements: Mapping[str, Measurement]) -> List[Optional[float]]:
     """Each stage's measured cost in run order (None where the stage was never measured), by its key."""
-    out: List[Optional[float]] = []
-    for block, stages in zip(graph.blocks, block_stages):
-        by_name = {n.name: n for n in block.nodes}
-        for stage in stages:
-            m = measurements.get(stage_spec([[by_name[n] for n in g] for g in stage.groups], stage.strategy).key)
-            out.append(None if m is None else m.cost)
-    return out
+    got = [measurements.get(k) for k in _stage_keys(graph, block_stages)]
+    return [None if m is None else m.cost for m in got]
 
 
 GraphTimer = Callable[[Graph, int, MeasureSettings], Optional[List[float]]]

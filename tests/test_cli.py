@@ -66,6 +66,16 @@ def test_missing_files_are_clear_errors_not_tracebacks(tmp_path, capsys):
     assert "ios-ray: error" in capsys.readouterr().err
 
 
+def test_profiling_flag_picks_exhaustive_or_lazy(tmp_path, capsys):
+    for mode in ("exhaustive", "lazy"):
+        out = tmp_path / f"{mode}.json"
+        assert main(["optimize", "squeezenet", "--workers", "0", "--cost", "analytic", "--table", "none",
+                     "--profiling", mode, "--out", str(out), "--no-progress"]) == 0
+        text = capsys.readouterr().out
+        assert f"profiling       : {mode}" in text
+        assert out.exists()
+
+
 def _one_line_error(capsys, argv):
     """Run ``argv``; return its error line after checking: exit status 2, one line, no traceback."""
     rc = main(argv)

@@ -26,7 +26,7 @@ from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.costs.factory import CpuRecipe, GpuRecipe, WorkerResources, parse_cost
 from ios_ray.costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSettings
 from ios_ray.costs.table import CostTable
-from ios_ray.distributed import (InsufficientResourcesError, ProfileOptions, ProfilerPool, ProgressBar,
+from ios_ray.distributed import (InsufficientResourcesError, PoolOptions, ProfileOptions, ProfilerPool, ProgressBar,
                                  check_resources, enumerate_graph_distributed, estimate_cost, make_batches,
                                  profile_graph_space)
 from ios_ray.distributed.actors import ActorSlots
@@ -229,7 +229,7 @@ def test_analytic_model_in_actors_matches_local(ray_local, specs):
 def test_killed_actor_mid_run_changes_nothing(ray_local, specs):
     with ProfilerPool(1, source()) as pool:
         reference, _ = pool.measure(specs, 1, SETTINGS)
-    with ProfilerPool(2, source(delay_s=0.01), inflight_per_worker=2) as pool:
+    with ProfilerPool(2, source(delay_s=0.01), PoolOptions(inflight_per_worker=2)) as pool:
         killed = []
 
         def kill_first_busy(batch):
@@ -258,7 +258,7 @@ def test_kill_from_another_thread_while_busy(ray_local, specs, tmp_path):
 
 def test_spec_that_always_kills_its_worker_ends_as_worker_died(ray_local, specs):
     bad = sorted(specs)[3]
-    with ProfilerPool(2, source(crash_keys=[bad]), max_retries=2) as pool:
+    with ProfilerPool(2, source(crash_keys=[bad]), PoolOptions(max_retries=2)) as pool:
         results, report = pool.measure(specs, 1, SETTINGS)
     assert results[bad].error is ErrorKind.WORKER_DIED and math.isinf(results[bad].cost)
     assert "died 3 times" in results[bad].message
@@ -272,7 +272,7 @@ def test_spec_that_always_kills_its_worker_ends_as_worker_died(ray_local, specs)
 def test_hung_batch_is_killed_after_timeout(ray_local, specs):
     few = dict(sorted(specs.items())[:6])
     hang = sorted(few)[0]
-    with ProfilerPool(1, source(hang_keys=[hang]), max_retries=1, task_timeout_s=1.0) as pool:
+    with ProfilerPool(1, source(hang_keys=[hang]), PoolOptions(max_retries=1, task_timeout_s=1.0)) as pool:
         t0 = time.perf_counter()
         results, report = pool.measure(few, 1, SETTINGS)
     assert results[hang].error is ErrorKind.WORKER_DIED and "task_timeout_s" in results[hang].message
@@ -305,7 +305,7 @@ def test_source_that_raises_gives_a_runtime_error_for_that_stage_only(ray_local,
 
 def test_exhausted_restart_budget_raises_instead_of_returning_partial_results(ray_local, specs):
     few = dict(sorted(specs.items())[:4])
-    with ProfilerPool(1, source(crash_keys=list(few)), max_worker_restarts=1) as pool:
+    with ProfilerPool(1, source(crash_keys=list(few)), PoolOptions(max_worker_restarts=1)) as pool:
         with pytest.raises(WorkersExhaustedError, match="restart budget"):
             pool.measure(few, 1, SETTINGS)
 
@@ -314,7 +314,7 @@ def test_worker_death_and_its_retries_are_logged(ray_local, specs, caplog):
     few = dict(sorted(specs.items())[:6])
     bad = sorted(few)[2]
     with caplog.at_level(logging.INFO, logger="ios_ray.distributed"):
-        with ProfilerPool(1, source(crash_keys=[bad]), max_retries=1) as pool:
+        with ProfilerPool(1, source(crash_keys=[bad]), PoolOptions(max_retries=1)) as pool:
             results, report = pool.measure(few, 1, SETTINGS)
     assert results[bad].error is ErrorKind.WORKER_DIED
     deaths = [r.getMessage() for r in caplog.records
@@ -525,3 +525,45 @@ def test_enumeration_worker_killed_mid_shard_is_retried_and_logged(ray_local, ca
     retry = [r.getMessage() for r in caplog.records if r.name == "ios_ray.distributed.enumerate"]
     assert len(retry) == 1 and "died (" in retry[0] and retry[0].endswith("retry 1 of 2")
     assert_same_space(dist, enumerate_graph(graph, opts))
+
+
+def test_batches_shrink_as_work_runs_out_and_small_rounds_spread():
+    from ios_ray.distributed.profiler_pool import _BatchPlan
+    plan = _BatchPlan(min_batch=8, max_batch=256, share=2)
+    left, sizes = 3846, []
+    while left:
+        sizes.append(plan.size(left, 16))
+        left -= sizes[-1]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 121 and sizes[-1] <= 8
+    assert [plan.size(5, 4), plan.size(3, 4), plan.size(100_000, 4)] == [2, 1, 256]
+
+
+@pytest.mark.parametrize("bad, named", [(dict(max_retries=-1), "max_retries"),
+                                         (dict(inflight_per_worker=0), "inflight_per_worker"),
+                                         (dict(min_batch=9, max_batch=8), "min_batch"),
+                                         (dict(task_timeout_s=0), "task_timeout_s"),
+                                         (dict(max_worker_restarts=-1), "max_worker_restarts")])
+def test_pool_options_out_of_range_are_named(bad, named):
+    with pytest.raises(ValueError, match=named):
+        PoolOptions(**bad)
+
+
+def test_catalog_batches_travel_as_keys_with_the_same_results(ray_local, tmp_path):
+    """A GraphSpace's SpecTable goes to the workers once; the batches then carry keys, the workers build
+    the specs, and the results are those of shipping specs."""
+    space = enumerate_graph(get_model("squeezenet"), SpaceOptions())
+    plain = dict(space.specs)
+    with ProfilerPool(2, source()) as pool:
+        by_spec, _ = pool.measure(plain, 1, SETTINGS)
+    log = tmp_path / "log"
+    log.mkdir()
+    with ProfilerPool(2, source(log_dir=str(log))) as pool:
+        pool.use_catalog(space.specs)
+        subset = {k: None for k in sorted(plain)[:40]}   # never built: only the keys travel
+        first, report = pool.measure(subset, 1, SETTINGS)
+        rest, _ = pool.measure({k: None for k in sorted(plain)[40:]}, 1, SETTINGS)
+    assert report.num_specs == 40 and report.driver_cpu_s > 0 and len(report.per_worker) == 2
+    assert strip({**first, **rest}) == strip(by_spec)
+    assert set(measured_keys(log).values()) == {1} and len(measured_keys(log)) == len(plain)
+    _, rep = profile_graph_space(space, source(), 2, None, ProfileOptions(1, SETTINGS))
+    assert rep.measured == len(plain) and rep.errors == 0

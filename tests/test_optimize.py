@@ -56,10 +56,12 @@ def test_cpu_profiler_optimize_with_table(tmp_path):
     g = get_model("sample")
     table = str(tmp_path / "costs")
     # final_check=False: the DP's schedule, not whichever the noisy whole-graph timings favour
-    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False)
+    opt = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False,
+                       profiling="exhaustive")
     rep = opt.optimization_report
     assert not rep.estimated and rep.measured == rep.unique_stages and rep.cache_hits == 0
-    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False)
+    again = ios.optimize(g, cost="cpu", warmup=0, number=1, repeat=1, cost_table=table, final_check=False,
+                         profiling="exhaustive")
     assert again.optimization_report.measured == 0
     assert again.optimization_report.cache_hits == rep.unique_stages
     assert str(again) == str(opt)
@@ -155,7 +157,7 @@ def test_local_optimize_remeasures_cached_worker_deaths(tmp_path):
     table = CostTable(str(tmp_path / "costs"))
     died = [Measurement(k, math.nan, error=ErrorKind.WORKER_DIED, message="worker died") for k in specs]
     table.append(died, dict(specs), Conditions(AnalyticCostModel("H200").device(), 1, "float32", MeasureSettings()))
-    opt = ios.optimize(g, cost="analytic:H200", cost_table=table)
+    opt = ios.optimize(g, cost="analytic:H200", cost_table=table, profiling="exhaustive")
     rep = opt.optimization_report
     assert rep.cache_hits == 0 and rep.measured == rep.unique_stages and rep.errors == 0
 
@@ -210,13 +212,16 @@ def test_tf32_cost_source_object_writes_tf32_rows_in_process(tmp_path):
     under tf32 (and read them back from there)."""
     from ios_ray.costs.analytic import AnalyticCostModel
     table = str(tmp_path / "costs")
-    first = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table)
+    first = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table,
+                        profiling="exhaustive")
     rows = _rows(table)
     assert rows and {r["dtype"] for r in rows} == {"tf32"}
     assert first.optimization_report.dtype == "tf32"
-    again = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table)
+    again = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200", dtype="tf32"), cost_table=table,
+                        profiling="exhaustive")
     assert again.optimization_report.cache_hits == first.optimization_report.unique_stages
-    fp32 = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200"), cost_table=table)
+    fp32 = ios.optimize(get_model("sample"), cost=AnalyticCostModel("H200"), cost_table=table,
+                        profiling="exhaustive")
     assert fp32.optimization_report.cache_hits == 0   # tf32 rows are not float32 rows
 
 
@@ -244,15 +249,16 @@ def test_rows_of_another_library_version_are_measured_again_and_counted(tmp_path
     from ios_ray.costs.table import CostTable
     table = CostTable(str(tmp_path / "costs"))
     old = VersionedSource("1.0")
-    first = ios.optimize(get_model("sample"), cost=old, cost_table=table).optimization_report
+    first = ios.optimize(get_model("sample"), cost=old, cost_table=table, profiling="exhaustive").optimization_report
     assert first.measured == first.unique_stages == old.measured and first.stale == 0
     new = VersionedSource("2.0")
-    second = ios.optimize(get_model("sample"), cost=new, cost_table=table).optimization_report
+    second = ios.optimize(get_model("sample"), cost=new, cost_table=table, profiling="exhaustive").optimization_report
     assert second.cache_hits == 0 and second.stale == second.unique_stages
     assert new.measured == second.unique_stages                  # measured again, not reused
     assert "stale rows: " + str(second.stale) in second.format()
     assert table.read_raw().num_rows == 2 * first.unique_stages  # the old rows are kept
-    third = ios.optimize(get_model("sample"), cost=VersionedSource("2.0"), cost_table=table).optimization_report
+    third = ios.optimize(get_model("sample"), cost=VersionedSource("2.0"), cost_table=table,
+                         profiling="exhaustive").optimization_report
     assert third.cache_hits == third.unique_stages and third.stale == 0
 
 
@@ -297,3 +303,31 @@ def test_gpu_tf32_rows_carry_the_math_mode_and_software_fingerprint(tmp_path):
     rows = CostTable(table).read_all().to_pylist()
     assert opt.optimization_report.dtype == "tf32" and len(rows) == opt.optimization_report.unique_stages
     assert {r["dtype"] for r in rows} == {"tf32"} and {r["software"] for r in rows} == {untuned.software}
+
+
+def test_lazy_profiling_is_the_default_and_finds_the_exhaustive_schedule(tmp_path):
+    """The default measures only what the DP needs: fewer rows, the same schedule as measuring every stage,
+    and a warm re-run measures nothing."""
+    from ios_ray.costs.table import CostTable
+    g = get_model("inception_v3")
+    table = CostTable(str(tmp_path / "costs"))
+    lazy = ios.optimize(g, cost="analytic:H200", cost_table=table)
+    rep = lazy.optimization_report
+    exhaustive = ios.optimize(g, cost="analytic:H200", cost_table=False, profiling="exhaustive")
+    assert rep.profiling == "lazy" and exhaustive.optimization_report.profiling == "exhaustive"
+    assert rep.predicted_latency_ms == pytest.approx(exhaustive.optimization_report.predicted_latency_ms)
+    assert str(lazy) == str(exhaustive)
+    assert rep.measured == rep.known_stages < 0.2 * rep.unique_stages and rep.cache_hits == 0
+    assert rep.rounds >= 1 and rep.bound_violations == 0
+    assert rep.measured_fraction == pytest.approx(rep.measured / rep.unique_stages)
+    assert "lazy: " in rep.format() and f"{rep.rounds} rounds" in rep.format()
+    rows = table.read_all()
+    assert rows.num_rows == rep.measured and len(table.files()) <= 2   # appended in chunks, not per round
+    warm = ios.optimize(g, cost="analytic:H200", cost_table=table).optimization_report
+    assert warm.measured == 0 and warm.cache_hits == rep.measured and warm.rounds == 0
+    assert warm.predicted_latency_ms == rep.predicted_latency_ms
+
+
+def test_unknown_profiling_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="profiling must be one of"):
+        ios.optimize(get_model("sample"), cost="analytic", profiling="sometimes")

@@ -31,9 +31,9 @@ def ray_4cpu():
 
 def test_same_schedule_for_1_2_4_workers_and_in_process(ray_4cpu):
     g = get_model("inception_v3")
-    local = ios.optimize(g, cost="analytic:H200", cost_table=False)
+    local = ios.optimize(g, cost="analytic:H200", cost_table=False, profiling="exhaustive")
     for n in (1, 2, 4):
-        opt = ios.optimize(g, cost="analytic:H200", cost_table=False, num_workers=n)
+        opt = ios.optimize(g, cost="analytic:H200", cost_table=False, num_workers=n, profiling="exhaustive")
         assert str(opt) == str(local), f"{n} workers gave another schedule"
         rep = opt.optimization_report
         assert rep.num_workers == n and rep.measured == rep.unique_stages
@@ -45,8 +45,8 @@ def test_same_schedule_for_1_2_4_workers_and_in_process(ray_4cpu):
 def test_warm_table_measures_nothing_on_actors(ray_4cpu, tmp_path):
     g = get_model("squeezenet")
     table = str(tmp_path / "costs")
-    first = ios.optimize(g, cost="analytic:V100", cost_table=table, num_workers=2)
-    second = ios.optimize(g, cost="analytic:V100", cost_table=table, num_workers=2)
+    first = ios.optimize(g, cost="analytic:V100", cost_table=table, num_workers=2, profiling="exhaustive")
+    second = ios.optimize(g, cost="analytic:V100", cost_table=table, num_workers=2, profiling="exhaustive")
     assert first.optimization_report.measured == first.optimization_report.unique_stages
     assert second.optimization_report.measured == 0
     assert second.optimization_report.cache_hits == first.optimization_report.unique_stages
@@ -91,14 +91,15 @@ def test_user_cost_source_object_works_with_workers(ray_4cpu, tmp_path):
     version were reused silently."""
     g = get_model("squeezenet")
     table = str(tmp_path / "costs")
-    local = ios.optimize(g, cost=LinearSource("1"), cost_table=table)
-    opt = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2)
+    local = ios.optimize(g, cost=LinearSource("1"), cost_table=table, profiling="exhaustive")
+    opt = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2, profiling="exhaustive")
     rep = opt.optimization_report
     assert str(opt) == str(local) and rep.num_workers == 2
     assert rep.cache_hits == 0 and rep.stale == rep.measured == rep.unique_stages  # version 1 rows: stale
     assert sum(rep.per_worker.values()) == rep.unique_stages and len(rep.per_worker) == 2
     assert CostTable(table).read_raw().num_rows == 2 * rep.unique_stages
-    again = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2).optimization_report
+    again = ios.optimize(g, cost=LinearSource("2"), cost_table=table, num_workers=2,
+                         profiling="exhaustive").optimization_report
     assert again.cache_hits == again.unique_stages and again.stale == again.measured == 0
 
 
@@ -118,7 +119,7 @@ def test_final_check_runs_on_one_worker_with_the_profiling_threads(ray_4cpu):
 
 def _optimize_into(model, table, out):
     g = get_model(model)
-    opt = ios.optimize(g, cost="analytic:H200", cost_table=table)
+    opt = ios.optimize(g, cost="analytic:H200", cost_table=table, profiling="exhaustive")
     out.put(opt.optimization_report.unique_stages)
 
 
@@ -135,3 +136,32 @@ def test_two_concurrent_optimizations_into_one_table_lose_no_rows(tmp_path):
     expected = q.get() + q.get()
     rows = CostTable(table).read_all()
     assert rows.num_rows == expected
+
+
+def test_lazy_rounds_spread_over_workers_and_give_the_same_stages(ray_4cpu, tmp_path):
+    """Lazy profiling measures the same stages in the same rounds whatever the number of workers (a
+    deterministic source: the analytic model as a picklable object), and each round is spread over them."""
+    g = get_model("inception_v3")
+    runs = {}
+    for n in (None, 1, 2):
+        table = str(tmp_path / f"t{n}")
+        opt = ios.optimize(g, cost=AnalyticCostModel("H200"), cost_table=table, num_workers=n)
+        rep = opt.optimization_report
+        assert rep.profiling == "lazy" and rep.num_workers == (n or 1)
+        assert sum(rep.per_worker.values()) == rep.measured < rep.unique_stages
+        if n == 2:
+            assert len(rep.per_worker) == 2, f"one worker did everything: {rep.per_worker}"
+        runs[n] = (str(opt), rep.measured, rep.rounds, sorted(CostTable(table).read_all()["key"].to_pylist()))
+    assert runs[None] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize("profiling", ["lazy", "exhaustive"])
+def test_workers_build_the_chosen_recipe(ray_4cpu, profiling):
+    """Regression: with num_workers the Ray workers were given the in-process source (None there, i.e. the
+    CPU profiler) instead of the chosen recipe; both profiling paths must hand them ``options.source``."""
+    g = get_model("squeezenet")
+    local = ios.optimize(g, cost="analytic:H200", cost_table=False, profiling=profiling).optimization_report
+    rep = ios.optimize(g, cost="analytic:H200", cost_table=False, num_workers=1,
+                       profiling=profiling).optimization_report
+    assert rep.estimated and rep.measured == local.measured > 0
+    assert rep.predicted_latency_ms == pytest.approx(local.predicted_latency_ms)

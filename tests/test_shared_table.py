@@ -43,9 +43,10 @@ class SleepySource:
         return out
 
 
-def _options(source, table, **profile):
+def _options(source, table, profiling="exhaustive", **profile):
+    # exhaustive by default: claims share profile_stages' work between runs (lazy rounds claim no stages)
     return OptimizeOptions(space=SpaceOptions(), source=resolve_cost(source), profile=ProfileOptions(**profile),
-                           cost_table=table)
+                           cost_table=table, profiling=profiling)
 
 
 def _optimize_shared(table, barrier, out):
@@ -149,6 +150,18 @@ def test_read_only_table_is_found_before_anything_is_measured(shared_dir, capsys
                      "--out", os.path.join(shared_dir, "s.json"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"cost table {table} is not writable" in err and ".tmp-" not in err and len(err.splitlines()) == 1
+
+
+def test_lazy_profiling_finds_a_read_only_table_before_measuring(shared_dir):
+    table = os.path.join(shared_dir, "costs")
+    optimize_with(get_model("sample"), _options(SleepySource(), table, profiling="lazy"))
+    source = SleepySource()
+    with read_only(table):
+        with pytest.raises(CostTableError, match=f"cost table {table} is not writable"):
+            optimize_with(get_model("squeezenet"), _options(source, table, profiling="lazy"))
+        assert source.calls == 0  # not even the one-op stages were measured
+        again = optimize_with(get_model("sample"), _options(source, table, profiling="lazy"))  # all in the table
+    assert source.calls == 0 and again.optimization_report.measured == 0
 
 
 def test_read_only_table_holding_every_stage_still_works(shared_dir):

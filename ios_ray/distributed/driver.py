@@ -3,7 +3,8 @@
 Data flow::
 
     GraphSpace.specs {key: StageSpec}, a cost-source recipe (or its string form, or a CostSource object)
-        --connect, check resources--> a Ray pool, started only when a worker is needed
+        --connect, check resources--> a Ray pool (``open_ray_pool``), started only when a worker is needed;
+          a GraphSpace's SpecTable goes to the workers once, and batches then carry keys only
         --profile_stages: device probe, table hits (same software), pool.measure, chunked appends-->
         --> {key: Measurement} for every key, ProfileReport
 
@@ -20,11 +21,12 @@ from ..costs.factory import CostArg, SourceRecipe, resolve_cost
 from ..costs.measurement import DeviceInfo, Measurement, MeasureSettings
 from ..profile.stages import (DeviceMismatchError, OnResult, PoolStats, ProfileOptions, ProfileReport,
                               profile_stages)
+from ..space.enumerate import SpecTable
 from ..space.stage import StageSpec
 from .cluster import check_resources, connect
-from .profiler_pool import ProfilerPool
+from .profiler_pool import PoolOptions, ProfilerPool
 
-__all__ = ["DeviceMismatchError", "RayPoolOptions", "profile_graph_space"]
+__all__ = ["DeviceMismatchError", "RayPoolOptions", "RayStagePool", "open_ray_pool", "profile_graph_space"]
 
 
 @dataclass(frozen=True)
@@ -51,24 +53,33 @@ class RayPoolOptions:
             raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
 
 
-class _RayPool:
+class RayStagePool:
     """A ``ProfilerPool`` as ``profile_stages`` sees it, started only when a worker is needed: a recipe
     whose device is the same in every process (the analytic model) is probed here, so a run that finds
-    every stage in the table starts no actor."""
+    every stage in the table starts no actor. One pool serves any number of ``profile_stages`` calls (the
+    lazy DP's rounds); given a catalog (a ``GraphSpace``'s ``SpecTable``) its batches travel as keys.
+    Use ``open_ray_pool``; ``shutdown`` (or ``with``) stops the actors it started.
+    """
 
-    def __init__(self, recipe: SourceRecipe, options: RayPoolOptions, pool: Optional[ProfilerPool] = None):
+    def __init__(self, recipe: SourceRecipe, options: RayPoolOptions, pool: Optional[ProfilerPool] = None,
+                 catalog: Optional[Mapping[str, StageSpec]] = None):
         self._recipe = recipe
         self._options = options
         self._pool = pool
         self._own = pool is None
+        self._catalog = catalog
         self.dtype = recipe.dtype
         self.num_workers = pool.num_workers if pool is not None else options.num_workers
+        if pool is not None and catalog is not None:
+            pool.use_catalog(catalog)
 
     def _started(self) -> ProfilerPool:
         if self._pool is None:
             o = self._options
-            self._pool = ProfilerPool(o.num_workers, self._recipe, cpus_per_worker=o.cpus_per_worker,
-                                      max_retries=o.max_retries, task_timeout_s=o.task_timeout_s)
+            self._pool = ProfilerPool(o.num_workers, self._recipe, PoolOptions(
+                cpus_per_worker=o.cpus_per_worker, max_retries=o.max_retries, task_timeout_s=o.task_timeout_s))
+            if self._catalog is not None:
+                self._pool.use_catalog(self._catalog)
         return self._pool
 
     def device(self) -> DeviceInfo:
@@ -81,10 +92,17 @@ class _RayPool:
                 on_result: Optional[OnResult] = None) -> Tuple[Dict[str, Measurement], PoolStats]:
         return self._started().measure(specs, batch_size, settings, on_result=on_result)
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
         """Shut the pool down if this object started it (a pool passed in keeps running)."""
         if self._own and self._pool is not None:
             self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "RayStagePool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
 
 
 def _specs_of(space: Any) -> Mapping[str, StageSpec]:
@@ -95,13 +113,38 @@ def _specs_of(space: Any) -> Mapping[str, StageSpec]:
     return specs
 
 
+def open_ray_pool(source: CostArg, workers: Union[int, RayPoolOptions], space: Any = None,
+                  pool: Optional[ProfilerPool] = None) -> RayStagePool:
+    """A Ray pool for ``profile_stages`` (connects to Ray; actors start when first needed).
+
+    Args:
+        source: a cost-source recipe, its string form or a picklable ``CostSource`` object.
+        workers: the number of actors, or ``RayPoolOptions`` (only ``address`` counts when ``pool`` is given).
+        space: the ``GraphSpace`` to be profiled, if any: its ``SpecTable`` goes to the workers once and
+            batches of its keys travel as keys.
+        pool: an already started pool of this source's actors to use (kept running on ``shutdown``).
+    Returns:
+        A ``RayStagePool``; shut it down when done.
+    Raises:
+        InsufficientResourcesError: when waiting for an autoscaler, the cluster never grew enough.
+    """
+    recipe = resolve_cost(source)
+    ray_options = workers if isinstance(workers, RayPoolOptions) else RayPoolOptions(int(workers))
+    connect(ray_options.address)
+    if pool is None and ray_options.wait_for_autoscaler:
+        check_resources(ray_options.num_workers, recipe.resources(ray_options.cpus_per_worker),
+                        wait_for_autoscaler=True)
+    specs = getattr(space, "specs", None)
+    return RayStagePool(recipe, ray_options, pool, specs if isinstance(specs, SpecTable) else None)
+
+
 def profile_graph_space(space: Any, source: CostArg, workers: Union[int, RayPoolOptions], table=None,
                         options: ProfileOptions = ProfileOptions(), pool: Optional[ProfilerPool] = None
                         ) -> Tuple[Dict[str, Measurement], ProfileReport]:
     """Measure every distinct stage of ``space`` once, on Ray actors, reusing the cost table.
 
     Args:
-        space: a ``GraphSpace`` (its ``specs``) or a mapping key -> StageSpec.
+        space: a ``GraphSpace`` (its ``specs``: then batches travel as keys) or a mapping key -> StageSpec.
         source: a cost-source recipe, its string form (``"cpu"``, ``"gpu-tf32"``, ``"analytic:V100"``) or
             a picklable ``CostSource`` object; each actor builds (or unpickles) its own.
         workers: the number of actors, or ``RayPoolOptions`` (ignored but for ``address`` when ``pool``
@@ -120,14 +163,5 @@ def profile_graph_space(space: Any, source: CostArg, workers: Union[int, RayPool
         WorkerStartError, WorkersExhaustedError: see ``ProfilerPool``.
     """
     specs = _specs_of(space)
-    recipe = resolve_cost(source)
-    ray_options = workers if isinstance(workers, RayPoolOptions) else RayPoolOptions(int(workers))
-    connect(ray_options.address)
-    if pool is None and ray_options.wait_for_autoscaler:
-        check_resources(ray_options.num_workers, recipe.resources(ray_options.cpus_per_worker),
-                        wait_for_autoscaler=True)
-    ray_pool = _RayPool(recipe, ray_options, pool)
-    try:
+    with open_ray_pool(source, workers, space, pool) as ray_pool:
         return profile_stages(specs, ray_pool, table, options)
-    finally:
-        ray_pool.close()

@@ -1,11 +1,15 @@
-"""A pool of Ray actors that measure stage specs, balanced by estimated cost and robust to worker death.
+"""A pool of Ray actors that measure stage specs, in batches, robust to worker death.
 
 Data flow::
 
-    {key: StageSpec}  --estimate_cost, longest first-->  batches (heavy specs alone, light ones grouped)
-        --> idle actor pulls the next batch (each actor holds at most ``inflight_per_worker`` batches)
-        --> ProfileWorker.measure (in the actor: its own cost source, built from the recipe)
-        --> [Measurement] streamed to ``on_result`` as each batch lands --> {key: Measurement}, PoolReport
+    {key: StageSpec}  --heaviest first (estimate_cost), or as given for a catalog's keys-->  keys to send
+        --> an idle actor pulls the next batch, cut when it is sent: 1/(2 x workers) of what is left
+            (guided self-scheduling: big batches first, small ones last; each actor holds at most
+            ``inflight_per_worker`` batches)
+        --> ProfileWorker.measure (specs pickled per batch) or .measure_keys (keys only: the actor builds the
+            specs from a catalog it fetched once, ``use_catalog``), in the actor: its own cost source
+        --> [Measurement] per batch: whatever is ready is fetched in one call and handed to ``on_result``
+        --> {key: Measurement}, PoolReport (with the driver's own CPU time)
 
 Failure handling (as Alpa's profiling workers, with bounds): when an actor dies
 (``RayActorError``/``ActorDiedError``/``WorkerCrashedError``, or a batch over ``task_timeout_s``, whose
@@ -26,8 +30,9 @@ import collections
 import logging
 import math
 import time
+import weakref
 from dataclasses import dataclass, replace
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -124,12 +129,15 @@ def make_batches(costs: Mapping[str, float], num_workers: int, *, max_batch: int
 class ProfileWorker:
     """Measures batches of stage specs with a cost source built in its own process.
 
-    A plain class: ``ProfilerPool`` makes it a Ray actor; tests may also use it directly.
+    A plain class: ``ProfilerPool`` makes it a Ray actor; tests may also use it directly. A batch comes
+    either as specs (``measure``) or as keys of a catalog the worker was given once (``use_catalog``,
+    then ``measure_keys``): then the worker builds the specs itself and the driver pickles none.
     """
 
     def __init__(self, source: SourceRecipe, worker_id: str):
         self._source = source.build()
         self._worker_id = worker_id
+        self._catalog: Mapping[str, StageSpec] = {}
 
     def device(self) -> DeviceInfo:
         return self._source.device()
@@ -154,6 +162,19 @@ class ProfileWorker:
             out.append(replace(m, worker=self._worker_id))
         return out
 
+    def use_catalog(self, catalog: Mapping[str, StageSpec]) -> None:
+        """Keep ``catalog`` (key -> spec; Ray passes it from the object store) for ``measure_keys``."""
+        self._catalog = catalog
+
+    def measure_keys(self, keys: Sequence[str], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
+        """``measure`` of the catalog's specs of ``keys``.
+
+        Raises:
+            KeyError: a key is not in the catalog (none was given, or another one).
+        """
+        specs = self._catalog
+        return self.measure([specs[k] for k in keys], batch_size, settings)
+
     def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> Optional[List[float]]:
         """Per-repeat ms of the whole scheduled graph (``optimize``'s final check); None when the cost
         source cannot time a whole graph (it has no ``measure_graph``)."""
@@ -174,6 +195,48 @@ class PoolReport:
     errors: int                         # measurements carrying an error (any kind)
     wall_s: float
     died_specs: Tuple[str, ...] = ()    # keys given up on as ErrorKind.WORKER_DIED
+    driver_cpu_s: float = 0.0           # the driver's own CPU time in this call (process time)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """How a ``ProfilerPool`` reserves, batches and retries.
+
+    Args:
+        cpus_per_worker: CPUs each actor reserves (GPU recipes also reserve one GPU).
+        max_retries: times a spec may be lost to a dying worker and tried again.
+        max_worker_restarts: actor replacements allowed per ``measure`` call (default ``2 * num_workers + 4``).
+        max_batch: most specs per batch.
+        min_batch: fewest specs per batch while every worker can still get that many.
+        batches_per_worker: a batch takes ``1 / (batches_per_worker x live workers)`` of the specs left
+            (guided self-scheduling: big batches first, small ones at the end).
+        inflight_per_worker: batches queued on one actor at a time (2 hides the round trip).
+        task_timeout_s: a batch running longer is treated as a hung worker: the actor is killed.
+    Raises:
+        ValueError: a value out of range (named).
+    """
+    cpus_per_worker: float = 1.0
+    max_retries: int = 2
+    max_worker_restarts: Optional[int] = None
+    max_batch: int = 256
+    min_batch: int = 8
+    batches_per_worker: int = 2
+    inflight_per_worker: int = 2
+    task_timeout_s: Optional[float] = None
+
+    def __post_init__(self):
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.inflight_per_worker < 1:
+            raise ValueError(f"inflight_per_worker must be >= 1, got {self.inflight_per_worker}")
+        if not 1 <= self.min_batch <= self.max_batch or self.batches_per_worker < 1:
+            raise ValueError(f"need 1 <= min_batch <= max_batch and batches_per_worker >= 1; got min_batch="
+                             f"{self.min_batch}, max_batch={self.max_batch}, "
+                             f"batches_per_worker={self.batches_per_worker}")
+        if self.task_timeout_s is not None and self.task_timeout_s <= 0:
+            raise ValueError(f"task_timeout_s must be positive, got {self.task_timeout_s}")
+        if self.max_worker_restarts is not None and self.max_worker_restarts < 0:
+            raise ValueError(f"max_worker_restarts must be >= 0 or None, got {self.max_worker_restarts}")
 
 
 class ProfilerPool:
@@ -181,16 +244,13 @@ class ProfilerPool:
 
     Example::
 
-        with ProfilerPool(4, "cpu") as pool:
+        with ProfilerPool(4, "cpu", PoolOptions(task_timeout_s=600)) as pool:
             results, report = pool.measure(specs_by_key, batch_size=1, settings=MeasureSettings(),
                                            on_result=lambda ms: table_buffer.extend(ms))
     """
 
-    def __init__(self, num_workers: int, source: CostArg, *, cpus_per_worker: float = 1.0,
-                 max_retries: int = 2, max_worker_restarts: Optional[int] = None, max_batch: int = 8,
-                 batches_per_worker: int = 4, inflight_per_worker: int = 2,
-                 task_timeout_s: Optional[float] = None, check: bool = True,
-                 cost_estimate: Callable[[StageSpec], float] = estimate_cost):
+    def __init__(self, num_workers: int, source: CostArg, options: PoolOptions = PoolOptions(), *,
+                 check: bool = True, cost_estimate: Optional[Callable[[StageSpec], float]] = estimate_cost):
         """A pool of ``num_workers`` actors (Ray must be connected: see ``cluster.connect``).
 
         The first actor starts at once; the others when ``measure``, ``devices`` or ``actor_handles``
@@ -200,16 +260,10 @@ class ProfilerPool:
             num_workers: actors to start.
             source: the cost-source recipe each actor builds its source from, its string form, or a
                 picklable CostSource object (see ``costs.factory.resolve_cost``).
-            cpus_per_worker: CPUs each actor reserves (GPU recipes also reserve one GPU).
-            max_retries: times a spec may be lost to a dying worker and tried again.
-            max_worker_restarts: actor replacements allowed per ``measure`` call
-                (default ``2 * num_workers + 4``).
-            max_batch: most specs per batch.
-            batches_per_worker: how finely the total estimated work is cut.
-            inflight_per_worker: batches queued on one actor at a time (2 hides the round trip).
-            task_timeout_s: a batch running longer is treated as a hung worker: the actor is killed.
+            options: reservations, batching, retries and timeouts (``PoolOptions``).
             check: check the cluster's resources first (raises InsufficientResourcesError).
-            cost_estimate: relative cost of a spec, for ordering and batching.
+            cost_estimate: relative cost of a spec: specs shipped as specs go heaviest first (None: in the
+                order given); keys of a catalog (``use_catalog``) always go in the order given.
 
         Raises:
             ValueError: a bad argument.
@@ -217,24 +271,21 @@ class ProfilerPool:
         """
         if num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {num_workers}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if inflight_per_worker < 1:
-            raise ValueError(f"inflight_per_worker must be >= 1, got {inflight_per_worker}")
-        if task_timeout_s is not None and task_timeout_s <= 0:
-            raise ValueError(f"task_timeout_s must be positive, got {task_timeout_s}")
         self._source = resolve_cost(source)  # the recipe each actor builds its own cost source from
         self._num_workers = num_workers
-        need = self._source.resources(cpus_per_worker)
+        o = options
+        need = self._source.resources(o.cpus_per_worker)
         self._resources: WorkerResources = check_resources(num_workers, need) if check else need
-        self._options = _RunOptions(max_retries, max_batch, batches_per_worker, inflight_per_worker,
-                                    task_timeout_s, cost_estimate)
+        self._options = _RunOptions(o.max_retries, _BatchPlan(o.min_batch, o.max_batch, o.batches_per_worker),
+                                    o.inflight_per_worker, o.task_timeout_s, cost_estimate)
+        self._catalog: Optional[Tuple[Mapping[str, StageSpec], "ray.ObjectRef"]] = None
+        self._catalog_on: "weakref.WeakKeyDictionary[Slot, ray.ObjectRef]" = weakref.WeakKeyDictionary()
         actor_cls = ray.remote(ProfileWorker).options(
             num_cpus=self._resources.num_cpus, num_gpus=self._resources.num_gpus, max_restarts=0,
             max_task_retries=0)
         self._slots = ActorSlots(actor_cls, (self._source,), num_workers, prefix="w", ready_method="ready",
-                                 max_restarts=2 * num_workers + 4 if max_worker_restarts is None
-                                 else max_worker_restarts)
+                                 max_restarts=2 * num_workers + 4 if o.max_worker_restarts is None
+                                 else o.max_worker_restarts)
         # One actor now (enough for the device probe, which may find everything cached); the rest start
         # when there is something to measure.
         self._slots.start(1)
@@ -258,6 +309,18 @@ class ProfilerPool:
         """Handles of the live actors, all started (e.g. to kill one in a fault-injection test)."""
         self._slots.start()
         return [s.handle for s in self._slots.live()]
+
+    def use_catalog(self, specs: Mapping[str, StageSpec]) -> None:
+        """Put ``specs`` into the object store once; later batches of its keys travel as keys.
+
+        Each worker fetches the mapping once and builds its specs itself, so the driver neither builds
+        nor pickles a spec per stage. Meant for a ``GraphSpace``'s ``specs`` (a ``SpecTable``: small,
+        picklable, specs rebuilt on demand).
+
+        Args:
+            specs: a picklable mapping key -> StageSpec.
+        """
+        self._catalog = (specs, ray.put(specs))
 
     # ----- probing --------------------------------------------------------------------------------
     def device(self, timeout_s: float = 600.0) -> DeviceInfo:
@@ -294,7 +357,8 @@ class ProfilerPool:
         """Measure every spec once across the pool.
 
         Args:
-            specs: the stages to measure, by key (``spec.key``).
+            specs: the stages to measure, by key (``spec.key``); when every key is in the catalog
+                (``use_catalog``) only the keys travel and the specs here are never built.
             batch_size: the batch size to measure at.
             settings: warm-up / number / repeat.
             on_result: called in this thread with each batch's measurements as they arrive (e.g. to
@@ -309,7 +373,14 @@ class ProfilerPool:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        return _Run(self._slots, self._options, dict(specs), batch_size, settings, on_result).run()
+        keys = list(specs)
+        catalog = None
+        if self._catalog is not None and all(k in self._catalog[0] for k in keys):
+            catalog = self._catalog[1]
+        else:
+            specs = dict(specs)
+        work = _Work(specs, keys, catalog, batch_size, settings)
+        return _Run(self._slots, self._options, work, on_result, self._catalog_on).run()
 
 
 def _raise_if_init_failed(exc: Exception) -> None:
@@ -318,29 +389,55 @@ def _raise_if_init_failed(exc: Exception) -> None:
 
 
 @dataclass(frozen=True)
+class _BatchPlan:
+    """How batches are cut (guided self-scheduling): each takes ``1 / (share x live workers)`` of the specs
+    left, within ``[min_batch, max_batch]`` -- but no more than an even split when few are left, so a small
+    round still spreads over the workers."""
+    min_batch: int
+    max_batch: int
+    share: int
+
+    def size(self, left: int, workers: int) -> int:
+        guided = -(-left // (self.share * workers))
+        even = -(-left // workers)
+        return max(1, min(self.max_batch, max(guided, min(self.min_batch, even))))
+
+
+@dataclass(frozen=True)
 class _RunOptions:
     """The pool's settings a ``measure`` call runs with (checked by ``ProfilerPool.__init__``)."""
     max_retries: int
-    max_batch: int
-    batches_per_worker: int
+    plan: _BatchPlan
     depth: int                          # batches in flight per actor
     timeout_s: Optional[float]          # a batch running longer: the actor is killed
-    estimate: Callable[[StageSpec], float]
+    estimate: Optional[Callable[[StageSpec], float]]
+
+
+@dataclass(frozen=True)
+class _Work:
+    """What one ``measure`` call measures: the specs by key, the keys in the order given, and the catalog's
+    object ref when the specs travel as keys."""
+    specs: Mapping[str, StageSpec]
+    keys: List[str]
+    catalog: Optional["ray.ObjectRef"]
+    batch_size: int
+    settings: MeasureSettings
 
 
 class _Run:
     """State of one ``measure`` call: the queue, what is in flight on which actor, and the counters.
 
     The actors themselves (starting, naming, replacing, the restart budget) belong to ``ActorSlots``.
+    Per batch, not per stage: the driver submits one task, waits for whatever is ready at once, and hands
+    each batch's measurements to ``on_result`` in one call.
     """
 
-    def __init__(self, slots: ActorSlots, options: _RunOptions, specs: Dict[str, StageSpec], batch_size: int,
-                 settings: MeasureSettings, on_result):
+    def __init__(self, slots: ActorSlots, options: _RunOptions, work: _Work, on_result,
+                 catalog_on: MutableMapping[Slot, "ray.ObjectRef"]):
         self.slots = slots
+        self.catalog_on = catalog_on   # the catalog each actor was given (kept across calls)
         self.options = options
-        self.specs = specs
-        self.batch_size = batch_size
-        self.settings = settings
+        self.work = work
         self.on_result = on_result
         self.results: Dict[str, Measurement] = {}
         self.losses: Dict[str, int] = collections.Counter()
@@ -350,69 +447,89 @@ class _Run:
         self.inflight: Dict[Slot, Deque[Tuple["ray.ObjectRef", List[str], bool]]] = \
             collections.defaultdict(collections.deque)
         self.busy_since: Dict[Slot, float] = {}
-        self.queue: Deque[List[str]] = collections.deque()
+        self.order: Deque[str] = collections.deque()       # keys not yet batched, in dispatch order
+        self.queue: Deque[List[str]] = collections.deque()  # batches to send before cutting new ones
         self.suspects: Deque[str] = collections.deque()   # keys held by an actor that died: run alone
         self.batches = self.retries = self.deaths = 0
         self.died: List[str] = []
 
     def run(self) -> Tuple[Dict[str, Measurement], PoolReport]:
-        start = time.perf_counter()
-        slots, opts = self.slots, self.options
+        start, cpu0 = time.perf_counter(), time.process_time()
+        slots, opts, work = self.slots, self.options, self.work
         slots.reset_budget()
-        if self.specs:
+        if work.keys:
             slots.start()
         for slot in slots:  # actors lost in an earlier call come back first
             if not slot.alive:
                 slots.replace(slot, "lost in an earlier call")
-        if self.specs:
-            costs = {k: opts.estimate(s) for k, s in self.specs.items()}
-            live = len(slots.live()) or slots.size
-            self.queue.extend(make_batches(costs, live, max_batch=opts.max_batch,
-                                           batches_per_worker=opts.batches_per_worker))
+        if work.catalog is None and opts.estimate is not None and len(work.keys) > 1:
+            cost = {k: opts.estimate(work.specs[k]) for k in work.keys}
+            self.order.extend(sorted(work.keys, key=lambda k: (-cost[k], k)))   # heaviest first
+        else:
+            self.order.extend(work.keys)
         self._fill()
         poll = None if opts.timeout_s is None else min(1.0, opts.timeout_s / 4)
         last_check = time.monotonic()
         while self.where:
-            ready, _ = ray.wait(list(self.where), num_returns=1, timeout=poll)
+            pending = list(self.where)
+            first, _ = ray.wait(pending, num_returns=1, timeout=poll)
             if poll is not None and time.monotonic() - last_check >= poll:
                 self._check_timeouts()   # also while other workers keep returning results
                 last_check = time.monotonic()
-            for ref in ready:
-                slot = self.where.get(ref)
-                if slot is not None:  # else: dropped with its dead actor meanwhile
-                    self._collect(ref, slot)
+            if first:   # everything else already done too, in one call
+                ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+                self._collect_all([r for r in ready if r in self.where])
             self._fill()
-        if self.queue or self.suspects:
+        if self.order or self.queue or self.suspects:
+            left = len(self.order) + sum(len(b) for b in self.queue) + len(self.suspects)
             raise WorkersExhaustedError(
                 f"all profiling workers died and the restart budget ({slots.max_restarts}) is spent; "
-                f"{sum(len(b) for b in self.queue) + len(self.suspects)} stages were not measured")
+                f"{left} stages were not measured")
         per_worker = collections.Counter(m.worker for m in self.results.values() if m.worker)
-        report = PoolReport(num_specs=len(self.specs), num_workers=slots.size, per_worker=dict(per_worker),
+        report = PoolReport(num_specs=len(work.keys), num_workers=slots.size, per_worker=dict(per_worker),
                             batches=self.batches, retries=self.retries, worker_deaths=self.deaths,
                             restarts=slots.restarts,
                             errors=sum(m.error is not ErrorKind.NONE for m in self.results.values()),
-                            wall_s=time.perf_counter() - start, died_specs=tuple(self.died))
+                            wall_s=time.perf_counter() - start, died_specs=tuple(self.died),
+                            driver_cpu_s=time.process_time() - cpu0)
         return self.results, report
 
     # ----- dispatch -------------------------------------------------------------------------------
+    def _next_batch(self, workers: int) -> List[str]:
+        if self.queue:
+            return self.queue.popleft()
+        order = self.order
+        n = self.options.plan.size(len(order), workers)
+        return [order.popleft() for _ in range(n)]
+
     def _fill(self) -> None:
         """Top every live actor up to its in-flight depth: idle actors pull the next batch. A suspect
         goes only to an actor with nothing in flight, and nothing is queued behind it."""
+        live = self.slots.live()
         progress = True
-        while (self.queue or self.suspects) and progress:
+        while (self.order or self.queue or self.suspects) and progress:
             progress = False
-            for slot in sorted(self.slots.live(), key=lambda s: len(self.inflight[s])):
+            for slot in sorted(live, key=lambda s: len(self.inflight[s])):
+                if not slot.alive:
+                    continue
                 inflight = self.inflight[slot]
                 if self.suspects and not inflight:
                     self._submit(slot, [self.suspects.popleft()], suspect=True)
                     progress = True
-                elif (self.queue and len(inflight) < self.options.depth
+                elif ((self.order or self.queue) and len(inflight) < self.options.depth
                       and not any(sus for _, _, sus in inflight)):
-                    self._submit(slot, self.queue.popleft())
+                    self._submit(slot, self._next_batch(len(live)))
                     progress = True
 
     def _submit(self, slot: Slot, batch: List[str], suspect: bool = False) -> None:
-        ref = slot.handle.measure.remote([self.specs[k] for k in batch], self.batch_size, self.settings)
+        work = self.work
+        if work.catalog is not None:
+            if self.catalog_on.get(slot) is not work.catalog:   # an actor runs its tasks in order: this first
+                slot.handle.use_catalog.remote(work.catalog)
+                self.catalog_on[slot] = work.catalog
+            ref = slot.handle.measure_keys.remote(batch, work.batch_size, work.settings)
+        else:
+            ref = slot.handle.measure.remote([work.specs[k] for k in batch], work.batch_size, work.settings)
         inflight = self.inflight[slot]
         if not inflight:
             self.busy_since[slot] = time.monotonic()
@@ -432,6 +549,23 @@ class _Run:
         raise KeyError(ref)
 
     # ----- results --------------------------------------------------------------------------------
+    def _collect_all(self, refs: List["ray.ObjectRef"]) -> None:
+        """Results of finished batches: fetched in one call; on any failure, batch by batch."""
+        try:
+            batches = ray.get(refs)
+        except (*WORKER_LOST_ERRORS, RayTaskError):
+            for ref in refs:
+                slot = self.where.get(ref)
+                if slot is not None:  # else: dropped with its dead actor meanwhile
+                    self._collect(ref, slot)
+            return
+        for ref, measurements in zip(refs, batches):
+            slot = self.where.get(ref)
+            if slot is not None:
+                self._pop(slot, ref)
+                self.batches += 1
+                self._deliver(measurements)
+
     def _collect(self, ref, slot: Slot) -> None:
         try:
             measurements = ray.get(ref)

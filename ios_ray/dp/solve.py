@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Mapping, Tuple
+from typing import Iterator, List, Mapping, Tuple
 
 import numpy as np
 
@@ -65,12 +65,7 @@ def solve(space: GraphSpace, cost: Mapping[str, float]) -> Solution:
     missing = [k for k in space.specs if k not in cost]
     if missing:
         raise MissingCostError(missing, len(space.specs))
-    key_cost = {}
-    for k in space.specs:
-        c = float(cost[k])
-        if math.isnan(c) or c < 0:
-            raise ValueError(f"stage {k}: cost {c} is not a non-negative number (use math.inf to forbid it)")
-        key_cost[k] = c
+    key_cost = {k: checked_cost(k, cost[k]) for k in space.specs}
     block_stages = []
     block_latency = []
     for parts in space.blocks:
@@ -85,9 +80,33 @@ def solve(space: GraphSpace, cost: Mapping[str, float]) -> Solution:
     return Solution(tuple(block_stages), tuple(block_latency), float(sum(block_latency)))
 
 
+def checked_cost(key: str, value: float) -> float:
+    """``value`` as a float.
+
+    Raises:
+        ValueError: it is NaN or negative (naming the stage ``key``).
+    """
+    c = float(value)
+    if math.isnan(c) or c < 0:
+        raise ValueError(f"stage {key}: cost {c} is not a non-negative number (use math.inf to forbid it)")
+    return c
+
+
 def solve_part(part: PartSpace, stage_cost: List[float]) -> Tuple[float, List[Stage]]:
     """Optimal cost and stage list of one part; ``stage_cost[i]`` is the cost of stage id ``i``."""
     sc = np.asarray(stage_cost, dtype=np.float64)
+    best = part_best(part, sc)
+    ids = part_path(part, sc, best)
+    return float(best[-1]), part_stages(part, ids)
+
+
+def part_best(part: PartSpace, sc: np.ndarray) -> np.ndarray:
+    """``best[i]``: the least total cost of running the operators of ``part.states[i]`` (see below).
+
+    Args:
+        part: the part's DP graph.
+        sc: float64 cost per stage id of the part.
+    """
     n = part.num_states
     offsets, nxt, sid = part.offsets, part.next_index, part.stage_index
     # best[i]: least total latency of running the operators of states[i] (the ones not yet
@@ -96,21 +115,39 @@ def solve_part(part: PartSpace, stage_cost: List[float]) -> Tuple[float, List[St
     # A transition leads to a smaller state, so solving level by level (state size) is in order.
     best = np.full(n, np.inf)
     best[0] = 0.0
-    levels = part.level_offsets
-    for size in range(1, len(levels) - 1):
-        a, b = levels[size], levels[size + 1]
-        if a == b:
-            continue
-        lo, hi = int(offsets[a]), int(offsets[b])
+    for a, b, lo, hi in part_levels(part):
         vals = best[nxt[lo:hi]] + sc[sid[lo:hi]]
         best[a:b] = np.minimum.reduceat(vals, offsets[a:b] - lo)
+    return best
+
+
+def part_levels(part: PartSpace) -> Iterator[Tuple[int, int, int, int]]:
+    """``(a, b, lo, hi)`` per state size, smallest first (the empty state left out): states ``a..b-1`` have
+    that size and their transitions are ``lo..hi-1``. A transition leads to a smaller state, so a DP over
+    the states solved in this order finds every next state already solved."""
+    offsets, levels = part.offsets, part.level_offsets
+    for size in range(1, len(levels) - 1):
+        a, b = int(levels[size]), int(levels[size + 1])
+        if a < b:
+            yield a, b, int(offsets[a]), int(offsets[b])
+
+
+def part_path(part: PartSpace, sc: np.ndarray, best: np.ndarray) -> List[int]:
+    """Stage ids of the optimal schedule ``best`` (from ``part_best(part, sc)``) describes, first stage first;
+    at each state the first transition achieving the minimum.
+
+    Raises:
+        NoFeasibleScheduleError: every schedule of the part has infinite cost.
+    """
+    n = part.num_states
+    offsets, nxt, sid = part.offsets, part.next_index, part.stage_index
     full = n - 1
     if not math.isfinite(best[full]):
         stuck = next(i for i in range(n) if not math.isfinite(best[i]))
         raise NoFeasibleScheduleError(
             f"block {part.block_index} part {part.part_index}: no schedule of finite cost; e.g. every stage "
             f"that can run last among {list(part.names_of(part.states[stuck]))} has infinite cost")
-    stages: List[Stage] = []
+    ids: List[int] = []
     i = full
     while i != 0:
         lo, hi = int(offsets[i]), int(offsets[i + 1])
@@ -121,8 +158,16 @@ def solve_part(part: PartSpace, stage_cost: List[float]) -> Tuple[float, List[St
                 break
         else:  # pragma: no cover - the minimum was computed from these very sums
             raise AssertionError("DP reconstruction found no optimal transition")
+        ids.append(t)
+        i = j
+    ids.reverse()
+    return ids
+
+
+def part_stages(part: PartSpace, stage_ids: List[int]) -> List[Stage]:
+    """The ``Stage`` records (node names) of a part's stage ids."""
+    stages = []
+    for t in stage_ids:
         cand = part.stage(t)
         stages.append(Stage(cand.groups, cand.strategy))
-        i = j
-    stages.reverse()
-    return float(best[full]), stages
+    return stages

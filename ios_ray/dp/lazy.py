@@ -1,0 +1,390 @@
+"""Lazy profiling: the DP's optimum measuring only the stages that can be on an optimal path (pure).
+
+Data flow::
+
+    GraphSpace, known costs (e.g. cost-table hits), measure(keys) -> {key: cost}
+      singles: every operator alone (the one-op stage of each node) is measured first
+      bounds:  every other stage gets a lower bound from those (a ``StageBound``; ``OpSumBound`` by default)
+      round:   each part is solved on (known costs, bounds elsewhere); the unknown stages on every part's
+               optimal path (and on its next best paths, ``paths_per_part``) are measured in one batch;
+               the parts holding a newly measured stage are solved again
+      until:   every part's optimal path uses known stages only  ->  LazyResult(Solution, costs, LazyReport)
+
+Why the result is exact: let ``C`` be the true costs and ``L`` the costs of the final round's DP, with
+``L(t) = C(t)`` for every known stage and ``L(t) <= C(t)`` for the others (the bounds hold). The final path
+``P*`` minimises ``L`` and uses known stages only, so ``L(P*) = C(P*)``; for any schedule ``P``,
+``C(P) >= L(P) >= L(P*) = C(P*)``: ``P*`` is optimal for ``C``. Parts are independent (their costs add),
+so this holds part by part. Termination: every round measures at least one stage that was unknown (or
+the loop has ended), and there are finitely many: at worst every stage gets measured, i.e. exhaustive
+profiling. If a bound is violated (a stage measures below its bound) the loop still ends with a schedule of
+measured stages only, which may then not be optimal; ``LazyReport.violations`` counts such stages.
+
+The schedule does not depend on how ``measure`` spreads a batch over workers: a round's batch is fixed
+by the costs known before it, so any number of workers (with deterministic costs) gives the same rounds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+from ..graph.schedule import Strategy
+from ..space.enumerate import GraphSpace, PartSpace
+from .solve import Solution, checked_cost, part_best, part_levels, part_path, part_stages
+
+Measure = Callable[[List[str]], Mapping[str, float]]
+
+
+@dataclass(frozen=True, eq=False)
+class PartOps:
+    """The operators of every stage of one part, as flat arrays (what a bound reads).
+
+    Stage ``t``'s groups are ``group_ids[stage_offsets[t]:stage_offsets[t + 1]]`` (indices of the part's
+    distinct groups); group ``g``'s operators (bit positions) are
+    ``op_nodes[group_offsets[g]:group_offsets[g + 1]]``; ``merge[t]`` says stage ``t`` runs its one-conv
+    groups as one merged conv; ``single[i]`` is the stage id running node ``i`` alone.
+    """
+
+    stage_offsets: np.ndarray
+    group_ids: np.ndarray
+    group_offsets: np.ndarray
+    op_nodes: np.ndarray
+    merge: np.ndarray
+    single: np.ndarray
+
+    @staticmethod
+    def of(part: PartSpace) -> "PartOps":
+        """The arrays of ``part``'s stage table.
+
+        Raises:
+            ValueError: a node of the part has no one-op stage (it cannot be bounded).
+        """
+        group_index: Dict[int, int] = {}
+        group_offsets = [0]
+        op_nodes: List[int] = []
+        stage_offsets = [0]
+        group_ids: List[int] = []
+        single = [-1] * len(part.names)
+        for t, (groups, strategy) in enumerate(zip(part.stage_groups, part.stage_strategies)):
+            for g in groups:
+                gid = group_index.get(g)
+                if gid is None:
+                    gid = group_index[g] = len(group_offsets) - 1
+                    op_nodes.extend(i for i in range(g.bit_length()) if g >> i & 1)
+                    group_offsets.append(len(op_nodes))
+                group_ids.append(gid)
+            stage_offsets.append(len(group_ids))
+            if strategy is Strategy.PARALLEL and len(groups) == 1 and groups[0] & (groups[0] - 1) == 0:
+                single[groups[0].bit_length() - 1] = t
+        missing = [part.names[i] for i, t in enumerate(single) if t < 0]
+        if missing:
+            raise ValueError(f"block {part.block_index} part {part.part_index}: nodes {missing[:5]} have no "
+                             f"one-op stage to bound their stages from")
+        return PartOps(np.array(stage_offsets, dtype=np.int64), np.array(group_ids, dtype=np.int64),
+                       np.array(group_offsets, dtype=np.int64), np.array(op_nodes, dtype=np.int64),
+                       np.array([s is Strategy.MERGE for s in part.stage_strategies], dtype=bool),
+                       np.array(single, dtype=np.int64))
+
+
+class StageBound(Protocol):
+    """A lower bound of every stage of a part from its operators' one-op costs (the replaceable piece)."""
+
+    def __call__(self, ops: PartOps, op_cost: np.ndarray, min_op_cost: float) -> np.ndarray:
+        """Lower bounds of the part's stages.
+
+        Args:
+            ops: the part's stages as arrays.
+            op_cost: ``op_cost[i]``: the measured cost of node ``i`` alone (``inf`` when that failed).
+            min_op_cost: the smallest finite one-op cost of the whole graph (``inf`` if none).
+        Returns:
+            One finite, non-negative bound per stage id.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class OpSumBound:
+    """A parallel stage takes at least as long as its slowest group's operators run back to back, and a
+    merged conv at least ``merge_factor`` times its slowest member conv.
+
+    Each one-op cost holds the operator's own time plus a per-stage ``overhead`` (launch, synchronisation)
+    that a group of operators pays once, so a group takes at least ``overhead + sum(cost - overhead)``:
+
+        parallel stage >= max over groups of (overhead + sum over its ops of max(0, one-op cost - overhead))
+        merge stage    >= merge_factor x max over its member convs of their one-op cost
+
+    A larger ``overhead`` gives a weaker (safer) bound; 0 is "the slowest group back to back". By default
+    it is the smallest one-op cost of the graph: no stage costs less than the cheapest operator alone, so
+    that is the largest the overhead can be. An operator whose one-op measurement failed adds nothing.
+
+    Args:
+        overhead: the per-stage overhead in cost units (>= 0); None: the smallest one-op cost.
+        merge_factor: in (0, 1]; below 1 leaves room for a merged conv's kernel being faster per channel.
+    Raises:
+        ValueError: a parameter out of range.
+    """
+
+    overhead: Optional[float] = None
+    merge_factor: float = 0.9
+
+    def __post_init__(self):
+        if self.overhead is not None and not (self.overhead >= 0 and math.isfinite(self.overhead)):
+            raise ValueError(f"overhead must be a finite number >= 0 or None, got {self.overhead}")
+        if not 0 < self.merge_factor <= 1:
+            raise ValueError(f"merge_factor must be in (0, 1], got {self.merge_factor}")
+
+    def __call__(self, ops: PartOps, op_cost: np.ndarray, min_op_cost: float) -> np.ndarray:
+        if self.overhead is not None:
+            d = self.overhead
+        else:
+            d = min_op_cost if math.isfinite(min_op_cost) else 0.0
+        c = np.where(np.isfinite(op_cost), op_cost, 0.0)
+        starts = ops.group_offsets[:-1]
+        group_sum = d + np.add.reduceat(np.maximum(c - d, 0.0)[ops.op_nodes], starts)
+        group_max = np.maximum.reduceat(c[ops.op_nodes], starts)
+        stage_starts = ops.stage_offsets[:-1]
+        parallel = np.maximum.reduceat(group_sum[ops.group_ids], stage_starts)
+        merged = self.merge_factor * np.maximum.reduceat(group_max[ops.group_ids], stage_starts)
+        return np.where(ops.merge, merged, parallel)
+
+
+@dataclass(frozen=True)
+class LazyOptions:
+    """How the lazy DP bounds and batches.
+
+    Args:
+        bound: lower bounds of the unmeasured stages (``OpSumBound()`` by default).
+        paths_per_part: per round, measure the unknown stages of this many best paths of each unfinished
+            part (1: the optimal one only; more: bigger, fewer rounds, some stages measured needlessly).
+    Raises:
+        ValueError: ``paths_per_part`` < 1.
+    """
+
+    bound: StageBound = OpSumBound()
+    paths_per_part: int = 1
+
+    def __post_init__(self):
+        if self.paths_per_part < 1:
+            raise ValueError(f"paths_per_part must be at least 1, got {self.paths_per_part}")
+
+
+@dataclass(frozen=True)
+class LazyReport:
+    """What the lazy DP measured.
+
+    Attributes:
+        unique_stages: distinct stage keys of the space.
+        given: keys whose cost was given up front (e.g. cost-table hits).
+        measured: keys passed to ``measure`` (the one-op stages included).
+        rounds: measurement batches after the one-op stages.
+        batch_sizes: keys per ``measure`` call, the one-op batch first (0 if all were given).
+        violations: measured stages whose cost fell below their bound (the bound did not hold there).
+    """
+
+    unique_stages: int
+    given: int
+    measured: int
+    rounds: int
+    batch_sizes: Tuple[int, ...]
+    violations: int
+
+    @property
+    def known(self) -> int:
+        """Stages with a cost at the end."""
+        return self.given + self.measured
+
+    @property
+    def fraction(self) -> float:
+        """The share of the space's stages that got a cost (given or measured)."""
+        return self.known / self.unique_stages if self.unique_stages else 1.0
+
+
+@dataclass(frozen=True)
+class LazyResult:
+    solution: Solution
+    costs: Dict[str, float]      # every known cost: given and measured
+    report: LazyReport
+
+
+def lazy_solve(space: GraphSpace, measure: Measure, known: Optional[Mapping[str, float]] = None,
+               options: LazyOptions = LazyOptions()) -> LazyResult:
+    """The optimal schedule of every block, measuring stages only as the DP needs them.
+
+    Args:
+        space: from ``enumerate_graph`` (or assembled from shards).
+        measure: ``measure(keys) -> {key: cost}`` for a batch of stage keys (``math.inf``: the stage
+            failed); called once for the one-op stages, then once per round.
+        known: costs known up front (keys outside the space are ignored).
+        options: the bound and the paths measured per round.
+    Returns:
+        A ``LazyResult``: the ``Solution`` (its latencies are measured costs), every known cost, the report.
+    Raises:
+        ValueError: a cost is NaN or negative, ``measure`` left a key without a cost, or the bound
+            returned something other than one non-negative number per stage.
+        NoFeasibleScheduleError: a part has no schedule of finite cost.
+    """
+    return _LazyRun(space, measure, known or {}, options).run()
+
+
+def k_best_paths(part: PartSpace, sc: np.ndarray, k: int) -> List[Tuple[float, List[int]]]:
+    """The ``k`` cheapest schedules of a part (fewer if it has fewer of finite cost), cheapest first.
+
+    Args:
+        part: the part's DP graph.
+        sc: float64 cost per stage id.
+        k: how many.
+    Returns:
+        ``(cost, stage ids first stage first)`` per schedule.
+    """
+    n = part.num_states
+    offsets, nxt, sid = part.offsets, part.next_index, part.stage_index
+    # best[i, r]: the (r+1)-th least cost of running states[i]'s operators (as part_best's, over distinct
+    # paths); back[i, r]: the transition taken first from states[i] on that path and the rank of the rest
+    # of the path in its next state. Base: best[empty, 0] = 0. Recurrence: the k least of
+    # best[next, r'] + cost[t] over the transitions (t, next) of the state and r' < k.
+    best = np.full((n, k), np.inf)
+    best[0, 0] = 0.0
+    back_t = np.full((n, k), -1, dtype=np.int64)
+    back_r = np.zeros((n, k), dtype=np.int64)
+    for a, b, lo, hi in part_levels(part):
+        cand = (best[nxt[lo:hi]] + sc[sid[lo:hi]][:, None]).ravel()
+        state = np.repeat(np.arange(a, b), np.diff(offsets[a:b + 1]) * k)
+        order = np.lexsort((cand, state))
+        first = np.searchsorted(state[order], np.arange(a, b))
+        rank = np.arange(order.size) - first[state[order] - a]
+        keep = rank < k
+        chosen = order[keep]
+        rows, ranks = state[chosen], rank[keep]
+        best[rows, ranks] = cand[chosen]
+        back_t[rows, ranks] = lo + chosen // k
+        back_r[rows, ranks] = chosen % k
+    paths = []
+    for r in range(k):
+        if not math.isfinite(best[n - 1, r]):
+            break
+        ids, i, rr = [], n - 1, r
+        while i != 0:
+            t = int(back_t[i, rr])
+            ids.append(int(sid[t]))
+            i, rr = int(nxt[t]), int(back_r[i, rr])
+        ids.reverse()
+        paths.append((float(best[n - 1, r]), ids))
+    return paths
+
+
+class _LazyRun:
+    """The state of one ``lazy_solve``: costs by key index (NaN: unknown), bounds, each part's path."""
+
+    def __init__(self, space: GraphSpace, measure: Measure, known: Mapping[str, float], options: LazyOptions):
+        self.measure_fn = measure
+        self.options = options
+        self.blocks = space.blocks
+        self.keys: List[str] = list(space.specs)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.cost = np.full(len(self.keys), np.nan)     # NaN: not known yet
+        for key, value in known.items():
+            i = self.index.get(key)
+            if i is not None:
+                self.cost[i] = checked_cost(key, value)
+        self.given = int(np.count_nonzero(~np.isnan(self.cost)))
+        self.parts = [p for block in space.blocks for p in block]
+        self.key_index = [np.fromiter(map(self.index.__getitem__, p.stage_keys), np.int64, p.num_stages)
+                          for p in self.parts]
+        self.bound = np.zeros(len(self.keys))
+        self.paths: List[List[int]] = [[] for _ in self.parts]    # each part's optimal path (stage ids)
+        self.totals: List[float] = [0.0] * len(self.parts)        # and its cost
+        self.batch_sizes: List[int] = []
+        self.violations = 0
+
+    def run(self) -> LazyResult:
+        ops = [PartOps.of(p) for p in self.parts]
+        singles = [ki[o.single] for ki, o in zip(self.key_index, ops)]
+        self._measure(np.unique(np.concatenate(singles)) if singles else np.empty(0, np.int64))
+        self._bounds(ops, singles)
+        # A part none of whose stages got a cost in the last round keeps its path, which then uses known
+        # stages only (its unknown ones would have been measured in that round).
+        dirty: Sequence[int] = range(len(self.parts))
+        while True:
+            need: Dict[int, None] = {}    # key indices to measure, in a deterministic order
+            for i in dirty:
+                self._solve(i, need)
+            if not need:
+                break
+            new = np.fromiter(need, np.int64, len(need))
+            self._measure(new)
+            fresh = np.zeros(len(self.keys), dtype=bool)
+            fresh[new] = True
+            dirty = [i for i, ki in enumerate(self.key_index) if fresh[ki].any()]
+        return self._result()
+
+    def _costs(self, i: int) -> np.ndarray:
+        """Part ``i``'s stage costs for the DP: the known ones, else the bounds."""
+        ki = self.key_index[i]
+        c = self.cost[ki]
+        return np.where(np.isnan(c), self.bound[ki], c)
+
+    def _solve(self, i: int, need: Dict[int, None]) -> None:
+        """Part ``i``'s optimal path and cost; adds the unknown stages of it (and of its next best paths)
+        to ``need``."""
+        part, ki = self.parts[i], self.key_index[i]
+        sc = self._costs(i)
+        best = part_best(part, sc)
+        ids = self.paths[i] = part_path(part, sc, best)
+        self.totals[i] = float(best[-1])
+        unknown = [k for k in ki[ids].tolist() if math.isnan(self.cost[k])]
+        if unknown:
+            need.update(dict.fromkeys(unknown))
+            if self.options.paths_per_part > 1:
+                for _, more in k_best_paths(part, sc, self.options.paths_per_part):
+                    need.update(dict.fromkeys(k for k in ki[more].tolist() if math.isnan(self.cost[k])))
+
+    def _measure(self, key_index: np.ndarray) -> None:
+        todo = [int(k) for k in key_index if math.isnan(self.cost[k])]
+        self.batch_sizes.append(len(todo))
+        if not todo:
+            return
+        keys = [self.keys[k] for k in todo]
+        got = self.measure_fn(keys)
+        missing = [k for k in keys if k not in got]
+        if missing:
+            raise ValueError(f"measure returned no cost for {len(missing)} of the {len(keys)} stages asked "
+                             f"(e.g. {missing[:3]})")
+        for key, value in got.items():
+            i = self.index.get(key)
+            if i is not None and math.isnan(self.cost[i]):
+                self.cost[i] = checked_cost(key, value)
+        measured = self.cost[todo]
+        self.violations += int(np.count_nonzero(measured < self.bound[todo] * (1 - 1e-9)))
+
+    def _bounds(self, ops: Sequence[PartOps], singles: Sequence[np.ndarray]) -> None:
+        """Every key's bound: the largest its stage identities get (each is a valid lower bound)."""
+        single_costs = self.cost[np.concatenate(singles)] if singles else np.empty(0)
+        finite = single_costs[np.isfinite(single_costs)]
+        min_op = float(finite.min()) if finite.size else math.inf
+        for part, o, ki, si in zip(self.parts, ops, self.key_index, singles):
+            b = np.asarray(self.options.bound(o, self.cost[si], min_op), dtype=np.float64)
+            if b.shape != (part.num_stages,) or not np.all(np.isfinite(b) & (b >= 0)):
+                raise ValueError(f"the stage bound {self.options.bound!r} must return {part.num_stages} finite "
+                                 f"non-negative numbers for block {part.block_index} part {part.part_index}, "
+                                 f"got shape {b.shape}")
+            np.maximum.at(self.bound, ki, b)
+
+    def _result(self) -> LazyResult:
+        block_stages, block_latency = [], []
+        done = iter(zip(self.parts, self.paths, self.totals))
+        for block in self.blocks:
+            stages, total = [], 0.0
+            for _ in block:
+                part, ids, cost = next(done)
+                stages.extend(part_stages(part, ids))
+                total += cost
+            block_stages.append(tuple(stages))
+            block_latency.append(total)
+        solution = Solution(tuple(block_stages), tuple(block_latency), float(sum(block_latency)))
+        known = np.flatnonzero(~np.isnan(self.cost)).tolist()
+        costs = {self.keys[i]: float(self.cost[i]) for i in known}
+        report = LazyReport(len(self.keys), self.given, sum(self.batch_sizes), len(self.batch_sizes) - 1,
+                            tuple(self.batch_sizes), self.violations)
+        return LazyResult(solution, costs, report)

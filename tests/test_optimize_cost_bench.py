@@ -1,0 +1,40 @@
+"""benchmarks/optimize_cost.py end to end on analytic costs (no device): the rows the issue asks for, a warm
+re-run that measures nothing, rows of later runs added to the file, the copy under $OUT, the time budget."""
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import optimize_cost  # noqa: E402
+
+REQUIRED = {"model", "math", "r", "s", "device", "cold_s", "unique_stages", "measured_stages", "warm_s"}
+
+
+def test_rows_warm_rerun_merge_and_out_copy(tmp_path, monkeypatch, capsys):
+    out, copy = tmp_path / "optimize_cost.json", tmp_path / "device_out"
+    copy.mkdir()
+    monkeypatch.setenv("OUT", str(copy))
+    assert optimize_cost.main(["--cost", "analytic:H200", "--models", "squeezenet", "--compare",
+                               "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["math"]) for r in rows] == [("squeezenet", "fp32"), ("squeezenet", "tf32")]
+    for r in rows:
+        assert REQUIRED <= set(r) and (r["r"], r["s"]) == (3, 8) and r["device"] == "analytic:H200"
+        assert 0 < r["measured_stages"] < r["unique_stages"] and r["warm_measured"] == 0
+        assert r["same_schedule"] and r["exhaustive_measured"] == r["unique_stages"]
+    assert "squeezenet" in capsys.readouterr().out
+    # a later run of another model adds its rows; a re-run of the same row replaces it
+    assert optimize_cost.main(["--cost", "analytic:H200", "--models", "sample,squeezenet", "--math", "fp32",
+                               "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted((r["model"], r["math"]) for r in rows) == [("sample", "fp32"), ("squeezenet", "fp32"),
+                                                             ("squeezenet", "tf32")]
+    assert json.loads((copy / out.name).read_text()) == json.loads(out.read_text())
+
+
+def test_budget_stops_a_row_and_keeps_going(tmp_path):
+    out = tmp_path / "o.json"
+    assert optimize_cost.main(["--cost", "analytic:H200", "--models", "nasnet", "--math", "fp32",
+                               "--budget-s", "0.5", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["model"] == "nasnet" and row["timed_out"] and row["budget_s"] == 0.5 and row.get("warm_s") is None
