@@ -213,8 +213,9 @@ def save(rows: List[Dict], out: Path, command: str) -> None:
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     os.replace(tmp, out)
-    if os.environ.get("OUT"):
-        shutil.copy(out, Path(os.environ["OUT"]) / out.name)
+    copy = Path(os.environ["OUT"]) / out.name if os.environ.get("OUT") else None
+    if copy is not None and copy.resolve() != out.resolve():
+        shutil.copy(out, copy)
 
 
 def _fmt(value, spec: str) -> str:
@@ -286,7 +287,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error(f"unknown models {unknown}; known: {', '.join(sorted(MODELS))}")
     if args.budget_s is not None and args.budget_s <= 0:
         p.error(f"--budget-s must be positive, got {args.budget_s}")
-    maths = [m.strip() for m in args.math.split(",") if m.strip()]
+    maths = [m.strip() for m in args.math.replace("both", "fp32,tf32").split(",") if m.strip()]
     if args.cost.split(":")[0] == "cpu":
         maths = [m for m in maths if m == "fp32"]
     for m in maths:
