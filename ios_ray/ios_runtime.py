@@ -93,12 +93,16 @@ def _executor_for(graph: Graph, batch_size: int, device: Union[Device, str]) -> 
             from .runtime.gpu.executor import GpuExecutor
         except ImportError as exc:
             raise ValueError(f"the GPU executor cannot be imported ({exc}); use device='cpu'") from exc
+        from .costs.engines import engine_location
         from .profile.gpu import engine_book
         from .runtime.gpu.context import GpuContext
+        tf32 = measured_tf32(graph)
         # raises GpuUnavailableError, with its reason, without CuPy or a device; the measured math mode
-        context = GpuContext(0, tf32=measured_tf32(graph))
-        # the engines the profiler recorded for each conv (the default cost table's engine book)
-        context.conv_plans.book = engine_book()
+        context = GpuContext(0, tf32=tf32)
+        # the engines the profiler recorded for each conv, in that math mode: the engine book beside the
+        # cost table the graph was optimized with (its report's), else the default table's
+        table = _report(graph, "table", "") or None
+        context.conv_plans.book = engine_book(0, tf32, location=engine_location(table) if table else None)
         return GpuExecutor(graph, batch_size, context=context, stages=stages)
     return ReferenceExecutor(graph, batch_size, stages=stages)
 
