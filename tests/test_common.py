@@ -45,7 +45,7 @@ def sep(x, node, pre_relu):
     if pre_relu:
         x = np.maximum(x, 0)
     p = node.params
-    y = R.conv2d(x, p["dw_weight"], p["dw_bias"], node.stride, node.padding, groups=x.shape[1])
+    y = R.conv2d(x, p["dw_weight"], p["dw_bias"], R.Window(node.stride, node.padding, groups=x.shape[1]))
     return R.conv2d(y, p["pw_weight"], p["pw_bias"])
 
 
@@ -72,7 +72,7 @@ def test_conv2d_defaults_and_call_forms():
     conv = graph.blocks[0].exit_node
     assert (conv.act, conv.groups) == ("relu", 1)
     x, y = run(graph)
-    np.testing.assert_allclose(y, R.conv2d(x, conv.weight, conv.bias, (2, 2), (1, 1), act="relu"), **TOL)
+    np.testing.assert_allclose(y, R.conv2d(x, conv.weight, conv.bias, R.Window((2, 2), (1, 1)), act="relu"), **TOL)
 
 
 def test_sep_conv_has_no_relu_and_relu_sep_conv_has_one():
@@ -100,7 +100,7 @@ def test_relu_conv_is_one_sequential_operator():
     assert conv.act == "identity" and conv.groups == 2 and seq.output_shape == (4, HW, HW)
     x, y = run(graph)
     xx = np.maximum(np.concatenate([x, x], axis=1), 0)
-    np.testing.assert_allclose(y, R.conv2d(xx, conv.weight, conv.bias, (1, 1), (1, 1), groups=2), **TOL)
+    np.testing.assert_allclose(y, R.conv2d(xx, conv.weight, conv.bias, R.Window((1, 1), (1, 1), groups=2)), **TOL)
 
 
 def test_sequential_of_nodes_made_with_the_original_constructors():
@@ -117,8 +117,8 @@ def test_sequential_of_nodes_made_with_the_original_constructors():
     assert seq.hint_name == "ReluConvPool" and seq.name == "4" and [n.name for n in seq.nodes] == ["1", "2", "3"]
     x, y = run(graph)
     conv = seq.nodes[1]
-    expected = R.pool2d(R.conv2d(np.maximum(x, 0), conv.weight, conv.bias, (2, 2), (1, 1)), "avg", (3, 3), (1, 1),
-                        (1, 1))
+    expected = R.pool2d(R.conv2d(np.maximum(x, 0), conv.weight, conv.bias, R.Window((2, 2), (1, 1))), "avg", (3, 3),
+                        R.Window((1, 1), (1, 1)))
     np.testing.assert_allclose(y, expected, **TOL)
 
 
@@ -164,7 +164,7 @@ def test_pool2d_types(pool_type):
     x, y = run(graph)
     expected = {"global_max": lambda: x.max(axis=(2, 3), keepdims=True),
                 "global_avg": lambda: x.mean(axis=(2, 3), keepdims=True)}.get(
-        pool_type, lambda: R.pool2d(x, pool_type, (3, 3), (2, 2), (1, 1)))()
+        pool_type, lambda: R.pool2d(x, pool_type, (3, 3), R.Window((2, 2), (1, 1))))()
     np.testing.assert_allclose(y, expected, **TOL)
 
 

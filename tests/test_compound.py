@@ -85,8 +85,8 @@ def test_forward_runs_the_inner_nodes_in_order():
         return y.reshape(*y.shape[:2], 4, 2, 4, 2).max(axis=(3, 5))
 
     def R_conv(y, conv):
-        from ios_ray.runtime.reference import conv2d
-        return conv2d(y, conv.weight, conv.bias, conv.stride, conv.padding)
+        from ios_ray.runtime.reference import Window, conv2d
+        return conv2d(y, conv.weight, conv.bias, Window(conv.stride, conv.padding))
 
     cat = np.concatenate([expected(a, x), expected(b, np.concatenate([x, x], axis=1))], axis=1)
     np.testing.assert_allclose(forward(g, x), np.tanh(cat), rtol=1e-4, atol=1e-5)

@@ -182,16 +182,17 @@ def _slice_of_bigger(cp, host: np.ndarray, before: int = 3, after: int = 2):
     ("avg", (5, 5), (3, 3), (2, 2)), ("global_avg", (1, 1), (1, 1), (0, 0))])
 def test_pool_kernels_match_reference(ctx, pool_type, kernel, stride, padding):
     import cupy as cp
-    from ios_ray.runtime.reference import pool2d as ref_pool
+    from ios_ray.runtime.reference import Window, pool2d as ref_pool
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 5, 13, 11), dtype=np.float32)
-    ref = ref_pool(x, pool_type, kernel, stride, padding)
+    window = Window(stride, padding)
+    ref = ref_pool(x, pool_type, kernel, window)
     _, xv = _slice_of_bigger(cp, x)
     ybig = cp.full((2, ref.shape[1] + 4, *ref.shape[2:]), np.nan, dtype=cp.float32)
     yv = ybig[:, 1:1 + ref.shape[1]]
     cp.cuda.Device().synchronize()
     with ctx.main_stream:
-        ctx.kernels.pool2d(xv, yv, pool_type, kernel, stride, padding)
+        ctx.kernels.pool2d(xv, yv, pool_type, kernel, window)
     ctx.main_stream.synchronize()
     np.testing.assert_allclose(yv.get(), ref, rtol=1e-6, atol=1e-6)
     assert np.isnan(ybig[:, 0].get()).all() and np.isnan(ybig[:, -3:].get()).all()   # nothing else written
@@ -224,6 +225,7 @@ def test_nary_kernel(ctx, op, act, count):
 def test_kernels_reject_bad_layout_before_launch():
     import cupy as cp
     from ios_ray.runtime.gpu.errors import GpuRuntimeError
+    from ios_ray.graph.ops import Window
     from ios_ray.runtime.gpu.kernels import Kernels
     k = Kernels(0)
     x = cp.zeros((2, 3, 4, 5), dtype=cp.float32)
@@ -232,7 +234,7 @@ def test_kernels_reject_bad_layout_before_launch():
     with pytest.raises(GpuRuntimeError, match="contiguous"):
         k.nary(x[:, :, :, ::2], [x[:, :, :, ::2]])
     with pytest.raises(GpuRuntimeError, match="output must be"):
-        k.pool2d(x, x, "max", (3, 3), (1, 1), (0, 0))
+        k.pool2d(x, x, "max", (3, 3), Window((1, 1), (0, 0)))
 
 
 CONV_CASES = [
@@ -276,7 +278,7 @@ def _conv_on_device(ctx, cp, x, wt, bias, stride, padding, groups, act):
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[5]}s{c[6][0]}g{c[8]}{c[9]}n{c[0]}")
 def test_cudnn_conv_is_strict_fp32(ctx, case):
     import cupy as cp
-    from ios_ray.runtime.reference import conv2d as ref_conv
+    from ios_ray.runtime.reference import Window, conv2d as ref_conv
     n, c, h, w, k, kernel, stride, padding, groups, act = case
     rng = np.random.default_rng(3)
     x = rng.standard_normal((n, c, h, w), dtype=np.float32)
@@ -284,8 +286,8 @@ def test_cudnn_conv_is_strict_fp32(ctx, case):
     wt = (rng.standard_normal((k, c // groups, *kernel)) / np.sqrt(fan_in)).astype(np.float32)
     bias = rng.standard_normal(k, dtype=np.float32)
     out, _ = _conv_on_device(ctx, cp, x, wt, bias, stride, padding, groups, act)
-    ref64 = ref_conv(x.astype(np.float64), wt.astype(np.float64), bias.astype(np.float64), stride, padding, groups,
-                     act)
+    ref64 = ref_conv(x.astype(np.float64), wt.astype(np.float64), bias.astype(np.float64),
+                     Window(stride, padding, groups), act)
     assert rel_l2(out, ref64) < 1e-5, "error of TF32 size: tensor-core plans were not excluded"
     np.testing.assert_allclose(out, ref64, rtol=1e-3, atol=1e-4)
 
@@ -295,14 +297,14 @@ def test_cudnn_conv_is_strict_fp32(ctx, case):
 def test_tf32_is_an_explicit_option():
     import cupy as cp
     from ios_ray.runtime.gpu.context import GpuContext
-    from ios_ray.runtime.reference import conv2d as ref_conv
+    from ios_ray.runtime.reference import Window, conv2d as ref_conv
     tctx = GpuContext(0, tf32=True)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 256, 28, 28), dtype=np.float32)
     wt = (rng.standard_normal((256, 256, 3, 3)) / 48).astype(np.float32)
     bias = np.zeros(256, dtype=np.float32) + 0.1
     out, cg = _conv_on_device(tctx, cp, x, wt, bias, (1, 1), (1, 1), 1, "identity")
-    ref64 = ref_conv(x.astype(np.float64), wt.astype(np.float64), bias.astype(np.float64), (1, 1), (1, 1), 1,
+    ref64 = ref_conv(x.astype(np.float64), wt.astype(np.float64), bias.astype(np.float64), Window((1, 1), (1, 1)),
                      "identity")
     err = rel_l2(out, ref64)
     print(f"tf32 conv plan {cg.plan_name}: relative L2 error {err:.2e}")

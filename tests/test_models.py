@@ -14,7 +14,7 @@ from ios_ray.graph.ir import Conv, Identity, Placeholder, Pool, Relu, SepConv
 from ios_ray.models import MODELS, get_model, inception_v3, nasnet_large, randwire_large
 from ios_ray.models.randwire import GRAPH_DIR, STAGE_GRAPHS, build_order, read_graph
 from ios_ray.runtime import ReferenceExecutor, UnsupportedOpError
-from ios_ray.runtime.reference import conv2d as np_conv2d
+from ios_ray.runtime.reference import Window, conv2d as np_conv2d
 from ios_ray.space.options import SpaceOptions
 from ios_ray.space.parts import graph_parts, part_states
 
@@ -204,7 +204,7 @@ def test_sample_network_concatenates_conv4_conv2_conv3():
     x, y = _run(graph)
     conv1, conv2, conv3, conv4 = graph.blocks[0].inner_nodes
     def conv(node, inp):
-        return np_conv2d(inp, node.weight, node.bias, node.stride, node.padding, node.groups, node.act)
+        return np_conv2d(inp, node.weight, node.bias, Window(node.stride, node.padding, node.groups), node.act)
     expected = np.concatenate([conv(conv4, conv(conv1, x)), conv(conv2, x), conv(conv3, x)], axis=1)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
 

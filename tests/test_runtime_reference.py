@@ -10,8 +10,8 @@ from ios_ray import ios_runtime
 from ios_ray.graph.ir import Conv, Value
 from ios_ray.graph.schedule import Stage, Strategy, greedy_schedule, sequential_schedule
 from ios_ray import models
-from ios_ray.runtime import (ReferenceExecutor, UnsupportedOpError, conv2d, gather_inputs, merged_conv_weights,
-                             pool2d, run_node)
+from ios_ray.runtime import (ReferenceExecutor, UnsupportedOpError, Window, conv2d, gather_inputs,
+                             merged_conv_weights, pool2d, run_node)
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -98,7 +98,7 @@ def test_conv2d_matches_naive(c, o, kernel, stride, padding, groups, act):
     x = rand(rng, 2, c, 7, 8)
     w = rand(rng, o, c // groups, *kernel)
     b = rand(rng, o)
-    got = conv2d(x, w, b, stride, padding, groups, act)
+    got = conv2d(x, w, b, Window(stride, padding, groups), act)
     assert_close(got, naive_conv(x, w, b, stride, padding, groups, act))
 
 
@@ -109,7 +109,7 @@ def test_conv2d_reads_channel_slice_views():
     w, b = rand(rng, 5, 4, 1, 1), rand(rng, 5)
     assert_close(conv2d(x, w, b), naive_conv(np.ascontiguousarray(x), w, b))
     w3 = rand(rng, 5, 4, 3, 3)
-    assert_close(conv2d(x, w3, b, padding=(1, 1)), naive_conv(np.ascontiguousarray(x), w3, b, padding=(1, 1)))
+    assert_close(conv2d(x, w3, b, Window(padding=(1, 1))), naive_conv(np.ascontiguousarray(x), w3, b, padding=(1, 1)))
 
 
 def test_conv2d_rejects_mismatched_weight():
@@ -139,13 +139,13 @@ POOL_CASES = [
 @pytest.mark.parametrize("pool_type,kernel,stride,padding", POOL_CASES)
 def test_pool2d_matches_naive(pool_type, kernel, stride, padding):
     x = rand(np.random.default_rng(3), 2, 3, 7, 6)
-    assert_close(pool2d(x, pool_type, kernel, stride, padding), naive_pool(x, pool_type, kernel, stride, padding))
+    assert_close(pool2d(x, pool_type, kernel, Window(stride, padding)), naive_pool(x, pool_type, kernel, stride, padding))
 
 
 def test_max_pool_padding_is_minus_infinity():
     x = np.full((1, 1, 3, 3), -5.0, np.float32)
-    assert np.all(pool2d(x, "max", (3, 3), (1, 1), (1, 1)) == -5.0)  # zero padding would give 0
-    assert np.allclose(pool2d(x, "avg", (3, 3), (1, 1), (1, 1))[0, 0, 0, 0], -5.0 * 4 / 9)
+    assert np.all(pool2d(x, "max", (3, 3), Window((1, 1), (1, 1))) == -5.0)  # zero padding would give 0
+    assert np.allclose(pool2d(x, "avg", (3, 3), Window((1, 1), (1, 1)))[0, 0, 0, 0], -5.0 * 4 / 9)
 
 
 # ----- nodes: gather semantics, sepconv, element --------------------------------------------------
@@ -285,7 +285,7 @@ def sample_network(c=375, hw=15):
 def sample_expected(graph, x):
     """The sample network computed by hand from its weights (naive convs for tiny sizes)."""
     n = graph.node_by_name()
-    conv = naive_conv if x.shape[1] <= 8 else (lambda x, w, b, s, p, g, a: conv2d(x, w, b, s, p, g, a))
+    conv = naive_conv if x.shape[1] <= 8 else (lambda x, w, b, s, p, g, a: conv2d(x, w, b, Window(s, p, g), a))
 
     def c(name, inp):
         node = n[name]

@@ -5,7 +5,7 @@ declaration holds everything the layers above need from an op:
 
 * attribute checks (the constructor) and the attributes that go into stage keys (``attr_names`` ->
   ``attrs()``; the JSON config is ``attrs()`` plus name, inputs and shape: ``node_from_config``);
-* shape inference (``infer_shape``; sliding windows share one ``window_out_hw``);
+* shape inference (``infer_shape``; sliding windows share one ``window_out_hw`` of a ``Window``);
 * FLOPs (``op_flops``: a static function of attributes and shapes, so the profiler pool prices specs
   without building nodes) and bytes (``bytes_accessed``);
 * weights (``weight_shapes``, ``fan_in`` for ``init_weights``);
@@ -102,14 +102,47 @@ def missing_backends(op_types: Iterable[str], backends: Mapping[str, Registry]) 
     return {name: types for name, types in gaps.items() if types}
 
 
-def window_out_hw(h: int, w: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-                  pad_end: Optional[Sequence[int]] = None, dilation: Sequence[int] = (1, 1)) -> Tuple[int, int]:
-    """Output height and width of a sliding window (conv, pool):
+@dataclass(frozen=True)
+class Window:
+    """A sliding window's geometry beyond its kernel size (convolutions and pools), shared by the backends.
+
+    Attributes:
+        stride: (vertical, horizontal) step between output positions.
+        padding: top and left padding.
+        groups: a convolution's channel groups (1 for a pool).
+        dilation: the spacing of the kernel taps.
+        pad_end: bottom and right padding; None: equal to ``padding``.
+    """
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    groups: int = 1
+    dilation: Tuple[int, int] = (1, 1)
+    pad_end: Optional[Tuple[int, int]] = None
+
+    @property
+    def quad(self) -> Tuple[int, int, int, int]:
+        """The padding as (top, left, bottom, right)."""
+        end = self.padding if self.pad_end is None else self.pad_end
+        return self.padding[0], self.padding[1], end[0], end[1]
+
+    @staticmethod
+    def of(node: "Node") -> "Window":
+        """The window of a conv, sepconv or pool node: its ``stride`` and ``padding``, and its ``groups``,
+        ``dilation`` and ``pad_end`` where it has them (``pad_end`` None when equal to ``padding``)."""
+        padding = tuple(node.padding)
+        pad_end = tuple(getattr(node, "pad_end", padding))
+        return Window(tuple(node.stride), padding, int(getattr(node, "groups", 1)),
+                      tuple(getattr(node, "dilation", (1, 1))), None if pad_end == padding else pad_end)
+
+
+def window_out_hw(h: int, w: int, kernel: Sequence[int], window: Window) -> Tuple[int, int]:
+    """Output height and width of a sliding window (conv, pool) with ``kernel`` taps on an ``h x w`` input:
     ``(size + pad + pad_end - dilated kernel) // stride + 1``, where the dilated kernel spans
-    ``(kernel - 1) * dilation + 1`` and ``pad_end`` (bottom, right) defaults to ``padding`` (top, left)."""
-    end = padding if pad_end is None else pad_end
-    return ((h + padding[0] + end[0] - (kernel[0] - 1) * dilation[0] - 1) // stride[0] + 1,
-            (w + padding[1] + end[1] - (kernel[1] - 1) * dilation[1] - 1) // stride[1] + 1)
+    ``(kernel - 1) * dilation + 1``."""
+    top, left, bottom, right = window.quad
+    (sh, sw), (dh, dw) = window.stride, window.dilation
+    return ((h + top + bottom - (kernel[0] - 1) * dh - 1) // sh + 1,
+            (w + left + right - (kernel[1] - 1) * dw - 1) // sw + 1)
 
 
 def non_default_attrs(out: dict, values: Mapping[str, object], defaults: Mapping[str, object]) -> dict:
@@ -310,10 +343,10 @@ class Node:
         if any(d <= 0 for d in self.output_shape):
             raise ValueError(f"{self.display()}: output shape {self.output_shape} has a non-positive size")
 
-    def _window_hw(self, h: int, w: int, pad_end: Optional[Tuple[int, int]] = None,
-                   dilation: Tuple[int, int] = (1, 1)) -> Tuple[int, int]:
-        """Output size of a sliding-window op (``kernel``, ``stride``, ``padding`` attributes) on ``h x w``."""
-        oh, ow = window_out_hw(h, w, self.kernel, self.stride, self.padding, pad_end, dilation)
+    def _window_hw(self, h: int, w: int) -> Tuple[int, int]:
+        """Output size of a sliding-window op (``kernel``, ``stride``, ``padding`` attributes and, where it
+        has them, ``pad_end`` and ``dilation``: ``Window.of``) on ``h x w``."""
+        oh, ow = window_out_hw(h, w, self.kernel, Window.of(self))
         if oh <= 0 or ow <= 0:
             raise ValueError(f"{self.display()}: kernel {self.kernel} with padding {self.padding} does not fit "
                              f"the {h}x{w} input")
@@ -495,7 +528,7 @@ class Conv(Node):
         if c % self.groups or self.out_channels % self.groups:
             raise ValueError(f"{self.display()}: groups={self.groups} must divide input channels {c} and "
                              f"out_channels {self.out_channels}")
-        return (self.out_channels, *self._window_hw(h, w, self.pad_end, self.dilation))
+        return (self.out_channels, *self._window_hw(h, w))
 
     @property
     def depthwise(self) -> bool:
@@ -622,7 +655,7 @@ class Pool(Node):
         c, h, w = self.input_shape()
         if self.pool_type == "global_avg":
             return c, 1, 1
-        return (c, *self._window_hw(h, w, self.pad_end))
+        return (c, *self._window_hw(h, w))
 
     @staticmethod
     def op_flops(attrs, terms, in_hw, out_shape) -> float:

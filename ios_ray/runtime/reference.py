@@ -20,14 +20,16 @@ and the CPU cost source, not a fast runtime.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..graph.ir import Block, Conv, Element, Graph, Identity, Node, Placeholder, Pool, Relu, SepConv, topo_order
-from ..graph.ops import Registry, window_out_hw
+from ..graph.ops import Registry, Window, window_out_hw
 from ..graph.ops_extra import ChannelMul, Linear, ScaleShift
 from ..graph.schedule import Stage, scheduled_groups
 
@@ -82,28 +84,11 @@ def activation(x: np.ndarray, act: str, args: Sequence[float] = (0.0, 0.0)) -> n
     return _act_inplace(np.array(x, dtype=np.float32, copy=True), act, args)
 
 
-Padding = Tuple[int, ...]  # (top, left), bottom and right equal; or (top, left, bottom, right)
-
-
-def _quad(padding: Padding) -> Tuple[int, int, int, int]:
-    """``padding`` as (top, left, bottom, right)."""
-    if len(padding) == 2:
-        return padding[0], padding[1], padding[0], padding[1]
-    if len(padding) == 4:
-        return tuple(int(p) for p in padding)  # type: ignore[return-value]
-    raise ValueError(f"padding must be (top, left) or (top, left, bottom, right), got {padding!r}")
-
-
-def _pad(x: np.ndarray, padding: Padding, value: float = 0.0) -> np.ndarray:
-    top, left, bottom, right = _quad(padding)
+def _pad(x: np.ndarray, window: Window, value: float = 0.0) -> np.ndarray:
+    top, left, bottom, right = window.quad
     if not (top or left or bottom or right):
         return x
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode="constant", constant_values=value)
-
-
-def _out_hw(h: int, w: int, kernel: Pair, stride: Pair, padding: Padding, dilation: Pair = (1, 1)) -> Pair:
-    quad = _quad(padding)
-    return window_out_hw(h, w, kernel, stride, quad[:2], quad[2:], dilation)
 
 
 def _shifted(xp: np.ndarray, i: int, j: int, out_hw: Pair, stride: Pair) -> np.ndarray:
@@ -112,12 +97,12 @@ def _shifted(xp: np.ndarray, i: int, j: int, out_hw: Pair, stride: Pair) -> np.n
     return xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
 
 
-def _depthwise(x: np.ndarray, weight: np.ndarray, stride: Pair, padding: Padding, out_hw: Pair,
-               dilation: Pair = (1, 1)) -> np.ndarray:
+def _depthwise(x: np.ndarray, weight: np.ndarray, window: Window, out_hw: Pair) -> np.ndarray:
     """groups == C_in: each output channel o reads input channel o // multiplier; loops over taps only."""
     c = x.shape[1]
     mult = weight.shape[0] // c
-    xp = _pad(x, padding)
+    dilation = window.dilation
+    xp = _pad(x, window)
     if mult > 1:
         xp = np.repeat(xp, mult, axis=1)
     kh, kw = weight.shape[2:]
@@ -126,19 +111,19 @@ def _depthwise(x: np.ndarray, weight: np.ndarray, stride: Pair, padding: Padding
     for i in range(kh):
         for j in range(kw):
             tap = weight[:, 0, i, j].reshape(1, -1, 1, 1)
-            np.multiply(_shifted(xp, i * dilation[0], j * dilation[1], out_hw, stride), tap, out=scratch)
+            np.multiply(_shifted(xp, i * dilation[0], j * dilation[1], out_hw, window.stride), tap, out=scratch)
             y += scratch
     return y
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None, stride: Pair = (1, 1),
-           padding: Padding = (0, 0), groups: int = 1, act: str = "identity", dilation: Pair = (1, 1)) -> np.ndarray:
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None, window: Window = Window(),
+           act: str = "identity") -> np.ndarray:
     """Grouped (and dilated) 2-D convolution + bias + activation on NCHW float32.
 
     Args:
         x: ``(N, C, H, W)``; weight: ``(O, C // groups, KH, KW)``; bias: ``(O,)`` or None.
-        padding: ``(top, left)`` (bottom and right equal) or ``(top, left, bottom, right)``.
-        dilation: the spacing of the kernel taps.
+        window: stride, padding (``pad_end``: bottom and right, when they differ), groups and dilation.
+        act: the activation applied to the output.
     Returns:
         ``(N, O, OH, OW)`` float32.
     Raises:
@@ -146,24 +131,25 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
     """
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
+    stride, groups, dilation = window.stride, window.groups, window.dilation
     if groups < 1 or c != cg * groups or o % groups:
         raise ValueError(f"conv2d: input has {c} channels, weight {weight.shape} with groups={groups} "
                          f"expects {cg * groups} and out channels divisible by groups")
-    oh, ow = _out_hw(h, w, (kh, kw), stride, padding, dilation)
+    oh, ow = window_out_hw(h, w, (kh, kw), window)
     if oh <= 0 or ow <= 0:
-        raise ValueError(f"conv2d: kernel {(kh, kw)} with padding {padding} does not fit a {h}x{w} input")
+        raise ValueError(f"conv2d: kernel {(kh, kw)} with padding {window.quad} does not fit a {h}x{w} input")
     og = o // groups
     if cg == 1 and groups == c and groups > 1:
-        y = _depthwise(x, weight, stride, padding, (oh, ow), dilation)
+        y = _depthwise(x, weight, window, (oh, ow))
     else:
         wm = weight.reshape(groups, og, cg * kh * kw)
-        if kh == 1 and kw == 1 and not any(_quad(padding)):
+        if kh == 1 and kw == 1 and not any(window.quad):
             # 1x1: a matmul over channels, no im2col
             xs = x[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow]
             cols = xs.reshape(n, groups, cg, oh * ow)
         else:
             span = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
-            win = sliding_window_view(_pad(x, padding), span, axis=(2, 3))[..., ::dilation[0], ::dilation[1]]
+            win = sliding_window_view(_pad(x, window), span, axis=(2, 3))[..., ::dilation[0], ::dilation[1]]
             win = win[:, :, ::stride[0], ::stride[1]][:, :, :oh, :ow]          # (N, C, OH, OW, KH, KW)
             cols = (win.reshape(n, groups, cg, oh, ow, kh, kw)
                     .transpose(0, 1, 2, 5, 6, 3, 4)                            # (N, G, cg, KH, KW, OH, OW)
@@ -175,24 +161,28 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray] = None,
     return _act_inplace(y, act)
 
 
-def pool2d(x: np.ndarray, pool_type: str, kernel: Pair = (1, 1), stride: Pair = (1, 1),
-           padding: Padding = (0, 0), count_include_pad: bool = True) -> np.ndarray:
+def pool2d(x: np.ndarray, pool_type: str, kernel: Pair = (1, 1), window: Window = Window(),
+           count_include_pad: bool = True) -> np.ndarray:
     """Max (pads with -inf), avg or global_avg (-> (N, C, 1, 1)).
 
-    ``padding`` is ``(top, left)`` or ``(top, left, bottom, right)``. An avg pool divides by KH*KW (the
-    padding counted) unless ``count_include_pad`` is False, when it divides by the window's input elements.
+    ``window`` gives the stride and padding (``pad_end``: bottom and right, when they differ); a pool has
+    no groups or dilation. An avg pool divides by KH*KW (the padding counted) unless ``count_include_pad``
+    is False, when it divides by the window's input elements.
     """
     if pool_type == "global_avg":
         return x.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
     if pool_type not in ("max", "avg"):
         raise ValueError(f"pool2d: pool_type must be max, avg or global_avg, got {pool_type!r}")
+    if window.groups != 1 or tuple(window.dilation) != (1, 1):
+        raise ValueError(f"pool2d: a pool has no groups or dilation, got {window}")
     n, c, h, w = x.shape
     kh, kw = kernel
-    oh, ow = _out_hw(h, w, kernel, stride, padding)
+    stride = window.stride
+    oh, ow = window_out_hw(h, w, kernel, window)
     if oh <= 0 or ow <= 0:
-        raise ValueError(f"pool2d: kernel {kernel} with padding {padding} does not fit a {h}x{w} input")
+        raise ValueError(f"pool2d: kernel {kernel} with padding {window.quad} does not fit a {h}x{w} input")
     is_max = pool_type == "max"
-    xp = _pad(x, padding, -np.inf if is_max else 0.0)
+    xp = _pad(x, window, -np.inf if is_max else 0.0)
     y = np.array(_shifted(xp, 0, 0, (oh, ow), stride), dtype=np.float32, copy=True)
     for i in range(kh):
         for j in range(kw):
@@ -208,21 +198,38 @@ def pool2d(x: np.ndarray, pool_type: str, kernel: Pair = (1, 1), stride: Pair = 
     if count_include_pad:
         y *= np.float32(1.0 / (kh * kw))
     else:
-        y /= pool2d(np.ones((1, 1, h, w), dtype=np.float32), "avg", kernel, stride, padding) * np.float32(kh * kw)
+        y /= pool2d(np.ones((1, 1, h, w), dtype=np.float32), "avg", kernel, window) * np.float32(kh * kw)
     return y
 
 
-def sep_conv(x: np.ndarray, dw_weight: np.ndarray, dw_bias: np.ndarray, pw_weight: np.ndarray,
-             pw_bias: np.ndarray, stride: Pair = (1, 1), padding: Pair = (0, 0), act: str = "identity",
+@dataclass(frozen=True, eq=False)
+class SepWeights:
+    """A separable convolution's parameters (``SepConv.param_names``): the depthwise weight ``(C, 1, KH, KW)``
+    and bias ``(C,)``, the pointwise weight ``(O, C, 1, 1)`` and bias ``(O,)``."""
+    dw_weight: np.ndarray
+    dw_bias: np.ndarray
+    pw_weight: np.ndarray
+    pw_bias: np.ndarray
+
+    @staticmethod
+    def of(params: Mapping[str, np.ndarray]) -> "SepWeights":
+        """From a SepConv's ``params`` (by name)."""
+        return SepWeights(params["dw_weight"], params["dw_bias"], params["pw_weight"], params["pw_bias"])
+
+
+def sep_conv(x: np.ndarray, weights: SepWeights, window: Window = Window(), act: str = "identity",
              pre_act: str = "relu") -> np.ndarray:
-    """[relu] -> depthwise conv (+dw_bias) -> pointwise 1x1 conv (+pw_bias) -> act."""
+    """[relu] -> depthwise conv (+dw_bias) -> pointwise 1x1 conv (+pw_bias) -> act.
+
+    ``window`` is the depthwise conv's stride and padding; its groups are the input's channels.
+    """
     if pre_act == "relu":
         x = np.maximum(x, 0)
     elif pre_act != "identity":
         raise ValueError(f"sep_conv: pre_act must be relu or identity, got {pre_act!r}")
     c = x.shape[1]
-    y = conv2d(x, dw_weight, dw_bias, stride, padding, groups=c, act="identity")
-    return conv2d(y, pw_weight, pw_bias, act=act)
+    y = conv2d(x, weights.dw_weight, weights.dw_bias, dataclasses.replace(window, groups=c), act="identity")
+    return conv2d(y, weights.pw_weight, weights.pw_bias, act=act)
 
 
 def element(operands: Sequence[np.ndarray], op_type: str) -> np.ndarray:
@@ -302,21 +309,18 @@ KERNELS: Registry[Callable[[Node, Mapping[Node, np.ndarray]], np.ndarray]] = Reg
 @KERNELS.register("conv")
 def _run_conv(node: Conv, env: Mapping[Node, np.ndarray]) -> np.ndarray:
     p = _params(node)
-    return conv2d(gather_inputs(node, env), p["weight"], p["bias"], node.stride, node.padding + node.pad_end,
-                  node.groups, node.act, node.dilation)
+    return conv2d(gather_inputs(node, env), p["weight"], p["bias"], Window.of(node), node.act)
 
 
 @KERNELS.register("sepconv")
 def _run_sepconv(node: SepConv, env: Mapping[Node, np.ndarray]) -> np.ndarray:
     p = _params(node)
-    return sep_conv(gather_inputs(node, env), p["dw_weight"], p["dw_bias"], p["pw_weight"], p["pw_bias"],
-                    node.stride, node.padding, node.act, node.pre_act)
+    return sep_conv(gather_inputs(node, env), SepWeights.of(p), Window.of(node), node.act, node.pre_act)
 
 
 @KERNELS.register("pool")
 def _run_pool(node: Pool, env: Mapping[Node, np.ndarray]) -> np.ndarray:
-    return pool2d(gather_inputs(node, env), node.pool_type, node.kernel, node.stride, node.padding + node.pad_end,
-                  node.count_include_pad)
+    return pool2d(gather_inputs(node, env), node.pool_type, node.kernel, Window.of(node), node.count_include_pad)
 
 
 @KERNELS.register("relu")

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from ...graph.ops import window_out_hw
+from ...graph.ops import Window, window_out_hw
 from .errors import GpuRuntimeError
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class ConvKey:
 
     @property
     def out_hw(self) -> tuple:
-        return window_out_hw(self.h, self.w, (self.kh, self.kw), self.stride, self.padding, self.pad_end,
-                             self.dilation)
+        return window_out_hw(self.h, self.w, (self.kh, self.kw),
+                             Window(self.stride, self.padding, self.groups, self.dilation, self.pad_end))
 
     @property
     def asymmetric(self) -> bool:

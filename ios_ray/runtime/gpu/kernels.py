@@ -16,7 +16,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from ...graph.ops import window_out_hw
+from ...graph.ops import Window, window_out_hw
 from .errors import GpuRuntimeError
 
 # the kernels' activation codes (cuda_kernels/elementwise.cu's apply_act); clip and hardsigmoid take two
@@ -189,13 +189,14 @@ class Kernels:
                              np.int64(batch_stride(gate)), np.int32(n), np.int32(c), np.int32(h * w)))
 
     # ----- pooling -------------------------------------------------------------------------------
-    def pool2d(self, x, y, pool_type: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
+    def pool2d(self, x, y, pool_type: str, kernel=(1, 1), window: Window = Window(),
                count_include_pad: bool = True) -> None:
         """Max / avg / global_avg pooling of ``x`` into ``y``.
 
-        ``padding`` is ``(top, left)`` or ``(top, left, bottom, right)``; the kernels read the top and left
-        pads and skip every position outside the input, so the bottom and right pads only set the output
-        size. An avg pool divides by KH*KW (padding counted) unless ``count_include_pad`` is False.
+        ``window`` gives the stride and padding (a pool has no groups or dilation); the kernels read the top
+        and left pads and skip every position outside the input, so the bottom and right pads (``pad_end``)
+        only set the output size. An avg pool divides by KH*KW (padding counted) unless ``count_include_pad``
+        is False.
         """
         check_tensor(x, "pool2d input")
         check_tensor(y, "pool2d output")
@@ -210,9 +211,9 @@ class Kernels:
                           np.int32(h * w)))
             return
         kh, kw = kernel
-        sh, sw = stride
-        ph, pw = padding[:2]
-        oh, ow = window_out_hw(h, w, kernel, stride, padding[:2], padding[2:] or None)
+        sh, sw = window.stride
+        ph, pw = window.padding
+        oh, ow = window_out_hw(h, w, kernel, window)
         if y.shape != (n, c, oh, ow):
             raise GpuRuntimeError(f"{pool_type} pool: output must be {(n, c, oh, ow)}, got {y.shape}")
         if pool_type not in ("max", "avg"):

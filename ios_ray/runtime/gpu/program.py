@@ -24,7 +24,7 @@ import numpy as np
 
 from ...graph.compound import Activation
 from ...graph.ir import Conv, Element, Identity, Node, Pool, SepConv
-from ...graph.ops import Registry
+from ...graph.ops import Registry, Window
 from ...graph.ops_extra import ChannelMul, Linear, ScaleShift
 from .conv import ACTIVATIONS as CUDNN_ACTIVATIONS
 from .conv import ConvKey
@@ -51,21 +51,6 @@ def graph_weights(node: Node, pname: str, shape: tuple):
     if arr.shape != tuple(shape):
         raise GpuRuntimeError(f"{node.display()}: {pname!r} has shape {arr.shape}, expected {tuple(shape)}")
     return cupy.asarray(arr)
-
-
-@dataclass(frozen=True)
-class ConvWindow:
-    """A convolution's geometry beyond its weight's shape (what ``ConvKey`` needs besides the tensors)."""
-    stride: Tuple[int, int] = (1, 1)
-    padding: Tuple[int, int] = (0, 0)            # top, left
-    groups: int = 1
-    dilation: Tuple[int, int] = (1, 1)
-    pad_end: Optional[Tuple[int, int]] = None    # bottom, right; None: equal to ``padding``
-
-    @staticmethod
-    def of(node: Conv) -> "ConvWindow":
-        pad_end = None if node.pad_end == node.padding else tuple(node.pad_end)
-        return ConvWindow(tuple(node.stride), tuple(node.padding), int(node.groups), tuple(node.dilation), pad_end)
 
 
 @dataclass(frozen=True)
@@ -208,7 +193,7 @@ class Program:
             steps.append(lambda si, dst=dst, srcs=srcs: kernels.nary(dst, srcs, "add", act, act_args))
             offset += length
 
-    def _conv_step(self, x, y, weight, bias, window: ConvWindow, act: str) -> Step:
+    def _conv_step(self, x, y, weight, bias, window: Window, act: str) -> Step:
         """Conv + bias + act of ``x`` into ``y``: cuDNN's fused epilogue for its activations (relu, tanh,
         sigmoid); any other activation (relu6, hardswish, silu) runs after it, in place, as our kernel."""
         n, c, h, w = x.shape
@@ -253,7 +238,7 @@ class Program:
         wshape = node.weight_shapes()
         weight = self._param(node, "weight", wshape["weight"])
         bias = self._param(node, "bias", wshape["bias"])
-        steps.append(self._conv_step(x, out, weight, bias, ConvWindow.of(node), node.act))
+        steps.append(self._conv_step(x, out, weight, bias, Window.of(node), node.act))
 
     @LOWERINGS.register("sepconv")
     def _lower_sepconv(self, node: SepConv, out, steps: List[Step]) -> None:
@@ -266,17 +251,16 @@ class Program:
         dw_b = self._param(node, "dw_bias", shapes["dw_bias"])
         pw_w = self._param(node, "pw_weight", shapes["pw_weight"])
         pw_b = self._param(node, "pw_bias", shapes["pw_bias"])
-        steps.append(self._conv_step(x, mid, dw_w, dw_b, ConvWindow(tuple(node.stride), tuple(node.padding), c),
+        steps.append(self._conv_step(x, mid, dw_w, dw_b, Window(tuple(node.stride), tuple(node.padding), c),
                                      "identity"))
-        steps.append(self._conv_step(mid, out, pw_w, pw_b, ConvWindow(), node.act))
+        steps.append(self._conv_step(mid, out, pw_w, pw_b, Window(), node.act))
 
     @LOWERINGS.register("pool")
     def _lower_pool(self, node: Pool, out, steps: List[Step]) -> None:
         kernels = self.ctx.kernels
         x = self._gather(node, "identity", steps, for_cudnn=False)
-        padding = tuple(node.padding) + tuple(node.pad_end)
-        steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, node.stride, padding,
-                                               node.count_include_pad))
+        window = Window.of(node)
+        steps.append(lambda si: kernels.pool2d(x, out, node.pool_type, node.kernel, window, node.count_include_pad))
 
     @LOWERINGS.register("relu")
     @LOWERINGS.register("activation")
@@ -345,7 +329,7 @@ class Program:
         loc = self.plan.loc(node)
         packed = loc.offset == 0 and self._storage_shapes[loc.storage][0] == loc.channels
         y = out if packed else self._scratch(node.out_features, 1, 1)
-        steps.append(self._conv_step(x, y, weight, bias, ConvWindow(), node.act))
+        steps.append(self._conv_step(x, y, weight, bias, Window(), node.act))
         if not packed:
             kernels = self.ctx.kernels
             steps.append(lambda si: kernels.nary(out, [y], "add"))
