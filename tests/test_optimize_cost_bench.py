@@ -38,3 +38,12 @@ def test_budget_stops_a_row_and_keeps_going(tmp_path):
                                "--budget-s", "0.5", "--out", str(out)]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["model"] == "nasnet" and row["timed_out"] and row["budget_s"] == 0.5 and row.get("warm_s") is None
+
+
+def test_math_both_and_out_under_the_device_out_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("OUT", str(tmp_path))
+    out = tmp_path / "optimize_cost.json"   # --out inside $OUT: no copy onto itself
+    assert optimize_cost.main(["--cost", "analytic:H200", "--models", "sample", "--math", "both",
+                               "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["math"]) for r in rows] == [("sample", "fp32"), ("sample", "tf32")]
