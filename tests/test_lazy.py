@@ -211,3 +211,20 @@ def test_bad_arguments_and_broken_callbacks_are_clear_errors():
         OpSumBound(overhead=-1.0)
     with pytest.raises(ValueError, match="paths_per_part"):
         LazyOptions(paths_per_part=0)
+
+
+def test_a_learned_stream_term_measures_less_when_streams_cost_something():
+    """Costs with a fixed cost per extra group (a stream's fork and join, which the operator-sum bound
+    does not know): the learned stream term measures far fewer stages and still finds the optimum."""
+    space = enumerate_graph(get_model("inception_v3"), SpaceOptions())
+    specs = list(space.specs.values())
+    est = AnalyticCostModel("H200").measure(specs, 1)
+    costs = {m.key: m.latency_ms + 0.005 + 0.02 * (len(s.groups) - 1) for m, s in zip(est, specs)}
+    optimum = solve(space, costs).total_latency
+    plain = lazy_solve(space, lambda keys: {k: costs[k] for k in keys})
+    learned = lazy_solve(space, lambda keys: {k: costs[k] for k in keys}, options=LazyOptions(stream_factor=0.5))
+    assert plain.solution.total_latency == pytest.approx(optimum)
+    assert learned.solution.total_latency == pytest.approx(optimum)
+    assert learned.report.measured < 0.7 * plain.report.measured
+    with pytest.raises(ValueError, match="stream_factor"):
+        LazyOptions(stream_factor=1.5)

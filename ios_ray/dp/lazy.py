@@ -158,16 +158,26 @@ class LazyOptions:
         bound: lower bounds of the unmeasured stages (``OpSumBound()`` by default).
         paths_per_part: per round, measure the unknown stages of this many best paths of each unfinished
             part (1: the optimal one only; more: bigger, fewer rounds, some stages measured needlessly).
+        stream_factor: 0 (the default) leaves the bounds as ``bound`` gives them. Above 0, each extra group
+            of an unmeasured parallel stage adds ``stream_factor`` x the least per-extra-group slack seen so
+            far, ``min((cost - bound) / (groups - 1))`` over the measured stages of several groups: a
+            learned stand-in for the cost of one more stream, which the operator-sum bound does not know
+            (on the GPU it made NASNet's rounds measure most of the space: ``benchmarks/lazy_overheads.py``).
+            It is learned, not proved: below 1 leaves a margin, and a stage measured below its bound is
+            counted in ``LazyReport.violations`` as always.
     Raises:
-        ValueError: ``paths_per_part`` < 1.
+        ValueError: ``paths_per_part`` < 1 or ``stream_factor`` outside [0, 1].
     """
 
     bound: StageBound = OpSumBound()
     paths_per_part: int = 1
+    stream_factor: float = 0.0
 
     def __post_init__(self):
         if self.paths_per_part < 1:
             raise ValueError(f"paths_per_part must be at least 1, got {self.paths_per_part}")
+        if not 0 <= self.stream_factor <= 1:
+            raise ValueError(f"stream_factor must be in [0, 1], got {self.stream_factor}")
 
 
 @dataclass(frozen=True)
@@ -293,6 +303,10 @@ class _LazyRun:
         self.key_index = [np.fromiter(map(self.index.__getitem__, p.stage_keys), np.int64, p.num_stages)
                           for p in self.parts]
         self.bound = np.zeros(len(self.keys))
+        self.base_bound = self.bound      # the bound's own values (before any learned stream term)
+        self.extra_groups = np.fromiter((len(space.specs[k].groups) - 1 for k in self.keys), np.float64,
+                                        len(self.keys))
+        self.stream_slack = math.inf      # least (cost - base bound) / extra groups measured so far
         self.paths: List[List[int]] = [[] for _ in self.parts]    # each part's optimal path (stage ids)
         self.totals: List[float] = [0.0] * len(self.parts)        # and its cost
         self.batch_sizes: List[int] = []
@@ -303,6 +317,7 @@ class _LazyRun:
         singles = [ki[o.single] for ki, o in zip(self.key_index, ops)]
         self._measure(np.unique(np.concatenate(singles)) if singles else np.empty(0, np.int64))
         self._bounds(ops, singles)
+        self.base_bound = self.bound.copy()
         # A part none of whose stages got a cost in the last round keeps its path, which then uses known
         # stages only (its unknown ones would have been measured in that round).
         dirty: Sequence[int] = range(len(self.parts))
@@ -316,6 +331,9 @@ class _LazyRun:
             self._measure(new)
             fresh = np.zeros(len(self.keys), dtype=bool)
             fresh[new] = True
+            if self._learn_streams(new):   # every unmeasured parallel stage's bound moved
+                dirty = range(len(self.parts))
+                continue
             dirty = [i for i, ki in enumerate(self.key_index) if fresh[ki].any()]
         return self._result()
 
@@ -357,6 +375,24 @@ class _LazyRun:
                 self.cost[i] = checked_cost(key, value)
         measured = self.cost[todo]
         self.violations += int(np.count_nonzero(measured < self.bound[todo] * (1 - 1e-9)))
+
+    def _learn_streams(self, measured: np.ndarray) -> bool:
+        """With ``stream_factor`` > 0: the least per-extra-group slack, taking in ``measured``; when it
+        changed, every bound of several groups is rebuilt from it. Returns whether the bounds changed."""
+        factor = self.options.stream_factor
+        if factor <= 0 or measured.size == 0:
+            return False
+        extra = self.extra_groups[measured]
+        cost = self.cost[measured]
+        use = (extra > 0) & np.isfinite(cost)
+        if not use.any():
+            return False
+        slack = float(np.min((cost[use] - self.base_bound[measured][use]) / extra[use]))
+        if slack >= self.stream_slack:
+            return False
+        self.stream_slack = slack
+        self.bound = self.base_bound + self.extra_groups * max(0.0, factor * slack)
+        return True
 
     def _bounds(self, ops: Sequence[PartOps], singles: Sequence[np.ndarray]) -> None:
         """Every key's bound: the largest its stage identities get (each is a valid lower bound)."""
