@@ -36,18 +36,7 @@ def _plans(ctx) -> dict:
 
 def _cold_times(graph, stream, flush, number: int) -> list:
     """Per-replay ms with the L2 flushed (a 256 MiB write) before each replay."""
-    import cupy
-    pairs = []
-    for i in range(number):
-        with stream:
-            flush.fill(i & 1)
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record(stream)
-        graph.launch(stream)
-        end.record(stream)
-        pairs.append((start, end))
-    stream.synchronize()
-    return [cupy.cuda.get_elapsed_time(s, e) for s, e in pairs]
+    return _ctx_times(graph, stream, flush, (), number)
 
 
 def _ctx_times(graph, stream, flush, inputs, number: int) -> list:
