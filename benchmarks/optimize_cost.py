@@ -46,12 +46,13 @@ from typing import Dict, List, Optional
 
 from ios_ray import ios_runtime
 from ios_ray.models import MODELS, get_model
+from ios_ray.dp.lazy import LazyOptions
 from ios_ray.optimizer import optimize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS_DEFAULT = ("inception_v3", "squeezenet", "randwire", "nasnet")
 COMPARED = ("inception_v3", "squeezenet")   # --compare's default models
-ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling")   # a row replaces the one with these
+ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor")   # a row replaces the one with these
 
 
 def cost_name(cost: str, math: str) -> str:
@@ -77,8 +78,27 @@ def _optimize(args, model: str, cost: str, table: str, profiling: str):
     t0 = time.perf_counter()
     opt = optimize(graph, batch_size=args.batch_size, cost=cost, max_group_size=args.r, max_num_groups=args.s,
                    warmup=args.warmup, number=args.number, repeat=args.repeat, num_workers=args.workers,
-                   cost_table=table, profiling=profiling, progress=args.progress, final_check=args.final_check)
+                   cost_table=table, profiling=profiling, progress=args.progress, final_check=args.final_check,
+                   lazy=LazyOptions(stream_factor=args.stream_factor))
     return opt, time.perf_counter() - t0
+
+
+def _cold(args, model: str, cost: str, table: str):
+    """The cold optimization; with ``--cprofile DIR`` under cProfile, its 40 costliest functions (by own
+    time) written to ``DIR/<model>_<cost>.prof.txt`` (where a stage's host time goes)."""
+    if not args.cprofile:
+        return _optimize(args, model, cost, table, args.profiling)
+    import cProfile
+    import io
+    import pstats
+    prof = cProfile.Profile()
+    result = prof.runcall(_optimize, args, model, cost, table, args.profiling)
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(40)
+    pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(40)
+    Path(args.cprofile).mkdir(parents=True, exist_ok=True)
+    (Path(args.cprofile) / f"{model}_{cost}.prof.txt").write_text(text.getvalue())
+    return result
 
 
 def _latencies(args, graphs: List, math: str, gpu: bool) -> List[float]:
@@ -117,7 +137,7 @@ def run_one(args, model: str, math: str, emit=None) -> Dict:
     cost = cost_name(args.cost, math)
     with tempfile.TemporaryDirectory(prefix="ios_ray_cost_") as tmp:
         table = os.path.join(tmp, "costs")
-        opt, cold_s = _optimize(args, model, cost, table, args.profiling)
+        opt, cold_s = _cold(args, model, cost, table)
         rep = opt.optimization_report
         row = {"model": model, "math": math, "r": args.r, "s": args.s, "device": rep.device, "cold_s": cold_s,
                "unique_stages": rep.unique_stages, "measured_stages": rep.measured, "warm_s": None,
@@ -125,7 +145,7 @@ def run_one(args, model: str, math: str, emit=None) -> Dict:
                "measured_fraction": rep.measured_fraction, "bound_violations": rep.bound_violations,
                "predicted_ms": rep.predicted_latency_ms, "returned": rep.returned,
                "final_check": [dataclasses.asdict(c) for c in rep.final_check], "seconds": rep.seconds,
-               "workers": rep.num_workers, "batch_size": args.batch_size}
+               "workers": rep.num_workers, "batch_size": args.batch_size, "stream_factor": args.stream_factor}
         emit(dict(row))
         warm, warm_s = _optimize(args, model, cost, table, args.profiling)
         row.update({"warm_s": warm_s, "warm_measured": warm.optimization_report.measured,
@@ -168,7 +188,7 @@ def run_budgeted(args, model: str, math: str) -> Dict:
     t0 = time.monotonic()
     child.start()
     row: Dict = {"model": model, "math": math, "r": args.r, "s": args.s, "batch_size": args.batch_size,
-                 "cost": cost_name(args.cost, math), "profiling": args.profiling}
+                 "cost": cost_name(args.cost, math), "profiling": args.profiling, "stream_factor": args.stream_factor}
     done = False
     while not done:
         left = args.budget_s - (time.monotonic() - t0)
@@ -275,6 +295,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="instead: simulated profiling with sleeping-only workers, for these worker counts")
     p.add_argument("--sim-ms", type=float, default=1.0, help="--simulate: milliseconds per stage")
     p.add_argument("--sim-model", default="inception_v3", help="--simulate: the model whose stages are simulated")
+    p.add_argument("--stream-factor", type=float, default=0.0,
+                   help="lazy: LazyOptions.stream_factor (a learned per-extra-group bound term; 0 = off)")
+    p.add_argument("--cprofile", default=None, metavar="DIR", help="profile the cold optimization's host time")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/optimize_cost.json)")
     args = p.parse_args(argv)

@@ -217,7 +217,7 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
              warmup: int = 2, number: int = 6, repeat: int = 6, verbose: bool = False,
              num_workers: Optional[int] = None, cost_table=None, address: Optional[str] = None,
              progress: Optional[bool] = None, cost_model=None, wait_for_autoscaler: bool = False,
-             final_check: bool = True, profiling: str = "lazy") -> Graph:
+             final_check: bool = True, profiling: str = "lazy", lazy: Optional[LazyOptions] = None) -> Graph:
     """Find the IOS schedule of ``graph`` and return a new Graph carrying it.
 
     Args:
@@ -246,6 +246,8 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
             measures only the stages on the DP's optimal paths until the optimum uses measured stages
             alone (the same optimum as ``"exhaustive"`` while the bounds hold: ``dp.lazy``);
             ``"exhaustive"`` measures every stage (e.g. to fill a shared cost table).
+        lazy: the lazy DP's options (``dp.lazy.LazyOptions``: its bound, paths per round, stream factor);
+            default ``LazyOptions()``.
         final_check: after the DP, measure the whole-graph latency of its schedule and of the Sequential
             and Greedy schedules on the profiling device, timed like the stages (``warmup``, ``number``,
             ``repeat``; on the CPU with the same BLAS threads; with ``num_workers``, on one Ray worker),
@@ -268,7 +270,8 @@ def optimize(graph: Graph, batch_size: int = 1, opt_type: str = "dp_parallel_mer
         profile=ProfileOptions(batch_size=batch_size, settings=MeasureSettings(warmup, number, repeat),
                                progress=progress if progress is not None else (verbose or sys.stderr.isatty())),
         compute_weight=compute_weight, num_workers=num_workers, cost_table=cost_table, address=address,
-        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose, final_check=final_check, profiling=profiling)
+        wait_for_autoscaler=wait_for_autoscaler, verbose=verbose, final_check=final_check, profiling=profiling,
+        lazy=lazy if lazy is not None else LazyOptions())
     return optimize_with(graph, options)
 
 
