@@ -76,7 +76,8 @@ class Settings:
     s: int = 8
     device: str = "gpu"
     budget_s: float = 540.0
-    compile: bool = True            # torch.compile(mode="max-autotune") rows (autotuning takes minutes)
+    compile: bool = True            # torch.compile rows
+    compile_mode: str = "max-autotune"   # torch.compile's mode (max-autotune autotunes for minutes a network)
 
 
 class Recorder:
@@ -267,12 +268,13 @@ def _torch_rows(model, xd, st: Settings, rec: Recorder, base: dict, expected: np
             continue
         t0 = time.perf_counter()
         try:
-            times, out = module_latency(model, xd, tf32, mode, (st.warmup, st.number, st.repeat))
+            times, out = module_latency(model, xd, tf32, mode, (st.warmup, st.number, st.repeat), st.compile_mode)
         except Exception as exc:  # noqa: BLE001 -- recorded, the run goes on
             rec.skip(f"{label} {base['math']}: {type(exc).__name__}: {exc}")
             continue
+        extra = {"compile_mode": st.compile_mode} if mode == "compile" else {}
         rec.add({**base, "runtime": "pytorch", "schedule": label, **stats(times), "wall_s": time.perf_counter() - t0,
-                 "rel_err": rel_l2(out, expected)})
+                 "rel_err": rel_l2(out, expected), **extra})
 
 
 # ----- the table ---------------------------------------------------------------------------------------
@@ -322,6 +324,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--budget-s", type=float, default=540.0, help="steps starting after this are skipped")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (it autotunes for minutes)")
+    p.add_argument("--compile-mode", default="max-autotune", choices=["max-autotune", "reduce-overhead"],
+                   help="torch.compile's mode (reduce-overhead: CUDA graphs without autotuning, compiles in a minute)")
     p.add_argument("--tiny", action="store_true", help="a smoke run: warmup 1, number 1, repeat 2, r=1, s=2")
     p.add_argument("--table", action="store_true", help="print the table of the stored results and stop")
     p.add_argument("--out-dir", default=str(RESULTS))
@@ -334,7 +338,7 @@ def main(argv=None) -> int:
         print(format_table(load_docs(names)))
         return 0
     st = Settings(warmup=args.warmup, number=args.number, repeat=args.repeat, r=args.r, s=args.s, device=args.device,
-                  budget_s=args.budget_s, compile=not args.no_compile)
+                  budget_s=args.budget_s, compile=not args.no_compile, compile_mode=args.compile_mode)
     if args.tiny:
         st = Settings(warmup=1, number=1, repeat=2, r=1, s=2, device=args.device, budget_s=args.budget_s,
                       compile=False)

@@ -125,10 +125,17 @@ def _cuda_graph_runner(model, x):
     return g.replay, lambda: static_y
 
 
-def _compiled_runner(model, x):
-    """``torch.compile(model, mode="max-autotune")`` (inductor, autotuned kernels, CUDA graphs): (run, last
-    output). Compiling happens in the first calls, i.e. in the warm-up."""
-    compiled = torch.compile(model, mode="max-autotune")
+COMPILE_MODES = ("max-autotune", "reduce-overhead")   # torch.compile modes; both replay CUDA graphs
+
+
+def _compiled_runner(model, x, compile_mode: str = "max-autotune"):
+    """``torch.compile(model, mode=compile_mode)`` (inductor and CUDA graphs; ``max-autotune`` also autotunes
+    its kernels, for minutes): (run, last output). Compiling happens in the first calls, i.e. in the warm-up.
+    Dynamo's caches are reset first, so a compile under other TF32 flags starts afresh."""
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, mode=compile_mode)
     mark_step = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
     holder = {}
 
@@ -159,9 +166,11 @@ def torch_latency(graph: Graph, batch_size: int, tf32: bool, mode: str, settings
     return times, out, x.cpu().numpy()
 
 
-def module_latency(model, x, tf32: bool, mode: str, settings: Tuple[int, int, int] = (10, 20, 10)):
+def module_latency(model, x, tf32: bool, mode: str, settings: Tuple[int, int, int] = (10, 20, 10),
+                   compile_mode: str = "max-autotune"):
     """(per-repeat latencies in ms, output as numpy) of the CUDA module ``model`` on the CUDA tensor ``x``;
-    ``mode``, ``settings`` and the cuDNN/TF32 flags as ``torch_latency`` says.
+    ``mode``, ``settings`` and the cuDNN/TF32 flags as ``torch_latency`` says; ``compile_mode`` is
+    torch.compile's mode (``COMPILE_MODES``) for ``mode="compile"``.
 
     Raises:
         ValueError: an unknown mode; whatever PyTorch raises.
@@ -176,7 +185,7 @@ def module_latency(model, x, tf32: bool, mode: str, settings: Tuple[int, int, in
         if mode == "cuda_graph":
             run, output = _cuda_graph_runner(model, x)
         elif mode == "compile":
-            run, output = _compiled_runner(model, x)
+            run, output = _compiled_runner(model, x, compile_mode)
         else:
             holder = {}
 
