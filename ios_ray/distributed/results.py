@@ -1,0 +1,162 @@
+"""Measurements on the wire and in the driver as columns: one record per batch, not one object per stage.
+
+Unpickling a ``Measurement`` costs the driver about 1 us and building one about as much again; at a few
+thousand stages a second from dozens of workers that, not the work, fills the driver's thread. So a
+worker sends each batch back as a ``BatchResult`` (latencies, spreads and repeat counts as packed
+arrays, errors listed sparsely) in the order of the batch's keys, which the driver already holds.
+
+Data flow::
+
+    [Measurement] in the worker --BatchResult.of--> columns (pickled: a few bytes per stage)
+        --> the driver: MeasuredBatch(keys, result), a Sequence[Measurement] built only when read
+            (``on_result``: the cost table's rows, a progress bar's error count)
+        --> PoolResults: {key: Measurement} over every batch, each Measurement built on access;
+            ``latency_ms(key)`` reads the column without building one
+"""
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
+
+from ..costs.measurement import ErrorKind, Measurement
+
+
+@dataclass(frozen=True, eq=False)
+class BatchResult:
+    """One batch's measurements, in the order of its keys (which travel the other way only).
+
+    ``errors`` and ``estimated`` list only the positions they apply to: most batches have none.
+    ``seconds`` is the worker's time spent in the cost source (the driver sizes later batches by it).
+    """
+    worker: str
+    latency_ms: array                               # 'd'; NaN where the stage failed
+    spread_ms: array                                # 'd'
+    samples: array                                  # 'l'
+    errors: Tuple[Tuple[int, str, str], ...] = ()   # (position, ErrorKind value, message)
+    estimated: Tuple[int, ...] = ()                 # positions of analytic estimates
+    seconds: float = 0.0
+
+    @classmethod
+    def of(cls, measurements: Sequence[Measurement], worker: str, seconds: float = 0.0) -> "BatchResult":
+        """Columns of ``measurements`` (their own ``worker`` labels are replaced by ``worker``)."""
+        return cls(worker, array("d", [m.latency_ms for m in measurements]),
+                   array("d", [m.spread_ms for m in measurements]), array("l", [m.samples for m in measurements]),
+                   tuple((i, m.error.value, m.message) for i, m in enumerate(measurements)
+                         if m.error is not ErrorKind.NONE),
+                   tuple(i for i, m in enumerate(measurements) if m.estimated), seconds)
+
+    def __len__(self) -> int:
+        return len(self.latency_ms)
+
+    def measurements(self, keys: Sequence[str]) -> List[Measurement]:
+        """The ``Measurement`` of every position, keyed by ``keys`` (the batch's keys, same order).
+
+        Raises:
+            ValueError: ``keys`` and the columns differ in length.
+        """
+        if len(keys) != len(self.latency_ms):
+            raise ValueError(f"a batch of {len(self.latency_ms)} results cannot carry {len(keys)} keys")
+        errors = {i: (ErrorKind(kind), message) for i, kind, message in self.errors}
+        estimated = frozenset(self.estimated)
+        out = []
+        for i, (key, lat, spread, n) in enumerate(zip(keys, self.latency_ms, self.spread_ms, self.samples)):
+            kind, message = errors.get(i, (ErrorKind.NONE, ""))
+            out.append(Measurement(key, lat, spread, n, kind, message, i in estimated, self.worker))
+        return out
+
+
+class MeasuredBatch(Sequence[Measurement]):
+    """A batch's keys with its ``BatchResult``: the measurements ``on_result`` gets, built when first read.
+
+    ``len`` and ``errors`` need no ``Measurement`` objects, so a consumer that only counts builds none.
+    """
+
+    def __init__(self, keys: Sequence[str], result: BatchResult):
+        if len(keys) != len(result):
+            raise ValueError(f"a batch of {len(result)} results cannot carry {len(keys)} keys")
+        self.keys = keys
+        self.result = result
+        self._built: List[Measurement] = []
+
+    @property
+    def errors(self) -> int:
+        """How many of the batch's stages failed."""
+        return len(self.result.errors)
+
+    def _all(self) -> List[Measurement]:
+        if not self._built and self.keys:
+            self._built = self.result.measurements(self.keys)
+        return self._built
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index):
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[Measurement]:
+        return iter(self._all())
+
+
+class PoolResults(Mapping[str, Measurement]):
+    """``{key: Measurement}`` over a run's batches, kept as columns; a later batch of a key (a retry) wins.
+
+    Each ``Measurement`` is built when looked up; ``latency_ms`` and ``error_count`` read the columns.
+    """
+
+    def __init__(self):
+        self._where: Dict[str, Tuple[BatchResult, int]] = {}
+        self._batches: List[MeasuredBatch] = []
+        self._positions = 0
+
+    def add(self, batch: MeasuredBatch) -> None:
+        """Record ``batch`` (its keys replace any earlier result of the same keys)."""
+        self._where.update(zip(batch.keys, zip(repeat(batch.result), range(len(batch.keys)))))
+        self._batches.append(batch)
+        self._positions += len(batch.keys)
+
+    def __getitem__(self, key: str) -> Measurement:
+        result, i = self._where[key]
+        error = next(((ErrorKind(kind), message) for j, kind, message in result.errors if j == i),
+                     (ErrorKind.NONE, ""))
+        return Measurement(key, result.latency_ms[i], result.spread_ms[i], result.samples[i], error[0], error[1],
+                           i in result.estimated, result.worker)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def latency_ms(self, key: str) -> float:
+        """The latency of ``key`` without building its ``Measurement`` (NaN when it failed)."""
+        result, i = self._where[key]
+        return result.latency_ms[i]
+
+    def _holds(self, batch: MeasuredBatch, i: int) -> bool:
+        """Whether position ``i`` of ``batch`` is its key's result here (no later batch replaced it)."""
+        result, j = self._where[batch.keys[i]]
+        return result is batch.result and j == i
+
+    def _final(self) -> Iterator[Tuple[MeasuredBatch, int]]:
+        """(batch, how many of its keys still hold their result here), per batch."""
+        if self._positions == len(self._where):   # no key came twice: every position holds
+            return ((b, len(b.keys)) for b in self._batches)
+        return ((b, sum(self._holds(b, i) for i in range(len(b.keys)))) for b in self._batches)
+
+    def per_worker(self) -> Dict[str, int]:
+        """Results held here per worker id."""
+        counts: Dict[str, int] = {}
+        for batch, n in self._final():
+            if n:
+                counts[batch.result.worker] = counts.get(batch.result.worker, 0) + n
+        return counts
+
+    def error_count(self) -> int:
+        """Results held here that carry an error."""
+        return sum(self._holds(b, i) for b in self._batches for i, _, _ in b.result.errors)
