@@ -37,7 +37,7 @@ import math
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -52,6 +52,8 @@ from ..graph.ir import Graph
 from .cluster import WorkerResources, check_resources
 
 logger = logging.getLogger(__name__)
+
+Timing = Union[MeasureSettings, Tuple[int, int, int]]   # settings, or (warmup, number, repeat)
 
 # One byte moved is weighed like this many flops when ordering specs (a CPU-like ridge point), and each
 # spec carries a fixed overhead (warm-up, launches, timing loop) so tiny stages still count for something.
@@ -152,13 +154,20 @@ class ProfileWorker:
         """Answers once the cost source is built (the pool's hang timer starts then, not at launch)."""
         return self._worker_id
 
-    def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> BatchResult:
+    def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: Timing) -> BatchResult:
         """One measurement per spec, same order, as columns tagged with this worker's id (the keys stay
         with the caller: ``BatchResult.measurements(keys)`` rebuilds the records).
 
+        Args:
+            specs: the stages.
+            batch_size: the batch size to measure at.
+            settings: ``MeasureSettings``, or its ``(warmup, number, repeat)`` (what the pool sends: a
+                tuple of ints costs Ray far less to ship per task than a dataclass).
         Raises:
             ValueError: the cost source broke its protocol (wrong count or keys).
         """
+        if not isinstance(settings, MeasureSettings):
+            settings = MeasureSettings(*settings)
         t0 = time.perf_counter()
         results = self._source.measure(list(specs), batch_size, settings)
         seconds = time.perf_counter() - t0
@@ -173,7 +182,7 @@ class ProfileWorker:
         """Keep ``catalog`` (key -> spec; Ray passes it from the object store) for ``measure_keys``."""
         self._catalog = catalog
 
-    def measure_keys(self, keys: Sequence[str], batch_size: int, settings: MeasureSettings) -> BatchResult:
+    def measure_keys(self, keys: Sequence[str], batch_size: int, settings: Timing) -> BatchResult:
         """``measure`` of the catalog's specs of ``keys``.
 
         Raises:
@@ -203,6 +212,7 @@ class PoolReport:
     wall_s: float
     died_specs: Tuple[str, ...] = ()    # keys given up on as ErrorKind.WORKER_DIED
     driver_cpu_s: float = 0.0           # the driver's own CPU time in this call (process time)
+    worker_s: float = 0.0               # the workers' time in their cost sources, summed over batches
 
 
 @dataclass(frozen=True)
@@ -292,7 +302,7 @@ class ProfilerPool:
         self._resources: WorkerResources = check_resources(num_workers, need) if check else need
         self._options = _RunOptions(o.max_retries, _BatchPlan(o.min_batch, o.max_batch, o.batches_per_worker),
                                     o.inflight_per_worker, o.driver_load, o.task_timeout_s, cost_estimate)
-        self._catalog: Optional[Tuple[Mapping[str, StageSpec], "ray.ObjectRef"]] = None
+        self._catalog: Optional[Tuple[frozenset, "ray.ObjectRef"]] = None   # its keys, its object ref
         self._catalog_on: "weakref.WeakKeyDictionary[Slot, ray.ObjectRef]" = weakref.WeakKeyDictionary()
         actor_cls = ray.remote(ProfileWorker).options(
             num_cpus=self._resources.num_cpus, num_gpus=self._resources.num_gpus, max_restarts=0,
@@ -334,7 +344,7 @@ class ProfilerPool:
         Args:
             specs: a picklable mapping key -> StageSpec.
         """
-        self._catalog = (specs, ray.put(specs))
+        self._catalog = (frozenset(specs), ray.put(specs))
         for slot in self._slots.live():   # the actors started so far load it now; later ones at their first batch
             slot.handle.use_catalog.remote(self._catalog[1])
             self._catalog_on[slot] = self._catalog[1]
@@ -394,11 +404,11 @@ class ProfilerPool:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         keys = list(specs)
         catalog = None
-        if self._catalog is not None and all(k in self._catalog[0] for k in keys):
+        if self._catalog is not None and self._catalog[0].issuperset(keys):
             catalog = self._catalog[1]
         else:
             specs = dict(specs)
-        work = _Work(specs, keys, catalog, batch_size, settings)
+        work = _Work(specs, keys, catalog, batch_size, (settings.warmup, settings.number, settings.repeat))
         return _Run(self._slots, self._options, work, on_result, self._catalog_on).run()
 
 
@@ -442,7 +452,7 @@ class _Work:
     keys: List[str]
     catalog: Optional["ray.ObjectRef"]
     batch_size: int
-    settings: MeasureSettings
+    settings: Tuple[int, int, int]      # warmup, number, repeat
 
 
 class _Run:
@@ -514,7 +524,7 @@ class _Run:
                             batches=self.batches, retries=self.retries, worker_deaths=self.deaths,
                             restarts=slots.restarts, errors=self.results.error_count(),
                             wall_s=time.perf_counter() - start, died_specs=tuple(self.died),
-                            driver_cpu_s=time.process_time() - self.cpu0)
+                            driver_cpu_s=time.process_time() - self.cpu0, worker_s=self.stage_s)
         return self.results, report
 
     # ----- dispatch -------------------------------------------------------------------------------

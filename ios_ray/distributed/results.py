@@ -16,8 +16,8 @@ Data flow::
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Dict, Iterator, List, Mapping, Sequence, Tuple
 
 from ..costs.measurement import ErrorKind, Measurement
@@ -107,18 +107,28 @@ class PoolResults(Mapping[str, Measurement]):
     """
 
     def __init__(self):
-        self._where: Dict[str, Tuple[BatchResult, int]] = {}
+        # key -> its position in the run: batch b holds positions starts[b] .. starts[b] + len - 1. Plain
+        # ints, which the garbage collector does not track: no collections triggered per stage.
+        self._where: Dict[str, int] = {}
         self._batches: List[MeasuredBatch] = []
+        self._starts: List[int] = []
         self._positions = 0
 
     def add(self, batch: MeasuredBatch) -> None:
         """Record ``batch`` (its keys replace any earlier result of the same keys)."""
-        self._where.update(zip(batch.keys, zip(repeat(batch.result), range(len(batch.keys)))))
+        n = len(batch.keys)
+        self._where.update(zip(batch.keys, range(self._positions, self._positions + n)))
         self._batches.append(batch)
-        self._positions += len(batch.keys)
+        self._starts.append(self._positions)
+        self._positions += n
+
+    def _locate(self, key: str) -> Tuple[BatchResult, int]:
+        pos = self._where[key]
+        b = bisect_right(self._starts, pos) - 1
+        return self._batches[b].result, pos - self._starts[b]
 
     def __getitem__(self, key: str) -> Measurement:
-        result, i = self._where[key]
+        result, i = self._locate(key)
         error = next(((ErrorKind(kind), message) for j, kind, message in result.errors if j == i),
                      (ErrorKind.NONE, ""))
         return Measurement(key, result.latency_ms[i], result.spread_ms[i], result.samples[i], error[0], error[1],
@@ -135,28 +145,26 @@ class PoolResults(Mapping[str, Measurement]):
 
     def latency_ms(self, key: str) -> float:
         """The latency of ``key`` without building its ``Measurement`` (NaN when it failed)."""
-        result, i = self._where[key]
+        result, i = self._locate(key)
         return result.latency_ms[i]
 
-    def _holds(self, batch: MeasuredBatch, i: int) -> bool:
-        """Whether position ``i`` of ``batch`` is its key's result here (no later batch replaced it)."""
-        result, j = self._where[batch.keys[i]]
-        return result is batch.result and j == i
-
-    def _final(self) -> Iterator[Tuple[MeasuredBatch, int]]:
-        """(batch, how many of its keys still hold their result here), per batch."""
+    def _held(self, b: int) -> int:
+        """How many keys of batch ``b`` still hold their result here (no later batch replaced them)."""
+        keys, start = self._batches[b].keys, self._starts[b]
         if self._positions == len(self._where):   # no key came twice: every position holds
-            return ((b, len(b.keys)) for b in self._batches)
-        return ((b, sum(self._holds(b, i) for i in range(len(b.keys)))) for b in self._batches)
+            return len(keys)
+        return sum(self._where[k] == start + i for i, k in enumerate(keys))
 
     def per_worker(self) -> Dict[str, int]:
         """Results held here per worker id."""
         counts: Dict[str, int] = {}
-        for batch, n in self._final():
+        for b, batch in enumerate(self._batches):
+            n = self._held(b)
             if n:
                 counts[batch.result.worker] = counts.get(batch.result.worker, 0) + n
         return counts
 
     def error_count(self) -> int:
         """Results held here that carry an error."""
-        return sum(self._holds(b, i) for b in self._batches for i, _, _ in b.result.errors)
+        return sum(self._where[batch.keys[i]] == self._starts[b] + i
+                   for b, batch in enumerate(self._batches) for i, _, _ in batch.result.errors)
