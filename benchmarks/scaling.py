@@ -12,12 +12,18 @@ profiler's time per stage; they reserve a small fraction of a CPU each, so many 
 and do no other work, so the efficiency measures the driver and Ray, not the host's cores. With the
 ideal wall time being (stages x sim-ms) / N, what remains is the driver's and Ray's overhead;
 ``driver_us_per_stage`` is the driver's own CPU time per stage in the pool (ordering, batching,
-submission, ray.wait/get, bookkeeping), ``process_time`` around ``ProfilerPool.measure``. By default
+submission, ray.wait/get, bookkeeping), ``process_time`` around ``ProfilerPool.measure`` (Ray's threads
+in the driver process included), ``driver_thread_us_per_stage`` the calling thread's alone;
+``efficiency_busy`` compares with the workers' own busy time instead (a 1 ms sleep takes a little
+more). Only the keys of the space are enumerated (timed apart, never part of the efficiency), so
+NASNet (48,871 stages at r=3, s=8) and RandWire fit: with 64 workers Inception-v3's 3,846 stages of
+1 ms are 60 ms of work each, too little to amortize Ray's latency per batch. By default
 the batches travel as keys of a catalog shipped once (``--transport keys``: what ``optimize`` does with a
 GraphSpace; the simulated workers resolve a key to a stub, where a real worker builds the spec);
 ``--transport specs`` pickles every spec in the driver instead.
 
     python benchmarks/scaling.py --model inception_v3 --simulate 16,64 --sim-ms 1
+    python benchmarks/scaling.py --model nasnet --simulate 16,64 --sim-ms 1
 
 Enumerate mode: wall time of the distributed state-space enumeration against the local one.
 
