@@ -15,7 +15,7 @@ that lazy profiling finds as fast a schedule. Analytic costs are exact, so there
     python benchmarks/optimize_cost.py --cost gpu --compare                # the four zoo models, fp32 + TF32
     python benchmarks/optimize_cost.py --cost gpu --models nasnet --budget-s 280   # one model per device call
     python benchmarks/optimize_cost.py --cost cpu --models sample,squeezenet --compare   # no GPU needed
-    python benchmarks/optimize_cost.py --simulate 16,64 --sim-ms 1         # the driver's scaling (no device)
+    python benchmarks/optimize_cost.py --simulate 16,64 --sim-ms 1 --sim-model nasnet   # the driver's scaling
 
 ``--cost gpu`` means ``gpu`` (fp32) and ``gpu-tf32`` for ``--math fp32,tf32``; ``analytic:H200`` means
 ``analytic:H200`` and ``analytic-tf32:H200``; ``cpu`` has fp32 only. ``optimize`` runs as a user calls it
@@ -25,7 +25,8 @@ finished (the cold run, say). Results: a table on stdout and ``benchmarks/result
 (``--out``), rewritten after every row: a row replaces the one of the same model, math, r, s, batch size,
 cost and profiling and others are kept, so runs of a few models each add up to one file; with ``$OUT``
 set (the GPU machine's result folder) a copy goes there too. ``--simulate`` runs ``scaling.py``'s
-simulated profiling instead (sleeping-only workers: the driver's and Ray's overhead per stage).
+simulated profiling instead (sleeping-only workers: the driver's and Ray's overhead per stage; NASNet's
+48,871 stages give 64 workers 0.76 s of work each, Inception-v3's 3,846 only 60 ms).
 """
 from __future__ import annotations
 

@@ -12,12 +12,18 @@ profiler's time per stage; they reserve a small fraction of a CPU each, so many 
 and do no other work, so the efficiency measures the driver and Ray, not the host's cores. With the
 ideal wall time being (stages x sim-ms) / N, what remains is the driver's and Ray's overhead;
 ``driver_us_per_stage`` is the driver's own CPU time per stage in the pool (ordering, batching,
-submission, ray.wait/get, bookkeeping), ``process_time`` around ``ProfilerPool.measure``. By default
+submission, ray.wait/get, bookkeeping), ``process_time`` around ``ProfilerPool.measure`` (Ray's threads
+in the driver process included), ``driver_thread_us_per_stage`` the calling thread's alone;
+``efficiency_busy`` compares with the workers' own busy time instead (a 1 ms sleep takes a little
+more). Only the keys of the space are enumerated (timed apart, never part of the efficiency), so
+NASNet (48,871 stages at r=3, s=8) and RandWire fit: with 64 workers Inception-v3's 3,846 stages of
+1 ms are 60 ms of work each, too little to amortize Ray's latency per batch. By default
 the batches travel as keys of a catalog shipped once (``--transport keys``: what ``optimize`` does with a
 GraphSpace; the simulated workers resolve a key to a stub, where a real worker builds the spec);
 ``--transport specs`` pickles every spec in the driver instead.
 
     python benchmarks/scaling.py --model inception_v3 --simulate 16,64 --sim-ms 1
+    python benchmarks/scaling.py --model nasnet --simulate 16,64 --sim-ms 1
 
 Enumerate mode: wall time of the distributed state-space enumeration against the local one.
 
@@ -28,6 +34,7 @@ Results are printed as a table and saved as JSON under ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -95,6 +102,9 @@ class KeyStubs(Mapping):
             raise KeyError(key)
         return KeyStub(key)
 
+    def __contains__(self, key):
+        return key in self._set
+
     def __iter__(self):
         return iter(self._keys)
 
@@ -113,11 +123,21 @@ def _ints(text: str) -> List[int]:
 
 
 def _specs(args) -> Dict:
-    opts = SpaceOptions(max_group_size=args.max_group_size, max_num_groups=args.max_num_groups)
-    specs = dict(enumerate_graph(get_model(args.model), opts).specs)
+    specs = dict(_space(args).specs)
     if args.max_stages and len(specs) > args.max_stages:
         specs = dict(sorted(specs.items())[: args.max_stages])  # a fixed, reproducible subset
     return specs
+
+
+def _space(args):
+    opts = SpaceOptions(max_group_size=args.max_group_size, max_num_groups=args.max_num_groups)
+    return enumerate_graph(get_model(args.model), opts)
+
+
+def _keys(args) -> List[str]:
+    """The space's stage keys only (no spec is built: NASNet's and RandWire's would take minutes)."""
+    keys = list(_space(args).specs)
+    return sorted(keys)[: args.max_stages] if args.max_stages and len(keys) > args.max_stages else keys
 
 
 def _machine() -> dict:
@@ -166,24 +186,27 @@ def run_profile(args) -> dict:
 def run_simulate(args) -> dict:
     if __name__ != "__main__":   # imported (optimize_cost.py --simulate): the workers cannot import this file
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    specs = _specs(args)
-    stubs = KeyStubs(specs)
+    t0 = time.perf_counter()   # enumeration: timed apart, never part of the efficiency
+    specs = stubs = KeyStubs(_keys(args))
+    if args.transport == "specs":   # real specs: their pickling is what this transport costs
+        specs = _specs(args)
+    enumerate_s = time.perf_counter() - t0
     rows = []
     for n in args.simulate:
         # 1/(4n) CPU each: the workers sleep, so they need no real CPU, and any count fits on this machine.
         pool = ProfilerPool(n, SleepingSource(args.sim_ms), PoolOptions(
             cpus_per_worker=min(1.0, 1.0 / (4 * n)), min_batch=args.min_batch,
-            batches_per_worker=args.batches_per_worker))
+            batches_per_worker=args.batches_per_worker, driver_load=args.driver_load))
         try:
             t0 = time.perf_counter()
             pool.devices()  # wait until every actor is up: start-up is not dispatch overhead
-            work = stubs if args.transport == "keys" else specs
             if args.transport == "keys":
                 pool.use_catalog(stubs)
-                pool.measure(KeyStubs([]), 1, MeasureSettings(0, 1, 1))
+                pool.devices()   # answered after the catalog is loaded (an actor runs its calls in order)
             start_s = time.perf_counter() - t0
+            gc.collect()   # the enumeration's garbage is not the driver's
             cpu0, thread0, t0 = time.process_time(), time.thread_time(), time.perf_counter()
-            results, report = pool.measure(work, args.batch_size, MeasureSettings(0, 1, 1))
+            results, report = pool.measure(specs, args.batch_size, MeasureSettings(0, 1, 1))
             wall = time.perf_counter() - t0
             cpu, thread = time.process_time() - cpu0, time.thread_time() - thread0
         finally:
@@ -191,26 +214,34 @@ def run_simulate(args) -> dict:
         ideal = len(specs) * args.sim_ms / 1e3 / n
         rows.append({"workers": n, "stages": len(specs), "start_s": start_s, "wall_s": wall, "ideal_s": ideal,
                      "efficiency": ideal / wall if wall > 0 else math.nan,
+                     # the same against the workers' own busy time (a 1 ms sleep takes a little longer)
+                     "worker_busy_s": report.worker_s, "efficiency_busy": report.worker_s / n / wall,
                      "overhead_ms_per_stage": (wall - ideal) * 1e3 / len(specs),
                      "driver_us_per_stage": cpu * 1e6 / len(specs),
                      "driver_loop_us_per_stage": report.driver_cpu_s * 1e6 / len(specs),
                      "driver_thread_us_per_stage": thread * 1e6 / len(specs), "batches": report.batches,
                      "errors": report.errors, "per_worker_min": min(report.per_worker.values()),
                      "per_worker_max": max(report.per_worker.values())})
-    print(f"simulated profiling: model {args.model}, {len(specs)} stages, {args.sim_ms} ms per stage, "
-          f"batches as {args.transport}")
-    print(f"{'workers':>7} {'start s':>8} {'wall s':>8} {'ideal s':>8} {'efficiency':>10} {'overhead ms/stage':>17} "
+    print(f"simulated profiling: model {args.model}, {len(specs)} stages (enumerated in {enumerate_s:.1f} s, not "
+          f"timed below), {args.sim_ms} ms per stage, batches as {args.transport}")
+    print(f"{'workers':>7} {'start s':>8} {'wall s':>8} {'ideal s':>8} {'efficiency':>10} {'(busy)':>6} "
+          f"{'overhead ms/stage':>17} "
           f"{'driver CPU us/stage':>19} {'(its thread)':>12} {'batches':>7} {'stages/worker':>13}")
     for r in rows:
         print(f"{r['workers']:>7} {r['start_s']:>8.2f} {r['wall_s']:>8.2f} {r['ideal_s']:>8.2f} {r['efficiency']:>9.0%} "
+              f"{r['efficiency_busy']:>6.0%} "
               f"{r['overhead_ms_per_stage']:>17.3f} {r['driver_us_per_stage']:>19.1f} "
               f"{r['driver_thread_us_per_stage']:>12.1f} {r['batches']:>7} "
               f"{r['per_worker_min']:>6}-{r['per_worker_max']:<6}")
     return {"mode": "simulate", "model": args.model, "sim_ms": args.sim_ms, "transport": args.transport,
+            "r": args.max_group_size, "s": args.max_num_groups, "enumerate_s": enumerate_s,
+            "driver_load": args.driver_load,
             "what_ran": (f"{max(args.simulate)} simulated actors at {min(1.0, 1 / (4 * max(args.simulate))):.4f} CPU "
                          f"each on a {os.cpu_count()}-core host; each sleeps sim_ms per stage and does nothing "
-                         f"else; driver CPU is process_time around ProfilerPool.measure (Ray's threads in the "
-                         f"driver process included), its thread: thread_time of the calling thread alone"),
+                         f"else; wall_s is ProfilerPool.measure alone (actors started and the catalog loaded "
+                         f"before, the enumeration's garbage collected); driver CPU is process_time around it "
+                         f"(Ray's threads in the driver process included), its thread: thread_time of the "
+                         f"calling thread alone"),
             "machine": _machine(), "rows": rows}
 
 
@@ -259,6 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--sim-ms", type=float, default=1.0, help="simulated profiling time per stage")
     p.add_argument("--min-batch", type=int, default=8, help="simulate: the pool's min_batch")
     p.add_argument("--batches-per-worker", type=int, default=2, help="simulate: the pool's batches_per_worker")
+    p.add_argument("--driver-load", type=float, default=0.25, help="simulate: the pool's driver_load")
     p.add_argument("--transport", choices=["keys", "specs"], default="keys",
                    help="simulate: batches as keys of a catalog shipped once (as optimize does) or as pickled specs")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")

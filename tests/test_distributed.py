@@ -542,7 +542,8 @@ def test_batches_shrink_as_work_runs_out_and_small_rounds_spread():
                                          (dict(inflight_per_worker=0), "inflight_per_worker"),
                                          (dict(min_batch=9, max_batch=8), "min_batch"),
                                          (dict(task_timeout_s=0), "task_timeout_s"),
-                                         (dict(max_worker_restarts=-1), "max_worker_restarts")])
+                                         (dict(max_worker_restarts=-1), "max_worker_restarts"),
+                                         (dict(driver_load=0), "driver_load")])
 def test_pool_options_out_of_range_are_named(bad, named):
     with pytest.raises(ValueError, match=named):
         PoolOptions(**bad)
@@ -567,3 +568,33 @@ def test_catalog_batches_travel_as_keys_with_the_same_results(ray_local, tmp_pat
     assert set(measured_keys(log).values()) == {1} and len(measured_keys(log)) == len(plain)
     _, rep = profile_graph_space(space, source(), 2, None, ProfileOptions(1, SETTINGS))
     assert rep.measured == len(plain) and rep.errors == 0
+
+
+def test_fast_stages_travel_in_fewer_bigger_batches_with_the_same_results(ray_local, specs):
+    """Once the workers' seconds per stage are known, a batch holds at least what keeps the driver's share
+    of the time under ``driver_load``: stages of microseconds go in a few big batches, stages of 50 ms in
+    the guided, shrinking ones; what is measured does not change."""
+    subset = {k: specs[k] for k in sorted(specs)[:40]}
+    opts = PoolOptions(min_batch=1, max_batch=64, batches_per_worker=2, driver_load=1.0)
+    with ProfilerPool(2, source(), opts) as pool:
+        fast, fast_report = pool.measure(subset, 1, SETTINGS)
+    with ProfilerPool(2, source(delay_s=0.05), opts) as pool:
+        slow, slow_report = pool.measure(subset, 1, SETTINGS)
+    assert fast_report.batches < slow_report.batches
+    assert slow_report.worker_s >= 40 * 0.05 and fast_report.worker_s < 1.0
+    assert strip(fast) == strip(slow) and len(fast) == 40
+
+
+def test_ray_profiling_writes_the_rows_local_profiling_writes(ray_local, specs, tmp_path):
+    """Results come back from the actors as columns; the cost table still gets one full row per stage,
+    the same as in-process profiling gives (but for who measured and when)."""
+    from ios_ray.profile.stages import LocalPool, profile_stages
+    options = ProfileOptions(1, SETTINGS, append_chunk=32)
+    local_table, ray_table = CostTable(str(tmp_path / "local")), CostTable(str(tmp_path / "ray"))
+    local, _ = profile_stages(specs, LocalPool(source()), local_table, options)
+    remote, report = profile_graph_space(specs, source(), 2, ray_table, options)
+    assert strip(remote) == strip(local) and report.measured == len(specs)
+
+    def rows(table):
+        return sorted(table.read_all().drop_columns(["timestamp", "worker"]).to_pylist(), key=lambda r: r["key"])
+    assert rows(ray_table) == rows(local_table) and len(rows(ray_table)) == len(specs)

@@ -1,10 +1,15 @@
 """benchmarks/optimize_cost.py end to end on analytic costs (no device): the rows the issue asks for, a warm
 re-run that measures nothing, rows of later runs added to the file, the copy under $OUT, the time budget."""
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
 import optimize_cost  # noqa: E402
 
 REQUIRED = {"model", "math", "r", "s", "device", "cold_s", "unique_stages", "measured_stages", "warm_s"}
@@ -47,3 +52,22 @@ def test_math_both_and_out_under_the_device_out_folder(tmp_path, monkeypatch):
                                "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["model"], r["math"]) for r in rows] == [("sample", "fp32"), ("sample", "tf32")]
+
+
+@pytest.mark.ray
+def test_simulate_rows_time_the_pool_alone(tmp_path):
+    """``--simulate``: sleeping workers over a space's keys; each row counts every stage once, spreads them
+    over the workers, and gives efficiency and the driver's CPU per stage (thread and whole process)."""
+    out = tmp_path / "sim.json"
+    done = subprocess.run([sys.executable, str(BENCH / "optimize_cost.py"), "--simulate", "1,2", "--sim-ms", "0.5",
+                           "--sim-model", "squeezenet", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(BENCH.parent)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["model"] == "squeezenet" and result["enumerate_s"] > 0 and (result["r"], result["s"]) == (3, 8)
+    for row, workers in zip(result["rows"], [1, 2]):
+        assert row["workers"] == workers and row["stages"] == 154 and row["errors"] == 0
+        assert row["per_worker_min"] > 0 and row["per_worker_max"] <= 154
+        assert row["ideal_s"] == pytest.approx(154 * 0.5e-3 / workers)
+        assert 0 < row["efficiency"] <= 1 and row["worker_busy_s"] >= 154 * 0.5e-3
+        assert row["driver_thread_us_per_stage"] > 0 and row["driver_us_per_stage"] >= row["driver_thread_us_per_stage"]

@@ -8,8 +8,13 @@ Data flow::
             ``inflight_per_worker`` batches)
         --> ProfileWorker.measure (specs pickled per batch) or .measure_keys (keys only: the actor builds the
             specs from a catalog it fetched once, ``use_catalog``), in the actor: its own cost source
-        --> [Measurement] per batch: whatever is ready is fetched in one call and handed to ``on_result``
-        --> {key: Measurement}, PoolReport (with the driver's own CPU time)
+        --> a BatchResult per batch (``results.py``: columns, the keys implied by the batch's order):
+            whatever is ready is fetched in one call; each batch goes to ``on_result`` as a MeasuredBatch
+        --> PoolResults ({key: Measurement}, built on access), PoolReport (with the driver's CPU time)
+
+Once results come back, batches are also cut no shorter than the workers' measured seconds per stage
+and the driver's CPU per batch allow (``PoolOptions.driver_load``): the driver serves every worker in
+turn, so at many workers and fast stages small batches would leave workers waiting on it.
 
 Failure handling (as Alpa's profiling workers, with bounds): when an actor dies
 (``RayActorError``/``ActorDiedError``/``WorkerCrashedError``, or a batch over ``task_timeout_s``, whose
@@ -31,8 +36,8 @@ import logging
 import math
 import time
 import weakref
-from dataclasses import dataclass, replace
-from typing import Callable, Deque, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Deque, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -42,10 +47,13 @@ from ..costs.measurement import DeviceInfo, ErrorKind, Measurement, MeasureSetti
 from ..graph.ops import OPS
 from ..space.stage import OpSpec, StageSpec
 from .actors import WORKER_LOST_ERRORS, ActorSlots, Slot
+from .results import BatchResult, MeasuredBatch, PoolResults
 from ..graph.ir import Graph
 from .cluster import WorkerResources, check_resources
 
 logger = logging.getLogger(__name__)
+
+Timing = Union[MeasureSettings, Tuple[int, int, int]]   # settings, or (warmup, number, repeat)
 
 # One byte moved is weighed like this many flops when ordering specs (a CPU-like ridge point), and each
 # spec carries a fixed overhead (warm-up, launches, timing loop) so tiny stages still count for something.
@@ -146,27 +154,35 @@ class ProfileWorker:
         """Answers once the cost source is built (the pool's hang timer starts then, not at launch)."""
         return self._worker_id
 
-    def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
-        """One measurement per spec, same order, tagged with this worker's id.
+    def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: Timing) -> BatchResult:
+        """One measurement per spec, same order, as columns tagged with this worker's id (the keys stay
+        with the caller: ``BatchResult.measurements(keys)`` rebuilds the records).
 
+        Args:
+            specs: the stages.
+            batch_size: the batch size to measure at.
+            settings: ``MeasureSettings``, or its ``(warmup, number, repeat)`` (what the pool sends: a
+                tuple of ints costs Ray far less to ship per task than a dataclass).
         Raises:
             ValueError: the cost source broke its protocol (wrong count or keys).
         """
+        if not isinstance(settings, MeasureSettings):
+            settings = MeasureSettings(*settings)
+        t0 = time.perf_counter()
         results = self._source.measure(list(specs), batch_size, settings)
+        seconds = time.perf_counter() - t0
         if len(results) != len(specs):
             raise ValueError(f"cost source returned {len(results)} measurements for {len(specs)} specs")
-        out = []
         for spec, m in zip(specs, results):
             if m.key != spec.key:
                 raise ValueError(f"cost source returned key {m.key} for spec {spec.key}")
-            out.append(replace(m, worker=self._worker_id))
-        return out
+        return BatchResult.of(results, self._worker_id, seconds)
 
     def use_catalog(self, catalog: Mapping[str, StageSpec]) -> None:
         """Keep ``catalog`` (key -> spec; Ray passes it from the object store) for ``measure_keys``."""
         self._catalog = catalog
 
-    def measure_keys(self, keys: Sequence[str], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
+    def measure_keys(self, keys: Sequence[str], batch_size: int, settings: Timing) -> BatchResult:
         """``measure`` of the catalog's specs of ``keys``.
 
         Raises:
@@ -196,6 +212,7 @@ class PoolReport:
     wall_s: float
     died_specs: Tuple[str, ...] = ()    # keys given up on as ErrorKind.WORKER_DIED
     driver_cpu_s: float = 0.0           # the driver's own CPU time in this call (process time)
+    worker_s: float = 0.0               # the workers' time in their cost sources, summed over batches
 
 
 @dataclass(frozen=True)
@@ -211,6 +228,10 @@ class PoolOptions:
         batches_per_worker: a batch takes ``1 / (batches_per_worker x live workers)`` of the specs left
             (guided self-scheduling: big batches first, small ones at the end).
         inflight_per_worker: batches queued on one actor at a time (2 hides the round trip).
+        driver_load: the share of the driver's time that handling batches may take: once the workers'
+            seconds per stage and the driver's CPU per batch are known, batches hold at least
+            ``live workers x CPU per batch / (driver_load x seconds per stage)`` stages (within
+            ``[min_batch, max_batch]``), so fast stages on many workers do not outrun the driver.
         task_timeout_s: a batch running longer is treated as a hung worker: the actor is killed.
     Raises:
         ValueError: a value out of range (named).
@@ -222,6 +243,7 @@ class PoolOptions:
     min_batch: int = 8
     batches_per_worker: int = 2
     inflight_per_worker: int = 2
+    driver_load: float = 0.25
     task_timeout_s: Optional[float] = None
 
     def __post_init__(self):
@@ -229,6 +251,8 @@ class PoolOptions:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.inflight_per_worker < 1:
             raise ValueError(f"inflight_per_worker must be >= 1, got {self.inflight_per_worker}")
+        if not 0 < self.driver_load <= 1:
+            raise ValueError(f"driver_load must be in (0, 1], got {self.driver_load}")
         if not 1 <= self.min_batch <= self.max_batch or self.batches_per_worker < 1:
             raise ValueError(f"need 1 <= min_batch <= max_batch and batches_per_worker >= 1; got min_batch="
                              f"{self.min_batch}, max_batch={self.max_batch}, "
@@ -277,8 +301,8 @@ class ProfilerPool:
         need = self._source.resources(o.cpus_per_worker)
         self._resources: WorkerResources = check_resources(num_workers, need) if check else need
         self._options = _RunOptions(o.max_retries, _BatchPlan(o.min_batch, o.max_batch, o.batches_per_worker),
-                                    o.inflight_per_worker, o.task_timeout_s, cost_estimate)
-        self._catalog: Optional[Tuple[Mapping[str, StageSpec], "ray.ObjectRef"]] = None
+                                    o.inflight_per_worker, o.driver_load, o.task_timeout_s, cost_estimate)
+        self._catalog: Optional[Tuple[frozenset, "ray.ObjectRef"]] = None   # its keys, its object ref
         self._catalog_on: "weakref.WeakKeyDictionary[Slot, ray.ObjectRef]" = weakref.WeakKeyDictionary()
         actor_cls = ray.remote(ProfileWorker).options(
             num_cpus=self._resources.num_cpus, num_gpus=self._resources.num_gpus, max_restarts=0,
@@ -320,7 +344,10 @@ class ProfilerPool:
         Args:
             specs: a picklable mapping key -> StageSpec.
         """
-        self._catalog = (specs, ray.put(specs))
+        self._catalog = (frozenset(specs), ray.put(specs))
+        for slot in self._slots.live():   # the actors started so far load it now; later ones at their first batch
+            slot.handle.use_catalog.remote(self._catalog[1])
+            self._catalog_on[slot] = self._catalog[1]
 
     # ----- probing --------------------------------------------------------------------------------
     def device(self, timeout_s: float = 600.0) -> DeviceInfo:
@@ -352,8 +379,8 @@ class ProfilerPool:
 
     # ----- measuring ------------------------------------------------------------------------------
     def measure(self, specs: Mapping[str, StageSpec], batch_size: int, settings: MeasureSettings,
-                on_result: Optional[Callable[[List[Measurement]], None]] = None
-                ) -> Tuple[Dict[str, Measurement], PoolReport]:
+                on_result: Optional[Callable[[Sequence[Measurement]], None]] = None
+                ) -> Tuple[Mapping[str, Measurement], PoolReport]:
         """Measure every spec once across the pool.
 
         Args:
@@ -362,10 +389,12 @@ class ProfilerPool:
             batch_size: the batch size to measure at.
             settings: warm-up / number / repeat.
             on_result: called in this thread with each batch's measurements as they arrive (e.g. to
-                append them to the cost table); the pool's bookkeeping is done before it is called.
+                append them to the cost table), a ``MeasuredBatch``: a sequence of ``Measurement`` built
+                when first read; the pool's bookkeeping is done before it is called.
 
         Returns:
-            One measurement per key (errors included) and a report.
+            One measurement per key (errors included), as a ``PoolResults`` mapping (each
+            ``Measurement`` built on access), and a report.
 
         Raises:
             WorkerStartError: workers cannot build their cost source.
@@ -375,11 +404,11 @@ class ProfilerPool:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         keys = list(specs)
         catalog = None
-        if self._catalog is not None and all(k in self._catalog[0] for k in keys):
+        if self._catalog is not None and self._catalog[0].issuperset(keys):
             catalog = self._catalog[1]
         else:
             specs = dict(specs)
-        work = _Work(specs, keys, catalog, batch_size, settings)
+        work = _Work(specs, keys, catalog, batch_size, (settings.warmup, settings.number, settings.repeat))
         return _Run(self._slots, self._options, work, on_result, self._catalog_on).run()
 
 
@@ -391,16 +420,17 @@ def _raise_if_init_failed(exc: Exception) -> None:
 @dataclass(frozen=True)
 class _BatchPlan:
     """How batches are cut (guided self-scheduling): each takes ``1 / (share x live workers)`` of the specs
-    left, within ``[min_batch, max_batch]`` -- but no more than an even split when few are left, so a small
-    round still spreads over the workers."""
+    left, within ``[floor, max_batch]`` (``floor``: at least ``min_batch``, see ``_Run._floor``) -- but no
+    more than an even split when few are left, so a small round still spreads over the workers."""
     min_batch: int
     max_batch: int
     share: int
 
-    def size(self, left: int, workers: int) -> int:
+    def size(self, left: int, workers: int, floor: Optional[int] = None) -> int:
+        floor = self.min_batch if floor is None else floor
         guided = -(-left // (self.share * workers))
         even = -(-left // workers)
-        return max(1, min(self.max_batch, max(guided, min(self.min_batch, even))))
+        return max(1, min(self.max_batch, max(guided, min(floor, even))))
 
 
 @dataclass(frozen=True)
@@ -409,6 +439,7 @@ class _RunOptions:
     max_retries: int
     plan: _BatchPlan
     depth: int                          # batches in flight per actor
+    driver_load: float                  # share of the driver's time batches may take (sets the floor)
     timeout_s: Optional[float]          # a batch running longer: the actor is killed
     estimate: Optional[Callable[[StageSpec], float]]
 
@@ -421,7 +452,7 @@ class _Work:
     keys: List[str]
     catalog: Optional["ray.ObjectRef"]
     batch_size: int
-    settings: MeasureSettings
+    settings: Tuple[int, int, int]      # warmup, number, repeat
 
 
 class _Run:
@@ -439,7 +470,7 @@ class _Run:
         self.options = options
         self.work = work
         self.on_result = on_result
-        self.results: Dict[str, Measurement] = {}
+        self.results = PoolResults()
         self.losses: Dict[str, int] = collections.Counter()
         self.where: Dict["ray.ObjectRef", Slot] = {}
         # per actor, (ref, keys, suspect) in submission order: an actor runs its tasks in order, so the
@@ -447,14 +478,18 @@ class _Run:
         self.inflight: Dict[Slot, Deque[Tuple["ray.ObjectRef", List[str], bool]]] = \
             collections.defaultdict(collections.deque)
         self.busy_since: Dict[Slot, float] = {}
-        self.order: Deque[str] = collections.deque()       # keys not yet batched, in dispatch order
+        self.order: List[str] = []                         # keys in dispatch order; order[cut:] not yet batched
+        self.cut = 0
         self.queue: Deque[List[str]] = collections.deque()  # batches to send before cutting new ones
         self.suspects: Deque[str] = collections.deque()   # keys held by an actor that died: run alone
         self.batches = self.retries = self.deaths = 0
         self.died: List[str] = []
+        self.stage_s = 0.0       # the workers' seconds in their cost sources, over stages_timed stages
+        self.stages_timed = 0
+        self.cpu0 = time.process_time()
 
-    def run(self) -> Tuple[Dict[str, Measurement], PoolReport]:
-        start, cpu0 = time.perf_counter(), time.process_time()
+    def run(self) -> Tuple[PoolResults, PoolReport]:
+        start, self.cpu0 = time.perf_counter(), time.process_time()
         slots, opts, work = self.slots, self.options, self.work
         slots.reset_budget()
         if work.keys:
@@ -464,9 +499,9 @@ class _Run:
                 slots.replace(slot, "lost in an earlier call")
         if work.catalog is None and opts.estimate is not None and len(work.keys) > 1:
             cost = {k: opts.estimate(work.specs[k]) for k in work.keys}
-            self.order.extend(sorted(work.keys, key=lambda k: (-cost[k], k)))   # heaviest first
+            self.order = sorted(work.keys, key=lambda k: (-cost[k], k))   # heaviest first
         else:
-            self.order.extend(work.keys)
+            self.order = list(work.keys)
         self._fill()
         poll = None if opts.timeout_s is None else min(1.0, opts.timeout_s / 4)
         last_check = time.monotonic()
@@ -480,34 +515,48 @@ class _Run:
                 ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
                 self._collect_all([r for r in ready if r in self.where])
             self._fill()
-        if self.order or self.queue or self.suspects:
-            left = len(self.order) + sum(len(b) for b in self.queue) + len(self.suspects)
+        if self._left() or self.queue or self.suspects:
+            left = self._left() + sum(len(b) for b in self.queue) + len(self.suspects)
             raise WorkersExhaustedError(
                 f"all profiling workers died and the restart budget ({slots.max_restarts}) is spent; "
                 f"{left} stages were not measured")
-        per_worker = collections.Counter(m.worker for m in self.results.values() if m.worker)
-        report = PoolReport(num_specs=len(work.keys), num_workers=slots.size, per_worker=dict(per_worker),
+        report = PoolReport(num_specs=len(work.keys), num_workers=slots.size, per_worker=self.results.per_worker(),
                             batches=self.batches, retries=self.retries, worker_deaths=self.deaths,
-                            restarts=slots.restarts,
-                            errors=sum(m.error is not ErrorKind.NONE for m in self.results.values()),
+                            restarts=slots.restarts, errors=self.results.error_count(),
                             wall_s=time.perf_counter() - start, died_specs=tuple(self.died),
-                            driver_cpu_s=time.process_time() - cpu0)
+                            driver_cpu_s=time.process_time() - self.cpu0, worker_s=self.stage_s)
         return self.results, report
 
     # ----- dispatch -------------------------------------------------------------------------------
+    def _left(self) -> int:
+        return len(self.order) - self.cut
+
+    def _floor(self, workers: int) -> int:
+        """Fewest stages a batch should hold: ``min_batch``, or more once the workers' seconds per stage
+        and the driver's CPU per batch are known, so that ``workers`` batches finishing together keep the
+        driver busy at most ``driver_load`` of the time (the driver serves every worker in turn)."""
+        plan = self.options.plan
+        if not self.batches or self.stage_s <= 0:
+            return plan.min_batch
+        per_stage = self.stage_s / self.stages_timed
+        per_batch = (time.process_time() - self.cpu0) / self.batches
+        return max(plan.min_batch, min(plan.max_batch,
+                                       math.ceil(workers * per_batch / (self.options.driver_load * per_stage))))
+
     def _next_batch(self, workers: int) -> List[str]:
         if self.queue:
             return self.queue.popleft()
-        order = self.order
-        n = self.options.plan.size(len(order), workers)
-        return [order.popleft() for _ in range(n)]
+        n = self.options.plan.size(self._left(), workers, self._floor(workers))
+        batch = self.order[self.cut:self.cut + n]
+        self.cut += n
+        return batch
 
     def _fill(self) -> None:
         """Top every live actor up to its in-flight depth: idle actors pull the next batch. A suspect
         goes only to an actor with nothing in flight, and nothing is queued behind it."""
         live = self.slots.live()
         progress = True
-        while (self.order or self.queue or self.suspects) and progress:
+        while (self._left() or self.queue or self.suspects) and progress:
             progress = False
             for slot in sorted(live, key=lambda s: len(self.inflight[s])):
                 if not slot.alive:
@@ -516,7 +565,7 @@ class _Run:
                 if self.suspects and not inflight:
                     self._submit(slot, [self.suspects.popleft()], suspect=True)
                     progress = True
-                elif ((self.order or self.queue) and len(inflight) < self.options.depth
+                elif ((self._left() or self.queue) and len(inflight) < self.options.depth
                       and not any(sus for _, _, sus in inflight)):
                     self._submit(slot, self._next_batch(len(live)))
                     progress = True
@@ -562,9 +611,9 @@ class _Run:
         for ref, measurements in zip(refs, batches):
             slot = self.where.get(ref)
             if slot is not None:
-                self._pop(slot, ref)
+                batch, _ = self._pop(slot, ref)
                 self.batches += 1
-                self._deliver(measurements)
+                self._deliver(batch, measurements)
 
     def _collect(self, ref, slot: Slot) -> None:
         try:
@@ -577,15 +626,17 @@ class _Run:
             batch, _ = self._pop(slot, ref)
             self._task_failed(slot, batch, exc)
             return
-        self._pop(slot, ref)
+        batch, _ = self._pop(slot, ref)
         self.batches += 1
-        self._deliver(measurements)
+        self._deliver(batch, measurements)
 
-    def _deliver(self, measurements: List[Measurement]) -> None:
-        for m in measurements:
-            self.results[m.key] = m
-        if self.on_result is not None and measurements:
-            self.on_result(measurements)
+    def _deliver(self, keys: List[str], result: BatchResult) -> None:
+        batch = MeasuredBatch(keys, result)
+        self.results.add(batch)
+        self.stage_s += result.seconds
+        self.stages_timed += len(keys)
+        if self.on_result is not None and keys:
+            self.on_result(batch)
 
     def _task_failed(self, slot: Slot, batch: List[str], exc: RayTaskError) -> None:
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
@@ -597,8 +648,8 @@ class _Run:
             return
         message = f"measure raised {type(cause).__name__}: {cause}"[:2000]
         logger.warning("stage %s on worker %s: %s; recorded as a RUNTIME error", batch[0], slot.worker_id, message)
-        self._deliver([Measurement(batch[0], math.nan, error=ErrorKind.RUNTIME, message=message,
-                                   worker=slot.worker_id)])
+        self._deliver(batch, BatchResult.of([Measurement(batch[0], math.nan, error=ErrorKind.RUNTIME,
+                                                         message=message)], slot.worker_id))
 
     def _worker_lost(self, slot: Slot, ref, reason: str) -> None:
         """The actor behind ``slot`` is gone: keep what it finished, charge the batch it was running,
@@ -628,7 +679,7 @@ class _Run:
                 lost.append((batch, running))
             else:
                 self.batches += 1
-                self._deliver(measurements)
+                self._deliver(batch, measurements)
                 continue
             running = False
         requeue: List[str] = []
@@ -638,10 +689,10 @@ class _Run:
                     self.losses[key] += 1
                 if self.losses[key] > self.options.max_retries:
                     self.died.append(key)
-                    self._deliver([Measurement(
-                        key, math.nan, error=ErrorKind.WORKER_DIED, worker=slot.worker_id,
+                    self._deliver([key], BatchResult.of([Measurement(
+                        key, math.nan, error=ErrorKind.WORKER_DIED,
                         message=f"the worker died {self.losses[key]} times while measuring this stage "
-                                f"(last: {reason})"[:2000])])
+                                f"(last: {reason})"[:2000])], slot.worker_id))
                 else:
                     self.retries += 1
                     requeue.append(key)
