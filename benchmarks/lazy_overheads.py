@@ -1,6 +1,12 @@
 """How much of a space does lazy profiling measure when stages carry GPU-like fixed overheads? (no device)
 
     python benchmarks/lazy_overheads.py [--model nasnet] [--stage-us 0,5] [--group-us 0,3,10] [--noise 0]
+    python benchmarks/lazy_overheads.py --costs benchmarks/results/nasnet_h200_fp32_stage_costs.parquet
+
+With ``--costs``, the lazy DP is replayed on a real, exhaustively measured cost table instead (a Parquet
+file of ``key, latency_ms`` covering the model's space, e.g. NASNet's 48,871 stages measured on one H200):
+what it would have measured on that device, and how far each stage's cost sits above its bound, by the
+number of groups of the stage.
 
 Costs are the analytic H200 model's estimates plus a fixed per-stage overhead (a replay's launch and
 events) plus a per-extra-group overhead (the fork and join of one more stream), optionally times a
@@ -41,6 +47,43 @@ def synthetic_costs(space, overheads: tuple) -> dict:
             for m, s in zip(out, specs)}
 
 
+def measured_costs(space, path: str) -> dict:
+    """Every stage's cost from a measured table at ``path`` (``key``, ``latency_ms``).
+
+    Raises:
+        ValueError: the table lacks stages of the space (measured for another model or settings).
+    """
+    import pyarrow.parquet as pq
+    table = pq.read_table(path, columns=["key", "latency_ms"])
+    got = dict(zip(table["key"].to_pylist(), table["latency_ms"].to_pylist()))
+    missing = [k for k in space.specs if k not in got]
+    if missing:
+        raise ValueError(f"{path}: {len(missing):,} of the space's {len(space.specs):,} stages have no cost "
+                         f"(another model, batch size or r, s?)")
+    return {k: got[k] for k in space.specs}
+
+
+def bound_ratios(space, costs: dict) -> list:
+    """Per number of groups: how many stages, and the least and median ratio of cost to the default bound
+    (``OpSumBound`` from the one-op costs) -- where the bound is loose, lazy profiling measures much."""
+    import numpy as np
+
+    from ios_ray.dp.lazy import PartOps, _LazyRun
+    run_ = _LazyRun(space, lambda keys: {k: costs[k] for k in keys}, {}, LazyOptions())
+    ops = [PartOps.of(p) for p in run_.parts]
+    singles = [ki[o.single] for ki, o in zip(run_.key_index, ops)]
+    run_._measure(np.unique(np.concatenate(singles)))
+    run_._bounds(ops, singles)
+    cost = np.array([costs[k] for k in run_.keys])
+    ratio = cost / np.maximum(run_.bound, 1e-12)
+    rows = []
+    for extra in np.unique(run_.extra_groups).astype(int):
+        pick = run_.extra_groups == extra
+        rows.append({"groups": int(extra) + 1, "stages": int(pick.sum()), "min_ratio": float(ratio[pick].min()),
+                     "median_ratio": float(np.median(ratio[pick])), "median_ms": float(np.median(cost[pick]))})
+    return rows
+
+
 def run(space, costs: dict, stream_factor: float, optimum: float) -> dict:
     """One lazy solve on ``costs``: what it measured, and its schedule's cost against the optimum."""
     t0 = time.perf_counter()
@@ -59,9 +102,12 @@ def main() -> int:
     p.add_argument("--group-us", default="0,3,10")
     p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--stream-factor", default="0,0.5", help="LazyOptions.stream_factor values to compare")
+    p.add_argument("--costs", default=None, help="replay on a measured cost table (Parquet: key, latency_ms)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lazy_overheads.json"))
     args = p.parse_args()
     space = enumerate_graph(get_model(args.model), SpaceOptions())
+    if args.costs:
+        return replay(args, space)
     rows = []
     print(f"{'stage us':>9} {'group us':>9} {'noise':>6} {'stream f':>8} {'measured':>16} {'fraction':>9} "
           f"{'rounds':>7} {'violations':>10} {'vs optimum':>10}")
@@ -78,6 +124,28 @@ def main() -> int:
                       f"{row['vs_optimum']:10.4f}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def replay(args, space) -> int:
+    """``--costs``: the lazy DP on a measured table, and the cost/bound ratios by group count."""
+    costs = measured_costs(space, args.costs)
+    optimum = solve(space, costs).total_latency
+    ratios = bound_ratios(space, costs)
+    print(f"{'groups':>6} {'stages':>7} {'least cost/bound':>16} {'median':>7} {'median ms':>9}")
+    for r in ratios:
+        print(f"{r['groups']:6d} {r['stages']:7,} {r['min_ratio']:16.3f} {r['median_ratio']:7.3f} {r['median_ms']:9.4f}")
+    rows = []
+    for factor in (float(v) for v in args.stream_factor.split(",")):
+        row = {"model": args.model, "costs": args.costs, **run(space, costs, factor, optimum)}
+        rows.append(row)
+        print(f"stream factor {factor:.2f}: measured {row['known']:,} of {row['unique_stages']:,} ({row['fraction']:.1%}), "
+              f"{row['rounds']} rounds, {row['violations']} below their bound, vs optimum {row['vs_optimum']:.4f}",
+              flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "optimum_ms": optimum,
+                                          "bound_ratios": ratios, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
     return 0
 
