@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -100,11 +99,6 @@ class ConvKey:
                                   f"image")
 
 
-# cuDNN frontend >= 1.3x takes operands by position with ``tensor_uids``; False forces the dict form
-# (``IOS_RAY_CUDNN_DICT_EXECUTE=1``), e.g. to compare the two (benchmarks/cudnn_execute.py).
-ORDERED_EXECUTE = os.environ.get("IOS_RAY_CUDNN_DICT_EXECUTE", "") in ("", "0")
-
-
 @dataclass
 class ConvGraph:
     """A built cuDNN graph and the uids of its operands."""
@@ -116,26 +110,12 @@ class ConvGraph:
     workspace_size: int
     fused: bool          # bias and activation happen inside the graph
     plan_name: str
-    ordered: bool = ORDERED_EXECUTE   # operands passed by position (cached binding), not as a dict
 
     def execute(self, x_ptr: int, w_ptr: int, b_ptr: int, y_ptr: int, workspace_ptr: int, handle) -> None:
-        """Runs the graph on the handle's stream. Operands go by position with their uids (``tensor_uids``,
-        the frontend's cached binding: ~17 wrapper calls fewer per execute than a dict); a frontend that
-        refuses that form is asked once, then given the dict."""
-        workspace = workspace_ptr if self.workspace_size else None
-        if self.ordered:
-            buffers, uids = ((x_ptr, w_ptr, b_ptr, y_ptr), (self.uid_x, self.uid_w, self.uid_b, self.uid_y)) \
-                if self.fused else ((x_ptr, w_ptr, y_ptr), (self.uid_x, self.uid_w, self.uid_y))
-            try:
-                self.graph.execute(buffers, workspace, handle=handle, tensor_uids=uids)
-                return
-            except (TypeError, ValueError) as exc:   # an older frontend: no positional operands
-                logger.debug("conv %s: positional execute refused (%s); using the dict form", self.plan_name, exc)
-                self.ordered = False
         pack = {self.uid_x: x_ptr, self.uid_w: w_ptr, self.uid_y: y_ptr}
         if self.fused:
             pack[self.uid_b] = b_ptr
-        self.graph.execute(pack, workspace, handle=handle)
+        self.graph.execute(pack, workspace_ptr if self.workspace_size else None, handle=handle)
 
 
 def import_cudnn():
