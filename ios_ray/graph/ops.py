@@ -27,6 +27,7 @@ This module is pure: it imports nothing but numpy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import numbers
 from dataclasses import dataclass
@@ -739,6 +740,14 @@ NODE_TYPES = OPS  # op type -> declaring Node subclass (the name IOS-era code us
 _CONFIG_KEYS = ("type", "name", "hint_name", "inputs", "output_shape")
 
 
+@functools.lru_cache(maxsize=None)
+def _required_attrs(cls) -> Tuple[str, ...]:
+    """The attributes an op class's constructor requires (after name and inputs); cached, since
+    ``inspect.signature`` costs more than building the node (stages are rebuilt from specs by the 10^5)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[3:]
+    return tuple(p.name for p in params if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD)
+
+
 def node_from_config(cfg: dict, name2node: Dict[str, Node], ops: Optional[Registry] = None) -> Node:
     """Build a node from its exported config (``Node.export_config``) through the op registry ``ops``.
 
@@ -771,9 +780,7 @@ def node_from_config(cfg: dict, name2node: Dict[str, Node], ops: Optional[Regist
             vals.append(Value(src, ref[1], ref[2]))
         inputs.append(vals)
     attrs = {k: v for k, v in cfg.items() if k not in _CONFIG_KEYS}
-    params = list(inspect.signature(cls.__init__).parameters.values())[3:]
-    missing = [p.name for p in params if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
-               and p.name not in attrs]
+    missing = [p for p in _required_attrs(cls) if p not in attrs]
     if missing:
         raise ValueError(f"node {name!r} ({kind}): missing attribute(s) {missing}")
     try:

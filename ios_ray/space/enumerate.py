@@ -23,6 +23,7 @@ is the latency of ``stage_spec(...).key``, shared by identical stages anywhere i
 """
 from __future__ import annotations
 
+import collections
 from array import array
 from collections import defaultdict
 from dataclasses import dataclass
@@ -135,13 +136,33 @@ class SpecTable(Mapping[str, StageSpec]):
     has ~10^5-10^6), so each key keeps one representative stage and its spec is rebuilt on demand.
     """
 
+    RECENT = 4096   # specs kept after a build: profiling reads each one a few times in a row
+
     def __init__(self, sources: Dict[str, Tuple[PartGraph, Tuple[int, ...], Strategy]]):
         self._sources = sources
+        self._recent: "collections.OrderedDict[str, StageSpec]" = collections.OrderedDict()
 
     def __getitem__(self, key: str) -> StageSpec:
+        spec = self._recent.get(key)
+        if spec is not None:
+            return spec
         part, groups, strategy = self._sources[key]
         nodes = part.nodes
-        return stage_spec([[nodes[i] for i in range(g.bit_length()) if g >> i & 1] for g in groups], strategy)
+        spec = stage_spec([[nodes[i] for i in range(g.bit_length()) if g >> i & 1] for g in groups], strategy)
+        self._recent[key] = spec
+        while len(self._recent) > self.RECENT:
+            try:
+                self._recent.popitem(last=False)
+            except KeyError:   # another thread emptied it meanwhile
+                break
+        return spec
+
+    def __getstate__(self):
+        return {"_sources": self._sources}   # the recent specs stay behind (rebuilt on demand)
+
+    def __setstate__(self, state):
+        self._sources = state["_sources"]
+        self._recent = collections.OrderedDict()
 
     def __contains__(self, key: object) -> bool:
         return key in self._sources

@@ -18,6 +18,7 @@ the fast per-group templates of ``space.keys`` all go through it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -135,10 +136,15 @@ class StageSpec:
 
     def canonical_json(self) -> str:
         """The spec as canonical JSON (``from_json`` reads it back); the strategy is not part of it."""
+        return self._json
+
+    @functools.cached_property
+    def _json(self) -> str:
+        # computed once per spec object: the key, the table's spec column and the workers all read it
         return stage_json([encode_json([op.to_json() for op in g]) for g in self.groups],
                           [encode_json(list(s)) for s in self.inputs])
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """Content hash of the canonical JSON (strategy excluded: a merge is the conv it becomes)."""
         return stage_key(self.canonical_json())
