@@ -1,10 +1,11 @@
-"""The CPU profiler times at a plain process's priority, as the runtime runs.
+"""The CPU profiler's timings do not depend on what else runs on the machine, as the runtime's do not on a
+free core: they run at a plain process's priority and, with one BLAS thread, read the thread's CPU clock.
 
 What broke: Ray starts its workers at niceness 15, where a normal process on the same core takes ~30 times
 their CPU share; stages timed there came out up to 5.7x slower than inside the whole graph that
 ``ios-ray run`` times at niceness 0 (Inception-v3: one-op stages summed to 288.9 ms, 173 ms whole).
-Every check runs in a child process started at niceness 15, like a Ray worker (raising a priority
-needs privileges the test process may lack, so it never changes its own).
+The checks run in child processes set to niceness 15, like Ray workers (raising a priority needs
+privileges the test process may lack, so it never changes its own).
 """
 import json
 import os
@@ -55,21 +56,22 @@ SPY = """
     real_stage, real_latency = cpu.time_built_stage, ReferenceExecutor.latency
 
     def stage(*args, **kwargs):
-        seen["stage"] = niceness()
+        seen["stage"], seen["stage_clock"] = niceness(), args[5].__name__
         return real_stage(*args, **kwargs)
 
     def latency(self, *args, **kwargs):
-        seen["graph"] = niceness()
+        seen["graph"], seen["graph_clock"] = niceness(), self.clock.__name__
         return real_latency(self, *args, **kwargs)
 
     cpu.time_built_stage, ReferenceExecutor.latency = stage, latency
+    before = niceness()
     g = sample_network(16, 6)
     g.sequential_schedule()
     prof = cpu.CpuProfiler()
     quick = MeasureSettings(0, 1, 1)
     (m,) = prof.measure([stage_spec([[g.blocks[0].nodes[0]]])], 1, quick)
     prof.measure_graph(g, 1, quick)
-    print(json.dumps(dict(seen, before=niceness(), after=niceness(), software=prof.device().software,
+    print(json.dumps(dict(seen, before=before, after=niceness(), software=prof.device().software,
                           error=m.message)))
 """
 
@@ -77,12 +79,13 @@ SPY = """
 def test_stages_and_whole_graphs_are_timed_at_normal_priority_in_a_nice_worker():
     out = run_child(SPY)
     assert out["error"] == "" and out["before"] == out["after"] == [WORKER_NICENESS]   # restored afterwards
+    assert out["stage_clock"] == out["graph_clock"] == "thread_time"   # one BLAS thread: its CPU clock
     if may_raise_priority():
         assert out["stage"] == out["graph"] == [0]
-        assert out["software"].endswith("| nice 0, blas threads 1")
+        assert out["software"].endswith("thread cpu clock, nice 0, blas threads 1")
     else:   # the OS keeps it: timed where it is, and the rows say so
         assert out["stage"] == out["graph"] == [WORKER_NICENESS]
-        assert out["software"].endswith(f"| nice {WORKER_NICENESS}, blas threads 1")
+        assert out["software"].endswith(f"thread cpu clock, nice {WORKER_NICENESS}, blas threads 1")
 
 
 def test_a_refused_priority_is_recorded_in_the_rows_fingerprint():
@@ -94,7 +97,7 @@ def test_a_refused_priority_is_recorded_in_the_rows_fingerprint():
     """
     out = run_child(refused, SPY)
     assert out["error"] == "" and out["stage"] == out["graph"] == [WORKER_NICENESS]
-    assert out["software"].endswith(f"| nice {WORKER_NICENESS}, blas threads 1")
+    assert out["software"].endswith(f"thread cpu clock, nice {WORKER_NICENESS}, blas threads 1")
 
 
 def test_rows_of_other_priorities_are_not_reused():
@@ -105,11 +108,18 @@ def test_rows_of_other_priorities_are_not_reused():
     assert info.software != old.software and "nice " in info.settings
 
 
-@pytest.mark.skipif(not may_raise_priority(), reason="this process may not raise a worker's priority")
-def test_stage_costs_add_up_to_the_runtimes_whole_graph_beside_a_busy_normal_process():
-    """SqueezeNet's one-op stages timed in a niceness-15 child add up to the whole graph timed by the runtime
-    (``graph_latency``) in a child at this process's niceness, both on one core beside a busy process at it too: interleaved,
-    medians. At niceness 15 the stages got ~3% of that core and came out many times slower."""
+def busy_process(pin: str) -> subprocess.Popen:
+    """A process spinning on the pinned core at this process's niceness."""
+    return subprocess.Popen([sys.executable, "-c", f"import os; {pin}\nwhile True: pass"])
+
+
+def test_stage_costs_add_up_to_the_runtimes_whole_graph_though_profiled_beside_a_busy_process():
+    """SqueezeNet's one-op stages, timed in a niceness-15 child (a Ray worker) on one core beside a busy process,
+    add up to the whole graph the runtime (``graph_latency``) times on that core once it is free again.
+
+    Rounds interleaved; the stages' median sum against the runtime's least disturbed repeat (what the core
+    gives undisturbed; the machine may be loaded by others). Before, the stages got ~3% of the core at
+    niceness 15 (6.9x the whole graph here); at niceness 0 on the wall clock, half of it (~2x)."""
     cpu = sorted(os.sched_getaffinity(0))[0]
     pin = f"os.sched_setaffinity(0, {{{cpu}}})"   # after the imports: they need no share of the busy core
     stages = """
@@ -126,23 +136,23 @@ def test_stage_costs_add_up_to_the_runtimes_whole_graph_beside_a_busy_normal_pro
         print(json.dumps(sum(m.latency_ms for m in CpuProfiler().measure(specs, 1, MeasureSettings(1, 2, 3)))))
     """ % (WORKER_NICENESS, pin)
     whole = """
-        import json, os, numpy as np
+        import json, os
         from ios_ray import ios_runtime
         from ios_ray.models import get_model
         g = get_model("squeezenet")
         g.sequential_schedule()
         g.init_weights(0)
         %s
-        print(json.dumps(float(np.median(ios_runtime.graph_latency(g, 1, 1, 2, 3, device="cpu", threads=1)))))
+        print(json.dumps(min(ios_runtime.graph_latency(g, 1, 1, 2, 4, device="cpu", threads=1))))
     """ % pin
-    busy = subprocess.Popen([sys.executable, "-c", f"import os; {pin}\nwhile True: pass"])
-    try:
-        summed, measured = [], []
-        for _ in range(2):
+    summed, measured = [], []
+    for _ in range(2):
+        busy = busy_process(pin)
+        try:
             summed.append(run_child(stages, niceness=None))
-            measured.append(run_child(whole, niceness=None))   # as the runtime runs: the caller's
-    finally:
-        busy.kill()
-        busy.wait()
-    ratio = np.median(summed) / np.median(measured)
-    assert 0.5 < ratio < 2.0, f"one-op stages sum to {summed} ms, the whole graph runs {measured} ms"
+        finally:
+            busy.kill()
+            busy.wait()
+        measured.append(run_child(whole, niceness=None))   # as the runtime runs: in the caller's priority
+    ratio = np.median(summed) / min(measured)
+    assert 0.6 < ratio < 1.6, f"one-op stages sum to {summed} ms, the whole graph runs {measured} ms"

@@ -47,7 +47,7 @@ def test_is_a_cost_source_describing_the_cpu():
     assert info.library.startswith(f"numpy {np.__version__}") and "ios_ray" in info.library
     # the software fingerprint is the libraries, and the priority and BLAS thread setting the timings ran under
     with timing_priority() as nice:
-        assert info.software == f"{info.library} | nice {nice}, blas threads 1" and prof.dtype == "float32"
+        assert info.software == f"{info.library} | thread cpu clock, nice {nice}, blas threads 1" and prof.dtype == "float32"
 
 
 def test_measures_positive_finite_latency_per_spec_in_order():

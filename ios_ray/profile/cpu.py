@@ -2,7 +2,7 @@
 
 Data flow: StageSpec --build()--> placeholders + IR nodes per group --random weights (once per stage),
 cached random inputs per external shape--> warmup runs, then ``repeat`` timed repeats of ``number``
-runs (``time.perf_counter``) --> Measurement(median over repeats, spread = max - min).
+runs (``timing_clock``) --> Measurement(median over repeats, spread = max - min).
 
 The reference runtime has no concurrency: a stage's groups run one after another, so a CPU stage
 latency is the sum of its groups' latencies. That makes this source right for testing the pipeline
@@ -18,6 +18,12 @@ the one ``ios-ray run`` and ``graph_latency`` run at. Ray starts its workers at 
 normal process on the same core (the driver, other jobs) takes ~30 times their CPU share: stages timed
 there came out up to 5.7x slower than inside the whole graph (Inception-v3's one-operator stages summed
 to 288.9 ms against 173 ms whole). The niceness reached is part of the software fingerprint too.
+
+Clock: with one BLAS thread every kernel runs on the calling thread, so its CPU time (``time.thread_time``)
+is the latency on an idle core, and the time slices other processes take on a loaded machine stay out
+(``timing_clock``): SqueezeNet's whole graph read 40-42 ms on it quiet and beside three busy processes,
+when the wall clock read 78-205 ms. With more threads the wall clock is read. Stages and whole graphs
+(``measure_graph``, the final check) read the same clock, which the fingerprint names.
 """
 from __future__ import annotations
 
@@ -67,7 +73,7 @@ class CpuProfiler(StageProfiler):
         cpu = platform.processor() or platform.machine() or "unknown"
         with timing_priority() as nice:
             return DeviceInfo(name=f"cpu:{cpu}/numpy", kind="cpu", library=cpu_library(),
-                              settings=f"nice {nice}, blas threads {self.threads}")
+                              settings=f"{timing_clock(self.threads)[0]}, nice {nice}, blas threads {self.threads}")
 
     def measure(self, specs: Sequence[StageSpec], batch_size: int, settings: MeasureSettings) -> List[Measurement]:
         """``StageProfiler.measure`` under this profiler's thread setting, at the runtime's priority."""
@@ -82,7 +88,7 @@ class CpuProfiler(StageProfiler):
         Raises:
             ValueError: a bad batch size or a schedule that does not match the graph.
         """
-        executor = ReferenceExecutor(timing_copy(graph, self.seed), batch_size)
+        executor = ReferenceExecutor(timing_copy(graph, self.seed), batch_size, clock=timing_clock(self.threads)[1])
         with cpu_threads(self.threads), timing_priority():
             return executor.latency(settings.warmup, settings.number, settings.repeat)[0]
 
@@ -90,7 +96,7 @@ class CpuProfiler(StageProfiler):
         return np.random.default_rng((self.seed, *shape)).standard_normal(shape, dtype=np.float32)
 
     def time_stage(self, built, batch_size: int, settings: MeasureSettings) -> List[float]:
-        return time_built_stage(built, batch_size, settings, self._input, self.seed)
+        return time_built_stage(built, batch_size, settings, self._input, self.seed, timing_clock(self.threads)[1])
 
     def classify(self, exc: Exception) -> Tuple[ErrorKind, str]:
         if isinstance(exc, UnsupportedOpError):
@@ -113,6 +119,16 @@ def cpu_threads(threads: int) -> Iterator[int]:
     threads = check_threads(threads)
     with threadpool_limits(limits=threads):
         yield threads
+
+
+def timing_clock(threads: int) -> Tuple[str, Callable[[], float]]:
+    """The clock CPU timings under ``threads`` BLAS threads read, and its name for the rows' fingerprint.
+
+    With one thread, the calling thread's CPU time: every kernel runs on it, so that is its latency on an
+    idle core, whatever other processes take meanwhile. With more, the BLAS pool's threads work too, and
+    the wall clock is read.
+    """
+    return ("thread cpu clock", time.thread_time) if threads == 1 else ("wall clock", time.perf_counter)
 
 
 NORMAL_NICENESS = 0  # a plain process's scheduling priority: what ``ios-ray run`` and ``graph_latency`` run at
@@ -180,12 +196,14 @@ def cpu_library() -> str:
 
 
 def time_built_stage(built: Tuple[List[Placeholder], List[List[Node]]], batch_size: int, settings: MeasureSettings,
-                     input_for: Callable[[InputShape], np.ndarray], seed: int = 0) -> List[float]:
+                     input_for: Callable[[InputShape], np.ndarray], seed: int = 0,
+                     clock: Callable[[], float] = time.perf_counter) -> List[float]:
     """Per-repeat latencies (ms) of a built stage (``StageSpec.build()``) with fresh random weights.
 
     Args:
         built: the placeholders of the external inputs and the nodes of each group.
         input_for: gives the input array for an external of shape ``(batch_size, C, H, W)``.
+        clock: seconds, read before and after each repeat (the profiler's ``timing_clock``).
     Returns:
         ``settings.repeat`` latencies, each the elapsed time of ``settings.number`` runs divided by it.
     Raises:
@@ -208,8 +226,8 @@ def time_built_stage(built: Tuple[List[Placeholder], List[List[Node]]], batch_si
         run_stage()
     samples = []
     for _ in range(settings.repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(settings.number):
             run_stage()
-        samples.append((time.perf_counter() - t0) * 1e3 / settings.number)
+        samples.append((clock() - t0) * 1e3 / settings.number)
     return samples
