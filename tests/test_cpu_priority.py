@@ -156,3 +156,13 @@ def test_stage_costs_add_up_to_the_runtimes_whole_graph_though_profiled_beside_a
         measured.append(run_child(whole, niceness=None))   # as the runtime runs: in the caller's priority
     ratio = np.median(summed) / min(measured)
     assert 0.6 < ratio < 1.6, f"one-op stages sum to {summed} ms, the whole graph runs {measured} ms"
+
+
+def test_one_thread_reads_its_cpu_clock_more_threads_the_wall_clock():
+    import time
+
+    from ios_ray.profile.cpu import CpuProfiler, timing_clock
+    assert timing_clock(1) == ("thread cpu clock", time.thread_time)
+    assert timing_clock(2) == ("wall clock", time.perf_counter)
+    assert CpuProfiler(threads=2).device().settings.startswith("wall clock, nice ")
+    assert CpuProfiler().device().software != CpuProfiler(threads=2).device().software
