@@ -9,6 +9,7 @@ import ios_ray as ios
 from ios_ray.costs.measurement import CostSource, ErrorKind, MeasureSettings
 from ios_ray.graph.schedule import Strategy
 from ios_ray.profile import CpuProfiler
+from ios_ray.profile.cpu import timing_priority
 from ios_ray.space.stage import OpSpec, StageSpec, stage_spec
 
 FAST = MeasureSettings(warmup=1, number=2, repeat=3)
@@ -44,8 +45,9 @@ def test_is_a_cost_source_describing_the_cpu():
     info = prof.device()
     assert info.kind == "cpu" and info.name.startswith("cpu:") and info.name.endswith("/numpy")
     assert info.library.startswith(f"numpy {np.__version__}") and "ios_ray" in info.library
-    # the software fingerprint is the libraries and the BLAS thread setting the timings ran under
-    assert info.software == f"{info.library} | blas threads 1" and prof.dtype == "float32"
+    # the software fingerprint is the libraries, and the priority and BLAS thread setting the timings ran under
+    with timing_priority() as nice:
+        assert info.software == f"{info.library} | thread cpu clock, nice {nice}, blas threads 1" and prof.dtype == "float32"
 
 
 def test_measures_positive_finite_latency_per_spec_in_order():

@@ -408,15 +408,19 @@ class ReferenceExecutor:
         batch_size: the batch the input must have.
         stages: per-block stage lists overriding ``block.stages`` (the graph is not modified); by
             default every block must have a schedule.
+        clock: seconds, read before and after what ``latency`` and ``run_profiled`` time: the wall clock by
+            default; the CPU profiler passes its own (``profile.cpu.timing_clock``).
     Raises:
         ValueError: a block has no schedule, the schedule does not match the graph (``check_schedule``),
             or a node lacks weights (call ``graph.init_weights()``).
     """
 
-    def __init__(self, graph: Graph, batch_size: int, stages: Optional[Sequence[Sequence[Stage]]] = None):
+    def __init__(self, graph: Graph, batch_size: int, stages: Optional[Sequence[Sequence[Stage]]] = None,
+                 clock: Callable[[], float] = time.perf_counter):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.graph = graph
+        self.clock = clock
         self.batch_size = int(batch_size)
         self.input_shape: Tuple[int, int, int, int] = (self.batch_size, *graph.input.output_shape)
         self._plan: List[StagePlan] = [tuple(tuple(g) for g in groups) for groups in scheduled_groups(graph, stages)]
@@ -471,12 +475,12 @@ class ReferenceExecutor:
     def _run(self, x: np.ndarray, stage_ms: Optional[List[float]]) -> np.ndarray:
         env: Env = {self.graph.input: x}
         for groups, release in zip(self._plan, self._release):
-            t0 = time.perf_counter() if stage_ms is not None else 0.0
+            t0 = self.clock() if stage_ms is not None else 0.0
             for group in groups:
                 for node in group:
                     env[node] = run_node(node, env)
             if stage_ms is not None:
-                stage_ms.append((time.perf_counter() - t0) * 1e3)
+                stage_ms.append((self.clock() - t0) * 1e3)
             for node in release:
                 del env[node]
         return env[self.graph.blocks[-1].exit_node]
@@ -501,7 +505,7 @@ class ReferenceExecutor:
         stages: List[float] = []
         for _ in range(repeat):
             acc = np.zeros(self.num_stages)
-            t0 = time.perf_counter()
+            t0 = self.clock()
             for _ in range(number):
                 if profile_stage:
                     times: List[float] = []
@@ -509,7 +513,7 @@ class ReferenceExecutor:
                     acc += times
                 else:
                     self._run(x, None)
-            seq.append((time.perf_counter() - t0) * 1e3 / number)
+            seq.append((self.clock() - t0) * 1e3 / number)
             if profile_stage:
                 stages.extend((acc / number).tolist())
         return seq, stages
