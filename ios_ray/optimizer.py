@@ -30,11 +30,11 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 
 from .costs.factory import CostArg, SourceRecipe, resolve_cost
-from .costs.measurement import CostSource, MeasureSettings, Measurement
+from .costs.measurement import CostSource, DeviceInfo, MeasureSettings, Measurement
 from .graph.ir import Block, Conv, Graph, Node, Placeholder, Terms, Value, topo_order
 from .graph.merge import merged_conv_params
 from .graph.schedule import Stage, Strategy, check_schedule
-from .dp.lazy import LazyOptions, LazyReport
+from .dp.lazy import LazyOptions, LazyReport, OpSumBound
 from .dp.solve import Solution
 from .profile.stages import LocalPool, ProfileOptions, ProfileReport, profile_stages
 from .space.options import SpaceOptions
@@ -401,7 +401,7 @@ def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[
         rounds = ProfileRounds(space.specs, pool, table, options.profile)
         known = rounds.lookup()
         try:
-            result = lazy_solve(space, rounds.measure, known, options.lazy)
+            result = lazy_solve(space, rounds.measure, known, _lazy_options(options.lazy, rounds.device()))
             more = [k for k in dict.fromkeys(also) if k in space.specs and k not in rounds.measurements]
             if more and rounds.device().kind != "analytic":
                 rounds.measure(more)
@@ -410,6 +410,14 @@ def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[
         return result.solution, rounds.measurements, profiled, result.report
     finally:
         pool.shutdown()
+
+
+def _lazy_options(lazy: LazyOptions, device: DeviceInfo) -> LazyOptions:
+    """``lazy`` as given, but with the default bound made serial where the device runs a stage's groups one
+    after another (the CPU reference runtime): a much tighter bound for wide stages there."""
+    if device.kind == "cpu" and lazy.bound == OpSumBound():
+        return dataclasses.replace(lazy, bound=OpSumBound(serial_groups=True))
+    return lazy
 
 
 def _open_pool(space, options: OptimizeOptions, source: Optional[CostSource]):

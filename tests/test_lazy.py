@@ -179,6 +179,50 @@ def test_op_sum_bound_is_the_slowest_group_back_to_back_and_the_slowest_merged_m
     assert np.array_equal(OpSumBound()(ops, cost, 1.0), OpSumBound(overhead=1.0)(ops, cost, 1.0))
 
 
+def test_serial_bound_is_every_operator_of_the_stage_back_to_back():
+    space = enumerate_graph(get_model("sample"), SpaceOptions())
+    (part,), = space.blocks
+    ops = PartOps.of(part)
+    cost = np.arange(1.0, len(part.names) + 1)
+    bound = OpSumBound(overhead=0.5, merge_factor=0.8, serial_groups=True)(ops, cost, 1.0)
+    concurrent = OpSumBound(overhead=0.5, merge_factor=0.8)(ops, cost, 1.0)
+    for t, (groups, strategy) in enumerate(zip(part.stage_groups, part.stage_strategies)):
+        members = [i for g in groups for i in range(len(part.names)) if g >> i & 1]
+        if strategy is Strategy.MERGE:
+            assert bound[t] == pytest.approx(concurrent[t])       # a merged conv is one kernel either way
+        else:
+            assert bound[t] == pytest.approx(0.5 + sum(cost[i] - 0.5 for i in members))
+            assert bound[t] >= concurrent[t] - 1e-12
+
+
+def serial_costs(seed, specs):
+    """Costs of a device running a stage's groups one after another: every op back to back (one
+    OVERHEAD) plus a random extra >= 0, so the serial bound holds."""
+    out = {}
+    for key, spec in specs.items():
+        ops = [op for g in spec.groups for op in g]
+        if len(ops) == 1:
+            out[key] = op_cost(seed, ops[0])
+            continue
+        out[key] = OVERHEAD + sum(op_cost(seed, op) - OVERHEAD for op in ops) + 0.05 * _unit(seed, "extra", key)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_serial_bound_finds_the_optimum_of_serial_costs_measuring_less(seed):
+    graph = random_graph(700 + seed, 8 + seed % 3, num_blocks=1, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(OptType.PARALLEL, max_group_size=2, max_num_groups=3))
+    costs = serial_costs(seed, space.specs)
+    exhaustive = solve(space, costs)
+    serial, concurrent = Counting(costs), Counting(costs)
+    got = lazy_solve(space, serial, options=LazyOptions(OpSumBound(overhead=OVERHEAD, serial_groups=True)))
+    lazy_solve(space, concurrent, options=LazyOptions(OpSumBound(overhead=OVERHEAD)))
+    assert got.solution.total_latency == pytest.approx(exhaustive.total_latency, abs=1e-9)
+    assert got.report.violations == 0
+    assert len(serial.asked) < len(concurrent.asked)
+    assert len(serial.asked) < len(space.specs)
+
+
 def test_k_best_paths_are_the_cheapest_schedules():
     graph = random_graph(11, 7, enter_conv=0.9)
     opts = SpaceOptions(max_group_size=2, max_num_groups=2)
@@ -228,3 +272,14 @@ def test_a_learned_stream_term_measures_less_when_streams_cost_something():
     assert learned.report.measured < 0.7 * plain.report.measured
     with pytest.raises(ValueError, match="stream_factor"):
         LazyOptions(stream_factor=1.5)
+
+
+def test_optimize_makes_the_default_bound_serial_on_the_cpu_only():
+    from ios_ray.costs.measurement import DeviceInfo
+    from ios_ray.optimizer import _lazy_options
+    cpu, gpu = DeviceInfo(name="cpu:numpy", kind="cpu"), DeviceInfo(name="NVIDIA H200", kind="gpu")
+    assert _lazy_options(LazyOptions(), cpu).bound == OpSumBound(serial_groups=True)
+    assert _lazy_options(LazyOptions(paths_per_part=2), cpu).paths_per_part == 2
+    assert _lazy_options(LazyOptions(), gpu).bound == OpSumBound()
+    mine = LazyOptions(OpSumBound(overhead=0.1))
+    assert _lazy_options(mine, cpu) is mine        # a bound the caller chose is kept
