@@ -283,3 +283,23 @@ def test_optimize_makes_the_default_bound_serial_on_the_cpu_only():
     assert _lazy_options(LazyOptions(), gpu).bound == OpSumBound()
     mine = LazyOptions(OpSumBound(overhead=0.1))
     assert _lazy_options(mine, cpu) is mine        # a bound the caller chose is kept
+
+
+def test_alike_parts_are_solved_once_and_each_gets_its_own_optimal_schedule():
+    from ios_ray.dp.lazy import _LazyRun
+    from ios_ray.dp.solve import solve_part
+    model = AnalyticCostModel("H200")
+    space = enumerate_graph(get_model("inception_v3"), SpaceOptions())
+    costs = {m.key: m.cost for m in model.measure(list(space.specs.values()), 1)}
+    run = _LazyRun(space, Counting(costs), {}, LazyOptions())
+    assert len(run.distinct) < len(run.parts)            # Inception-v3 repeats a block's shapes
+    twins = [(i, j) for i, j in enumerate(run.same_as) if i != j]
+    assert twins and all(list(run.key_index[i]) == list(run.key_index[j]) for i, j in twins)
+    result = run.run()
+    parts = [p for block in space.blocks for p in block]
+    stages = [s for block in result.solution.block_stages for s in block]
+    assert len(stages) == sum(len(ids) for ids in run.paths)
+    for part, ids, total in zip(parts, run.paths, run.totals):
+        best, _ = solve_part(part, [costs[k] for k in part.stage_keys])
+        assert total == pytest.approx(best, rel=1e-12)
+        assert sum(costs[part.stage_keys[t]] for t in ids) == pytest.approx(best, rel=1e-12)

@@ -24,6 +24,7 @@ by the costs known before it, so any number of workers (with deterministic costs
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
@@ -297,6 +298,16 @@ def k_best_paths(part: PartSpace, sc: np.ndarray, k: int) -> List[Tuple[float, L
     return paths
 
 
+def _part_signature(part: PartSpace, key_index: np.ndarray) -> bytes:
+    """A digest of what a part's DP depends on: its stages' keys and its transitions."""
+    h = hashlib.blake2b(digest_size=16)
+    for arr in (key_index, part.offsets, part.next_index, part.stage_index):
+        a = np.ascontiguousarray(arr)
+        h.update(str(a.dtype).encode() + len(a).to_bytes(8, "little"))
+        h.update(a.tobytes())
+    return h.digest()
+
+
 class _LazyRun:
     """The state of one ``lazy_solve``: costs by key index (NaN: unknown), bounds, each part's path."""
 
@@ -317,9 +328,21 @@ class _LazyRun:
                           for p in self.parts]
         self.bound = np.zeros(len(self.keys))
         self.base_bound = self.bound      # the bound's own values (before any learned stream term)
-        self.extra_groups = np.fromiter((len(space.specs[k].groups) - 1 for k in self.keys), np.float64,
-                                        len(self.keys))
+        # groups beyond the first of each parallel stage (0 for a merge: one conv), from the parts' stage
+        # tables rather than the specs, which would be rebuilt for every key
+        self.extra_groups = np.zeros(len(self.keys))
+        for part, ki in zip(self.parts, self.key_index):
+            extra = np.fromiter((len(g) - 1 if st is Strategy.PARALLEL else 0
+                                 for g, st in zip(part.stage_groups, part.stage_strategies)), np.float64,
+                                part.num_stages)
+            np.maximum.at(self.extra_groups, ki, extra)
         self.stream_slack = math.inf      # least (cost - base bound) / extra groups measured so far
+        # Parts alike (a network's repeated cells: the same stage keys over the same DP graph) have the same
+        # optimum: each is solved once, on its first part, and the others take its path.
+        first: Dict[bytes, int] = {}
+        self.same_as = [first.setdefault(_part_signature(p, ki), i)
+                        for i, (p, ki) in enumerate(zip(self.parts, self.key_index))]
+        self.distinct = sorted(set(self.same_as))
         self.paths: List[List[int]] = [[] for _ in self.parts]    # each part's optimal path (stage ids)
         self.totals: List[float] = [0.0] * len(self.parts)        # and its cost
         self.batch_sizes: List[int] = []
@@ -333,7 +356,7 @@ class _LazyRun:
         self.base_bound = self.bound.copy()
         # A part none of whose stages got a cost in the last round keeps its path, which then uses known
         # stages only (its unknown ones would have been measured in that round).
-        dirty: Sequence[int] = range(len(self.parts))
+        dirty: Sequence[int] = self.distinct
         while True:
             need: Dict[int, None] = {}    # key indices to measure, in a deterministic order
             for i in dirty:
@@ -345,9 +368,11 @@ class _LazyRun:
             fresh = np.zeros(len(self.keys), dtype=bool)
             fresh[new] = True
             if self._learn_streams(new):   # every unmeasured parallel stage's bound moved
-                dirty = range(len(self.parts))
+                dirty = self.distinct
                 continue
-            dirty = [i for i, ki in enumerate(self.key_index) if fresh[ki].any()]
+            dirty = [i for i in self.distinct if fresh[self.key_index[i]].any()]
+        for i, j in enumerate(self.same_as):
+            self.paths[i], self.totals[i] = self.paths[j], self.totals[j]
         return self._result()
 
     def _costs(self, i: int) -> np.ndarray:

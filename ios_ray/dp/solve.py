@@ -151,15 +151,13 @@ def part_path(part: PartSpace, sc: np.ndarray, best: np.ndarray) -> List[int]:
     i = full
     while i != 0:
         lo, hi = int(offsets[i]), int(offsets[i + 1])
-        target = best[i]
-        for k in range(lo, hi):  # first transition achieving the minimum (same float sums as above)
-            j, t = int(nxt[k]), int(sid[k])
-            if best[j] + sc[t] == target:
-                break
-        else:  # pragma: no cover - the minimum was computed from these very sums
+        # the first transition achieving the minimum (the same float sums as part_best's)
+        hits = np.flatnonzero(best[nxt[lo:hi]] + sc[sid[lo:hi]] == best[i])
+        if hits.size == 0:  # pragma: no cover - the minimum was computed from these very sums
             raise AssertionError("DP reconstruction found no optimal transition")
-        ids.append(t)
-        i = j
+        k = lo + int(hits[0])
+        ids.append(int(sid[k]))
+        i = int(nxt[k])
     ids.reverse()
     return ids
 
