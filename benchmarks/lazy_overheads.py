@@ -84,12 +84,13 @@ def bound_ratios(space, costs: dict) -> list:
     return rows
 
 
-def run(space, costs: dict, stream_factor: float, optimum: float) -> dict:
+def run(space, costs: dict, stream_factor: float, optimum: float, tolerance: float = 0.0) -> dict:
     """One lazy solve on ``costs``: what it measured, and its schedule's cost against the optimum."""
     t0 = time.perf_counter()
-    res = lazy_solve(space, lambda keys: {k: costs[k] for k in keys}, options=LazyOptions(stream_factor=stream_factor))
+    res = lazy_solve(space, lambda keys: {k: costs[k] for k in keys},
+                     options=LazyOptions(stream_factor=stream_factor, tolerance=tolerance))
     report = res.report
-    return {"stream_factor": stream_factor, "known": report.known, "unique_stages": report.unique_stages,
+    return {"stream_factor": stream_factor, "tolerance": tolerance, "known": report.known, "unique_stages": report.unique_stages,
             "fraction": report.fraction, "rounds": report.rounds, "violations": report.violations,
             "latency": res.solution.total_latency, "vs_optimum": res.solution.total_latency / optimum,
             "seconds": time.perf_counter() - t0}
@@ -103,6 +104,7 @@ def main() -> int:
     p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--stream-factor", default="0,0.5", help="LazyOptions.stream_factor values to compare")
     p.add_argument("--costs", default=None, help="replay on a measured cost table (Parquet: key, latency_ms)")
+    p.add_argument("--tolerance", default="0", help="--costs: LazyOptions.tolerance values to compare too")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lazy_overheads.json"))
     args = p.parse_args()
     space = enumerate_graph(get_model(args.model), SpaceOptions())
@@ -137,10 +139,12 @@ def replay(args, space) -> int:
     for r in ratios:
         print(f"{r['groups']:6d} {r['stages']:7,} {r['min_ratio']:16.3f} {r['median_ratio']:7.3f} {r['median_ms']:9.4f}")
     rows = []
-    for factor in (float(v) for v in args.stream_factor.split(",")):
-        row = {"model": args.model, "costs": args.costs, **run(space, costs, factor, optimum)}
+    settings = [(float(f), 0.0) for f in args.stream_factor.split(",")]
+    settings += [(0.0, float(t)) for t in args.tolerance.split(",") if float(t) > 0]
+    for factor, tolerance in settings:
+        row = {"model": args.model, "costs": args.costs, **run(space, costs, factor, optimum, tolerance)}
         rows.append(row)
-        print(f"stream factor {factor:.2f}: measured {row['known']:,} of {row['unique_stages']:,} ({row['fraction']:.1%}), "
+        print(f"stream factor {factor:.2f}, tolerance {tolerance:.2f}: measured {row['known']:,} of {row['unique_stages']:,} ({row['fraction']:.1%}), "
               f"{row['rounds']} rounds, {row['violations']} below their bound, vs optimum {row['vs_optimum']:.4f}",
               flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,17 @@ def _int_at_least(low: int):
     return parse
 
 
+def _tolerance(text: str) -> float:
+    """A lazy-profiling tolerance: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{value} is not a finite number >= 0")
+    return value
+
+
 def _load_graph_arg(arg: str):
     from .graph.serialize import load_graph
     from .models import MODELS, get_model
@@ -78,6 +89,7 @@ def _check_output(path: str, what: str) -> None:
 
 def cmd_optimize(ns: argparse.Namespace) -> int:
     from .graph.serialize import save_graph, save_weights
+    from .dp.lazy import LazyOptions
     from .optimizer import default_num_workers, optimize
 
     graph = _load_graph_arg(ns.model)
@@ -97,7 +109,8 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
                    warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
                    compute_weight=bool(weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
-                   final_check=not ns.no_final_check, profiling=ns.profiling)
+                   final_check=not ns.no_final_check, profiling=ns.profiling,
+                   lazy=LazyOptions(tolerance=ns.tolerance))
     print(opt.optimization_report.format())
     print(opt)
     save_graph(opt, out)
@@ -206,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--part-size", type=_int_at_least(1), default=50, help="max operators per part of a block")
     o.add_argument("--profiling", default="lazy", choices=["lazy", "exhaustive"],
                    help="lazy: measure only the stages the DP's optimum can use; exhaustive: every stage")
+    o.add_argument("--tolerance", type=_tolerance, default=0.0,
+                   help="lazy: stop once the schedule is proved within this fraction of the optimum, e.g. 0.1 "
+                        "(0: proved optimal)")
     _add_timing(o, warmup=2, number=6, repeat=6)
     o.add_argument("--table", default=None,
                    help=f"cost table path or pyarrow.fs URI; 'none' to use none (default: {default_table_path()})")

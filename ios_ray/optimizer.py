@@ -96,6 +96,7 @@ class OptimizeReport:
     known_stages: int = 0            # stages with a cost at the end: cache hits + measured now
     rounds: int = 0                  # lazy: measurement rounds after the one-op stages
     bound_violations: int = 0        # lazy: stages measured below their lower bound
+    tolerance: float = 0.0           # lazy: the schedule is proved within this fraction of the optimum
 
     @property
     def measured_fraction(self) -> float:
@@ -138,7 +139,8 @@ class OptimizeReport:
         if self.profiling == Profiling.LAZY.value:
             lines.append(f"  profiling       : lazy: {self.known_stages:,} of {self.unique_stages:,} stages have a cost "
                          f"({100 * self.measured_fraction:.1f}%), {self.rounds} rounds, "
-                         f"{self.bound_violations} below their bound")
+                         f"{self.bound_violations} below their bound"
+                         + (f", within {100 * self.tolerance:g}% of the optimum" if self.tolerance else ""))
         else:
             lines.append(f"  profiling       : {self.profiling}")
         if self.per_worker:
@@ -333,7 +335,8 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
         final_check=checked, final_check_note=note, returned=returned,
         in_process=options.num_workers is None, profiling=options.profiling.value,
         known_stages=len(measurements), rounds=lazy.rounds if lazy else 0,
-        bound_violations=lazy.violations if lazy else 0)
+        bound_violations=lazy.violations if lazy else 0,
+        tolerance=options.lazy.tolerance if lazy else 0.0)
     new_graph.optimization_report = report
     if options.verbose:
         print(report.format())

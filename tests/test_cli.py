@@ -76,6 +76,15 @@ def test_profiling_flag_picks_exhaustive_or_lazy(tmp_path, capsys):
         assert out.exists()
 
 
+def test_tolerance_reaches_the_lazy_dp_and_the_report(tmp_path, capsys):
+    out = tmp_path / "sq.json"
+    assert main(["optimize", "squeezenet", "--workers", "0", "--cost", "analytic", "--table", "none",
+                 "--tolerance", "0.25", "--out", str(out), "--no-progress"]) == 0
+    assert "within 25% of the optimum" in capsys.readouterr().out
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["tolerance"] == 0.25
+
+
 def _one_line_error(capsys, argv):
     """Run ``argv``; return its error line after checking: exit status 2, one line, no traceback."""
     rc = main(argv)
@@ -95,6 +104,8 @@ def _one_line_error(capsys, argv):
     (["optimize", "--repeat", "0"], "--repeat: 0 is below the minimum 1"),
     (["optimize", "-r", "two"], "'two' is not an integer"),
     (["optimize", "sample", "--cost", "quantum"], "quantum"),
+    (["optimize", "sample", "--tolerance", "-0.1"], "--tolerance: -0.1 is not a finite number >= 0"),
+    (["optimize", "sample", "--tolerance", "lots"], "'lots' is not a number"),
 ])
 def test_common_mistakes_are_one_line_errors(capsys, argv, expected):
     """Regression: --workers beyond the CPUs and --cost gpu without a GPU printed 17-35 lines of traceback;

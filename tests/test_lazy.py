@@ -303,3 +303,22 @@ def test_alike_parts_are_solved_once_and_each_gets_its_own_optimal_schedule():
         best, _ = solve_part(part, [costs[k] for k in part.stage_keys])
         assert total == pytest.approx(best, rel=1e-12)
         assert sum(costs[part.stage_keys[t]] for t in ids) == pytest.approx(best, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_tolerance_returns_a_schedule_proved_within_it_measuring_no_more(seed):
+    graph = random_graph(900 + seed, 7 + seed % 4, num_blocks=1 + seed % 2, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(OptType.PARALLEL_MERGE, max_group_size=2, max_num_groups=3))
+    costs = bounded_costs(seed, space.specs)
+    optimum = solve(space, costs).total_latency
+    exact = Counting(costs)
+    lazy_solve(space, exact)
+    for tolerance in (0.05, 0.3):
+        loose = Counting(costs)
+        got = lazy_solve(space, loose, options=LazyOptions(tolerance=tolerance))
+        assert optimum <= got.solution.total_latency <= (1 + tolerance) * optimum + 1e-9
+        # the returned latency is what its measured stages cost
+        assert schedule_cost(graph, got.solution, costs) == pytest.approx(got.solution.total_latency)
+        assert len(loose.asked) <= len(exact.asked)
+    with pytest.raises(ValueError, match="tolerance"):
+        LazyOptions(tolerance=-0.01)
