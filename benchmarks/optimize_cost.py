@@ -215,6 +215,11 @@ def run_budgeted(args, model: str, math: str) -> Dict:
     return row
 
 
+def _row_id(row: Dict) -> tuple:
+    """A row's ``ROW_ID`` values (rows written before ``stream_factor`` existed ran with it off: 0)."""
+    return tuple(row.get(k, 0.0 if k == "stream_factor" else None) for k in ROW_ID)
+
+
 def save(rows: List[Dict], out: Path, command: str) -> None:
     """Write ``rows`` into ``out`` (replacing rows of the same ``ROW_ID``, keeping others), and a copy into
     ``$OUT`` when that is set."""
@@ -224,8 +229,8 @@ def save(rows: List[Dict], out: Path, command: str) -> None:
             old = json.loads(out.read_text()).get("rows", [])
         except (ValueError, AttributeError):
             old = []
-    ids = {tuple(r.get(k) for k in ROW_ID) for r in rows}
-    kept = [r for r in old if tuple(r.get(k) for k in ROW_ID) not in ids]
+    ids = {_row_id(r) for r in rows}
+    kept = [r for r in old if _row_id(r) not in ids]
     result = {"command": command,
               "machine": {"host_cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},

@@ -71,3 +71,14 @@ def test_simulate_rows_time_the_pool_alone(tmp_path):
         assert row["ideal_s"] == pytest.approx(154 * 0.5e-3 / workers)
         assert 0 < row["efficiency"] <= 1 and row["worker_busy_s"] >= 154 * 0.5e-3
         assert row["driver_thread_us_per_stage"] > 0 and row["driver_us_per_stage"] >= row["driver_thread_us_per_stage"]
+
+
+def test_a_row_written_before_stream_factor_existed_is_replaced_not_kept_beside(tmp_path):
+    out = tmp_path / "optimize_cost.json"
+    old = {"model": "sample", "math": "fp32", "r": 3, "s": 8, "batch_size": 1, "cost": "analytic:H200",
+           "profiling": "lazy", "cold_s": 99.0}
+    out.write_text(json.dumps({"rows": [old]}))
+    assert optimize_cost.main(["--cost", "analytic:H200", "--models", "sample", "--math", "fp32",
+                               "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["cold_s"] != 99.0 and rows[0]["stream_factor"] == 0.0

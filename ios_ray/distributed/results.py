@@ -15,6 +15,7 @@ Data flow::
 """
 from __future__ import annotations
 
+import functools
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -58,13 +59,27 @@ class BatchResult:
         """
         if len(keys) != len(self.latency_ms):
             raise ValueError(f"a batch of {len(self.latency_ms)} results cannot carry {len(keys)} keys")
-        errors = {i: (ErrorKind(kind), message) for i, kind, message in self.errors}
-        estimated = frozenset(self.estimated)
-        out = []
-        for i, (key, lat, spread, n) in enumerate(zip(keys, self.latency_ms, self.spread_ms, self.samples)):
-            kind, message = errors.get(i, (ErrorKind.NONE, ""))
-            out.append(Measurement(key, lat, spread, n, kind, message, i in estimated, self.worker))
-        return out
+        return [self.measurement(i, key) for i, key in enumerate(keys)]
+
+    def measurement(self, i: int, key: str) -> Measurement:
+        """The ``Measurement`` at position ``i``, keyed ``key``."""
+        kind, message = self._errors.get(i, (ErrorKind.NONE, ""))
+        return Measurement(key, self.latency_ms[i], self.spread_ms[i], self.samples[i], kind, message,
+                           i in self._estimated, self.worker)
+
+    @functools.cached_property
+    def _errors(self) -> Dict[int, Tuple[ErrorKind, str]]:
+        return {i: (ErrorKind(kind), message) for i, kind, message in self.errors}
+
+    @functools.cached_property
+    def _estimated(self) -> frozenset:
+        return frozenset(self.estimated)
+
+    def __getstate__(self):   # the lookups built in the driver do not travel
+        return {k: v for k, v in self.__dict__.items() if k not in ("_errors", "_estimated")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
 
 class MeasuredBatch(Sequence[Measurement]):
@@ -129,10 +144,7 @@ class PoolResults(Mapping[str, Measurement]):
 
     def __getitem__(self, key: str) -> Measurement:
         result, i = self._locate(key)
-        error = next(((ErrorKind(kind), message) for j, kind, message in result.errors if j == i),
-                     (ErrorKind.NONE, ""))
-        return Measurement(key, result.latency_ms[i], result.spread_ms[i], result.samples[i], error[0], error[1],
-                           i in result.estimated, result.worker)
+        return result.measurement(i, key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
