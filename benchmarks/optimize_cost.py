@@ -47,13 +47,14 @@ from typing import Dict, List, Optional
 
 from ios_ray import ios_runtime
 from ios_ray.models import MODELS, get_model
+from ios_ray.costs.factory import resolve_cost
 from ios_ray.dp.lazy import LazyOptions
 from ios_ray.optimizer import optimize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS_DEFAULT = ("inception_v3", "squeezenet", "randwire", "nasnet")
 COMPARED = ("inception_v3", "squeezenet")   # --compare's default models
-ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor")   # a row replaces the one with these
+ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor", "tolerance")   # a row replaces the one with these
 
 
 def cost_name(cost: str, math: str) -> str:
@@ -76,11 +77,13 @@ def cost_name(cost: str, math: str) -> str:
 
 def _optimize(args, model: str, cost: str, table: str, profiling: str):
     graph = get_model(model)
+    if args.workers_per_gpu is not None:   # several actors sharing each GPU (GpuRecipe.workers_per_gpu)
+        cost = dataclasses.replace(resolve_cost(cost), workers_per_gpu=args.workers_per_gpu)
     t0 = time.perf_counter()
     opt = optimize(graph, batch_size=args.batch_size, cost=cost, max_group_size=args.r, max_num_groups=args.s,
                    warmup=args.warmup, number=args.number, repeat=args.repeat, num_workers=args.workers,
                    cost_table=table, profiling=profiling, progress=args.progress, final_check=args.final_check,
-                   lazy=LazyOptions(stream_factor=args.stream_factor))
+                   lazy=LazyOptions(stream_factor=args.stream_factor, tolerance=args.tolerance))
     return opt, time.perf_counter() - t0
 
 
@@ -146,7 +149,8 @@ def run_one(args, model: str, math: str, emit=None) -> Dict:
                "measured_fraction": rep.measured_fraction, "bound_violations": rep.bound_violations,
                "predicted_ms": rep.predicted_latency_ms, "returned": rep.returned,
                "final_check": [dataclasses.asdict(c) for c in rep.final_check], "seconds": rep.seconds,
-               "workers": rep.num_workers, "batch_size": args.batch_size, "stream_factor": args.stream_factor}
+               "workers": rep.num_workers, "workers_per_gpu": args.workers_per_gpu, "tolerance": args.tolerance,
+               "batch_size": args.batch_size, "stream_factor": args.stream_factor}
         emit(dict(row))
         warm, warm_s = _optimize(args, model, cost, table, args.profiling)
         row.update({"warm_s": warm_s, "warm_measured": warm.optimization_report.measured,
@@ -216,8 +220,9 @@ def run_budgeted(args, model: str, math: str) -> Dict:
 
 
 def _row_id(row: Dict) -> tuple:
-    """A row's ``ROW_ID`` values (rows written before ``stream_factor`` existed ran with it off: 0)."""
-    return tuple(row.get(k, 0.0 if k == "stream_factor" else None) for k in ROW_ID)
+    """A row's ``ROW_ID`` values (rows written before ``stream_factor`` or ``tolerance`` existed ran with
+    them off: 0)."""
+    return tuple(row.get(k, 0.0 if k in ("stream_factor", "tolerance") else None) for k in ROW_ID)
 
 
 def save(rows: List[Dict], out: Path, command: str) -> None:
@@ -287,6 +292,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--number", type=int, default=6, help="profiling: runs per repeat")
     p.add_argument("--repeat", type=int, default=6, help="profiling: repeats")
     p.add_argument("--workers", type=int, default=None, help="Ray profiling actors (default: in this process)")
+    p.add_argument("--workers-per-gpu", type=int, default=None,
+                   help="GPU costs: Ray actors sharing each GPU (give --workers too)")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="lazy profiling: stop a part once proved within 1 + t of its optimum (default 0: optimal)")
     p.add_argument("--no-final-check", dest="final_check", action="store_false",
                    help="leave optimize's final check (whole-graph timings of three schedules) out")
     p.add_argument("--budget-s", type=float, default=None,

@@ -63,6 +63,19 @@ def _tolerance(text: str) -> float:
     return value
 
 
+def _cost_recipe(cost: Optional[str], workers_per_gpu: Optional[int]):
+    """The recipe ``--cost`` names, with ``--workers-per-gpu`` applied (a GPU source only)."""
+    import dataclasses
+
+    from .costs.factory import GpuRecipe, resolve_cost
+    recipe = resolve_cost(cost)
+    if workers_per_gpu is None:
+        return recipe
+    if not isinstance(recipe, GpuRecipe):
+        raise ValueError(f"--workers-per-gpu applies to GPU costs; --cost is {recipe}")
+    return dataclasses.replace(recipe, workers_per_gpu=workers_per_gpu)
+
+
 def _load_graph_arg(arg: str):
     from .graph.serialize import load_graph
     from .models import MODELS, get_model
@@ -102,9 +115,10 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
     if weights_out and not graph.has_weights():
         graph.init_weights(ns.seed)
     table = False if ns.table == "none" else ns.table
-    workers = default_num_workers(ns.cost) if ns.workers is None else ns.workers
+    cost = _cost_recipe(ns.cost, ns.workers_per_gpu)
+    workers = default_num_workers(cost) if ns.workers is None else ns.workers
     t0 = time.perf_counter()
-    opt = optimize(graph, batch_size=ns.batch_size, opt_type=ns.opt_type, cost=ns.cost,
+    opt = optimize(graph, batch_size=ns.batch_size, opt_type=ns.opt_type, cost=cost,
                    max_group_size=ns.r, max_num_groups=ns.s, max_part_size=ns.part_size,
                    warmup=ns.warmup, number=ns.number, repeat=ns.repeat, num_workers=workers,
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
@@ -207,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--workers", type=_int_at_least(0), default=None,
                    help="Ray profiling actors; 0 = no Ray, in this process (default: one per local GPU for gpu "
                         "costs, in this process for analytic estimates, else 2)")
+    o.add_argument("--workers-per-gpu", type=_int_at_least(1), default=None,
+                   help="GPU costs: Ray actors sharing each GPU; they overlap host work and take turns on the "
+                        "device, so timings stay alone (default: the gpu source's)")
     o.add_argument("--wait-for-autoscaler", action="store_true",
                    help="wait for the cluster to grow instead of failing when it lacks the workers' GPUs/CPUs")
     o.add_argument("--batch-size", type=_int_at_least(1), default=1, help="batch size stages are measured at")

@@ -367,9 +367,9 @@ def _enumerate(graph: Graph, options: OptimizeOptions):
 
 
 def default_num_workers(cost: CostArg = None) -> int:
-    """The CLI's worker count for ``cost``: one Ray actor per local GPU for a source whose workers own a
-    GPU each; 0 (in this process) for analytic estimates, which cost microseconds a stage, far less than
-    starting Ray and shipping the stages to actors; else 2 CPU actors (1 on a one-core machine).
+    """The CLI's worker count for ``cost``: ``workers_per_gpu`` Ray actors per local GPU for a GPU source;
+    0 (in this process) for analytic estimates, which cost microseconds a stage, far less than starting
+    Ray and shipping the stages to actors; else 2 CPU actors (1 on a one-core machine).
 
     Raises:
         ValueError: ``cost`` is not a known cost source.
@@ -380,8 +380,8 @@ def default_num_workers(cost: CostArg = None) -> int:
         return 0
     from .distributed.cluster import local_resources
     have = local_resources()
-    if recipe.resources().num_gpus > 0:
-        return max(1, int(have["GPU"]))  # none here: the resource check says so in one line
+    if recipe.resources().num_gpus > 0:   # none here: the resource check says so in one line
+        return max(1, int(have["GPU"])) * getattr(recipe, "workers_per_gpu", 1)
     return max(1, min(2, int(have["CPU"])))
 
 

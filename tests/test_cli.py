@@ -106,6 +106,9 @@ def _one_line_error(capsys, argv):
     (["optimize", "sample", "--cost", "quantum"], "quantum"),
     (["optimize", "sample", "--tolerance", "-0.1"], "--tolerance: -0.1 is not a finite number >= 0"),
     (["optimize", "sample", "--tolerance", "lots"], "'lots' is not a number"),
+    (["optimize", "sample", "--cost", "cpu", "--workers-per-gpu", "2"], "--workers-per-gpu applies to GPU costs"),
+    (["optimize", "sample", "--cost", "gpu", "--workers-per-gpu", "3", "--workers", "4"], "GPU"),
+    (["optimize", "sample", "--workers-per-gpu", "0"], "--workers-per-gpu: 0 is below the minimum 1"),
 ])
 def test_common_mistakes_are_one_line_errors(capsys, argv, expected):
     """Regression: --workers beyond the CPUs and --cost gpu without a GPU printed 17-35 lines of traceback;

@@ -23,6 +23,7 @@ Nothing outside this module asks which kind a recipe is: callers use the six mem
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Optional, Protocol, Tuple, Union, runtime_checkable
@@ -32,6 +33,7 @@ from .measurement import CostSource, DeviceInfo
 # BLAS/OpenMP threads of CPU measurements and of the reference runtime unless told otherwise: what Ray
 # gives a one-CPU actor (OMP_NUM_THREADS=1), so in-process and actor timings agree.
 DEFAULT_CPU_THREADS = 1
+MAX_WORKERS_PER_GPU = 16   # profiling actors one GPU may host (each holds a CUDA context: ~0.5 GB)
 
 
 def check_threads(threads: Any) -> int:
@@ -133,12 +135,16 @@ class GpuRecipe:
             beside the cost table the rows go to, so every worker and the runtime use the same engines.
         l2: ``"warm"`` (back-to-back replays) or ``"cold"`` (L2 flushed and inputs read before each timed
             replay, launch overhead taken off; ``profile.gpu.L2_COLD``).
+        workers_per_gpu: Ray actors sharing each GPU (each asks for ``1 / workers_per_gpu`` of one). They
+            overlap their host work (building, lowering, capturing stages) and take turns on the device:
+            device work runs under one lock per GPU (``runtime.gpu.lock``), so every timing is still alone.
     """
     tf32: bool = False
     autotune: bool = False
     device_id: int = 0
     engines: Optional[str] = None
     l2: str = "warm"
+    workers_per_gpu: int = 1
 
     cached_by_default: ClassVar[bool] = True
     cpu_threads: ClassVar[Optional[int]] = None
@@ -146,6 +152,9 @@ class GpuRecipe:
     def __post_init__(self):
         if self.l2 not in ("warm", "cold"):
             raise ValueError(f"l2 must be 'warm' or 'cold', got {self.l2!r}")
+        if not isinstance(self.workers_per_gpu, int) or not 1 <= self.workers_per_gpu <= MAX_WORKERS_PER_GPU:
+            raise ValueError(f"workers_per_gpu must be an integer from 1 to {MAX_WORKERS_PER_GPU}, "
+                             f"got {self.workers_per_gpu!r}")
 
     @property
     def dtype(self) -> str:
@@ -165,7 +174,9 @@ class GpuRecipe:
         return replace(self, engines=engine_location(table.location))
 
     def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
-        return WorkerResources(num_cpus=float(cpus_per_worker), num_gpus=1.0)
+        # rounded down to Ray's precision (1e-4), so that workers_per_gpu of them fit on one GPU
+        return WorkerResources(num_cpus=float(cpus_per_worker),
+                               num_gpus=math.floor(1e4 / self.workers_per_gpu) / 1e4)
 
     def local_device(self) -> Optional[DeviceInfo]:
         return None

@@ -89,7 +89,8 @@ def _shortfall(num_workers: int, need: WorkerResources, have: Dict[str, float],
                where: str = "the cluster") -> Optional[str]:
     if need.num_gpus > 0 and have["GPU"] < num_workers * need.num_gpus:
         if have["GPU"] == 0:
-            return (f"GPU profiling needs {num_workers} GPU(s), one per worker, but {where} has no GPUs "
+            share = "one per worker" if need.num_gpus >= 1 else f"{need.num_gpus:g} per worker"
+            return (f"GPU profiling needs {num_workers * need.num_gpus:g} GPU(s), {share}, but {where} has no GPUs "
                     f"({have['CPU']:g} CPUs); use the cpu or analytic cost source, or join a GPU cluster")
         return (f"{num_workers} GPU workers need {num_workers * need.num_gpus:g} GPUs, but {where} has "
                 f"{have['GPU']:g}; ask for at most {int(have['GPU'] // need.num_gpus)} workers")

@@ -12,6 +12,7 @@ from typing import List
 from .conv import ConvPlans, handle_for_stream, import_cudnn
 from .errors import GpuUnavailableError
 from .kernels import Kernels
+from .lock import NO_LOCK
 
 
 def import_cupy():
@@ -35,23 +36,27 @@ class GpuContext:
         autotune: time cuDNN's candidate plans per conv signature and keep the fastest (default: the
             heuristic's plan, which is deterministic).
         engines: an engine book (``ConvPlans``' ``book``) the conv plans are read from and recorded in.
+        lock: held around device work whose timing must be alone (``lock.DeviceLock``: a profiler's,
+            shared by every process profiling this GPU); default ``NO_LOCK`` (the inference runtime).
     Raises:
         GpuUnavailableError: no CuPy, no device, or no cuDNN frontend.
     """
 
-    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = False, engines=None):
+    def __init__(self, device_id: int = 0, tf32: bool = False, autotune: bool = False, engines=None, lock=None):
         cupy = import_cupy()
         import_cudnn()
         self.device_id = int(device_id)
         self.tf32 = bool(tf32)
         self.device = cupy.cuda.Device(self.device_id)
+        self.lock = lock if lock is not None else NO_LOCK
         with self.device:
             self.kernels = Kernels(self.device_id)
             self.streams: List = []
             self.handles: List = []
             self.ensure_streams(1)
             # a handle of its own: building and autotuning rebind its stream
-            self.conv_plans = ConvPlans(handle_for_stream(0), tf32=self.tf32, autotune=autotune, book=engines)
+            self.conv_plans = ConvPlans(handle_for_stream(0), tf32=self.tf32, autotune=autotune, book=engines,
+                                        lock=self.lock)
 
     def ensure_streams(self, count: int) -> None:
         """Make sure at least ``count`` streams (and their handles) exist."""

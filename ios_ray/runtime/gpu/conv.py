@@ -23,6 +23,7 @@ from typing import Optional
 
 from ...graph.ops import Window, window_out_hw
 from .errors import GpuRuntimeError
+from .lock import NO_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,10 @@ class ConvPlans:
     timing-based choices differ between processes.
     """
 
-    def __init__(self, handle, tf32: bool = False, autotune: bool = False, capacity: int = 4096, book=None):
+    def __init__(self, handle, tf32: bool = False, autotune: bool = False, capacity: int = 4096, book=None,
+                 lock=None):
         self.handle = handle
+        self.lock = lock if lock is not None else NO_LOCK   # held while autotuning runs plans on the device
         self.tf32 = bool(tf32)
         self.autotune = bool(autotune)
         self.book = book
@@ -238,7 +241,10 @@ class ConvPlans:
         if recorded is not None:
             index = self._recorded_index(g, key, recorded.split(":", 1)[1])
         else:
-            index = self._tune(g, key, (x, w, b, y)) if self.autotune else None
+            index = None
+            if self.autotune:
+                with self.lock:
+                    index = self._tune(g, key, (x, w, b, y))
         if index is not None:
             g.select_plan(index)
         g.build_plans()

@@ -114,6 +114,7 @@ class Program:
         # complete before any other (non-blocking) stream reads them
         with ctx.device, ctx.main_stream:
             self.storages = []
+            fresh = []
             for (c, h, w), owner in zip(self.plan.storages, self.plan.owners):
                 given = external_arrays.get(owner)
                 if given is not None:
@@ -123,20 +124,25 @@ class Program:
                                               f"{(self.batch_size, c, h, w)}, got {given.shape} {given.dtype}")
                     self.storages.append(given)
                     continue
-                buf = cupy.empty((self.batch_size, c, h, w), dtype=cupy.float32)
-                if poison:
-                    buf.fill(np.nan)
-                self.storages.append(buf)
-            for node in external:   # an external placed inside a consumer's storage: random values there
-                loc = self.plan.loc(node)
-                if self.plan.owners[loc.storage] != node.name:
-                    view = self.view(loc)
-                    view[...] = cupy.random.default_rng(loc.offset).standard_normal(view.shape, dtype=cupy.float32)
+                fresh.append(cupy.empty((self.batch_size, c, h, w), dtype=cupy.float32))
+                self.storages.append(fresh[-1])
             self._weights = weights
             self._lowered: Dict[int, _Lowered] = {}
             for n in order:
                 self._lowered[id(n)] = _Lowered(n, self._lower(n))
-            ctx.main_stream.synchronize()
+            # the device work of the set-up in one section under the context's lock (a profiler's other
+            # processes on this GPU wait meanwhile), finished before the lock is let go
+            with ctx.lock:
+                if poison:
+                    for buf in fresh:
+                        buf.fill(np.nan)
+                for node in external:   # an external placed inside a consumer's storage: random values there
+                    loc = self.plan.loc(node)
+                    if self.plan.owners[loc.storage] != node.name:
+                        view = self.view(loc)
+                        view[...] = cupy.random.default_rng(loc.offset).standard_normal(view.shape,
+                                                                                      dtype=cupy.float32)
+                ctx.main_stream.synchronize()
 
     # ----- views ------------------------------------------------------------------------------------
     def view(self, loc: Loc):
@@ -388,8 +394,10 @@ class Program:
             self.ctx.main_stream.synchronize()
             self._events.clear()
 
-    def capture(self, stage_indices: Optional[Sequence[int]] = None):
-        """A CUDA graph of the stages (all by default), launched on stream 0 with ``graph.launch``."""
+    def capture(self, stage_indices: Optional[Sequence[int]] = None, upload: bool = True):
+        """A CUDA graph of the stages (all by default), launched on stream 0 with ``graph.launch``;
+        uploaded to the device now, or (``upload=False``: capturing runs nothing on the device) by its
+        first launch."""
         main = self.ctx.main_stream
         with self.ctx.device:
             main.begin_capture()
@@ -397,7 +405,8 @@ class Program:
                 self.enqueue(stage_indices)
             finally:
                 graph = main.end_capture()
-            graph.upload(main)
+            if upload:
+                graph.upload(main)
         self._graphs.append(graph)
         return graph
 
@@ -502,6 +511,49 @@ def time_graph_until_stable(graph, stream, warmup: int, number: int, max_repeat:
         out.append(next(repeats))
         previous, median = median, float(np.median(out))
         if len(out) >= MIN_REPEATS and previous is not None and abs(median - previous) <= STABLE_FRACTION * previous:
+            break
+    return out
+
+
+MIN_SAMPLES = 5      # single-replay timing never stops before this many samples
+FIRST_BLOCK = 3      # replays timed before the first look at the median, then ``BLOCK`` more per look
+BLOCK = 2
+
+
+def time_replays_until_stable(graph, stream, warmup: int, number: int, max_repeat: int) -> List[float]:
+    """Latencies (ms) of single replays: ``warmup`` untimed replays, then replays launched back to back
+    with an event after each (a sample is the time between two events), looked at in blocks; stops once
+    there are ``MIN_SAMPLES`` samples and the last block moved their median by less than
+    ``STABLE_FRACTION``, or after ``number * max_repeat`` samples (the replays ``time_graph`` would time).
+
+    ``time_graph_until_stable`` times whole repeats of ``number`` replays and needs at least
+    ``warmup + MIN_REPEATS * number`` replays (20 at IOS's defaults), most of a NASNet stage's profiling
+    time; the median of single replays needs 8 when it is steady. Each block after the first begins with
+    one untimed replay, so the device is busy when its first event is recorded: no sample holds the idle
+    time between blocks or a launch's host latency.
+    """
+    import cupy
+    if warmup < 0 or number < 1 or max_repeat < 1:
+        raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
+    cap = number * max_repeat
+    floor = min(MIN_SAMPLES, cap)
+    for _ in range(warmup):
+        graph.launch(stream)
+    out: List[float] = []
+    median = None
+    while len(out) < cap:
+        if out:
+            graph.launch(stream)   # lead-in: keeps the device busy while the timed ones are launched
+        size = min(cap - len(out), BLOCK if out else FIRST_BLOCK)
+        events = [cupy.cuda.Event() for _ in range(size + 1)]
+        events[0].record(stream)
+        for e in events[1:]:
+            graph.launch(stream)
+            e.record(stream)
+        events[-1].synchronize()
+        out.extend(cupy.cuda.get_elapsed_time(a, b) for a, b in zip(events, events[1:]))
+        previous, median = median, float(np.median(out))
+        if len(out) >= floor and previous is not None and abs(median - previous) <= STABLE_FRACTION * previous:
             break
     return out
 
