@@ -76,14 +76,19 @@ def in_process(specs, tf32: bool, settings: MeasureSettings) -> List[Dict]:
                           ("in-process, repeats, again", TIMING_REPEATS)):
         prof.timing = timing
         held0 = prof.lock.held_s
+        samples: Dict[str, List[float]] = {}
         t0 = time.perf_counter()
-        ms = prof.measure(list(specs.values()), 1, settings)
+        for key, spec in specs.items():   # what ``measure`` does, keeping every sample
+            try:
+                samples[key] = [float(x) for x in prof.time_stage(spec.build(), 1, settings)]
+            except Exception:  # noqa: BLE001 -- counted as an error, as ``measure`` would
+                samples[key] = []
         wall = time.perf_counter() - t0
         rows.append({"config": label, "workers": 0, "wall_s": wall, "eager_runs": prof.eager_runs,
                      "device_share": (prof.lock.held_s - held0) / wall,
-                     "mean_samples": float(np.mean([m.samples for m in ms])),
-                     "latency": {m.key: m.latency_ms for m in ms},
-                     "errors": sum(m.error.value != "" for m in ms)})
+                     "mean_samples": float(np.mean([len(v) for v in samples.values()])),
+                     "latency": {k: float(np.median(v)) if v else float("nan") for k, v in samples.items()},
+                     "samples": samples, "errors": sum(not v for v in samples.values())})
     return rows
 
 
@@ -113,6 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("-s", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument("--samples", default=None, help="also write every in-process sample to this JSON file")
     args = p.parse_args(argv)
     import ray
 
@@ -159,9 +165,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                                        settings.repeat],
            "host": platform.node(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
            "median_stage_ms": statistics.median(v for v in ref.values() if np.isfinite(v)),
-           "rows": [{k: v for k, v in row.items() if k != "latency"} for row in rows]}
+           "rows": [{k: v for k, v in row.items() if k not in ("latency", "samples")} for row in rows]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
+    if args.samples:   # every in-process sample and each stage's shape, for a closer look
+        stages = {k: {"groups": [len(g) for g in spec.groups], "strategy": spec.strategy.value}
+                  for k, spec in specs.items()}
+        Path(args.samples).write_text(json.dumps({"stages": stages, "passes": {
+            row["config"]: row["samples"] for row in rows if "samples" in row}}))
     if os.environ.get("OUT"):
         shutil.copy(out, Path(os.environ["OUT"]) / out.name)
     print(f"wrote {out}")

@@ -54,7 +54,7 @@ from ios_ray.optimizer import optimize
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS_DEFAULT = ("inception_v3", "squeezenet", "randwire", "nasnet")
 COMPARED = ("inception_v3", "squeezenet")   # --compare's default models
-ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor", "tolerance")   # a row replaces the one with these
+ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor", "tolerance", "timing")   # a row replaces the one with these
 
 
 def cost_name(cost: str, math: str) -> str:
@@ -79,6 +79,8 @@ def _optimize(args, model: str, cost: str, table: str, profiling: str):
     graph = get_model(model)
     if args.workers_per_gpu is not None:   # several actors sharing each GPU (GpuRecipe.workers_per_gpu)
         cost = dataclasses.replace(resolve_cost(cost), workers_per_gpu=args.workers_per_gpu)
+    if args.timing is not None:            # the warm sample (GpuRecipe.timing)
+        cost = dataclasses.replace(resolve_cost(cost), timing=args.timing)
     t0 = time.perf_counter()
     opt = optimize(graph, batch_size=args.batch_size, cost=cost, max_group_size=args.r, max_num_groups=args.s,
                    warmup=args.warmup, number=args.number, repeat=args.repeat, num_workers=args.workers,
@@ -150,6 +152,7 @@ def run_one(args, model: str, math: str, emit=None) -> Dict:
                "predicted_ms": rep.predicted_latency_ms, "returned": rep.returned,
                "final_check": [dataclasses.asdict(c) for c in rep.final_check], "seconds": rep.seconds,
                "workers": rep.num_workers, "workers_per_gpu": args.workers_per_gpu, "tolerance": args.tolerance,
+               "timing": args.timing,
                "batch_size": args.batch_size, "stream_factor": args.stream_factor}
         emit(dict(row))
         warm, warm_s = _optimize(args, model, cost, table, args.profiling)
@@ -294,6 +297,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="Ray profiling actors (default: in this process)")
     p.add_argument("--workers-per-gpu", type=int, default=None,
                    help="GPU costs: Ray actors sharing each GPU (give --workers too)")
+    p.add_argument("--timing", choices=["replays", "repeats"], default=None,
+                   help="GPU costs: single replays (the default) or the original's repeats of --number replays")
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="lazy profiling: stop a part once proved within 1 + t of its optimum (default 0: optimal)")
     p.add_argument("--no-final-check", dest="final_check", action="store_false",

@@ -138,6 +138,8 @@ class GpuRecipe:
         workers_per_gpu: Ray actors sharing each GPU (each asks for ``1 / workers_per_gpu`` of one). They
             overlap their host work (building, lowering, capturing stages) and take turns on the device:
             device work runs under one lock per GPU (``runtime.gpu.lock``), so every timing is still alone.
+        timing: a warm sample: ``"replays"`` (single replays until their median is stable) or ``"repeats"``
+            (the original IOS's repeats of ``number`` replays; ``profile.gpu.TIMING_REPEATS``).
     """
     tf32: bool = False
     autotune: bool = False
@@ -145,6 +147,7 @@ class GpuRecipe:
     engines: Optional[str] = None
     l2: str = "warm"
     workers_per_gpu: int = 1
+    timing: str = "replays"
 
     cached_by_default: ClassVar[bool] = True
     cpu_threads: ClassVar[Optional[int]] = None
@@ -152,6 +155,8 @@ class GpuRecipe:
     def __post_init__(self):
         if self.l2 not in ("warm", "cold"):
             raise ValueError(f"l2 must be 'warm' or 'cold', got {self.l2!r}")
+        if self.timing not in ("replays", "repeats"):
+            raise ValueError(f"timing must be 'replays' or 'repeats', got {self.timing!r}")
         if not isinstance(self.workers_per_gpu, int) or not 1 <= self.workers_per_gpu <= MAX_WORKERS_PER_GPU:
             raise ValueError(f"workers_per_gpu must be an integer from 1 to {MAX_WORKERS_PER_GPU}, "
                              f"got {self.workers_per_gpu!r}")
@@ -164,6 +169,7 @@ class GpuRecipe:
         from ..profile.gpu import GpuProfiler
         profiler = GpuProfiler(device_id=self.device_id, tf32=self.tf32, autotune=self.autotune, engines=self.engines)
         profiler.l2 = self.l2
+        profiler.timing = self.timing
         return profiler
 
     def with_table(self, table) -> "GpuRecipe":
