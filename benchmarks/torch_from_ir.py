@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 
+from ios_ray.graph.compound import Sequential
 from ios_ray.graph.ir import Conv, Element, Graph, Identity, Node, Pool, Relu, SepConv, topo_order
 
 
@@ -42,12 +43,15 @@ class TorchFromIR(torch.nn.Module):
         self.order: List[Node] = [n for b in graph.blocks for n in topo_order(b)]
         self._names: Dict[int, Dict[str, str]] = {}
         for i, node in enumerate(self.order):
-            names = {}
-            for pname, value in node.params.items():
-                buf = f"p{i}_{pname}"
-                self.register_buffer(buf, torch.from_numpy(value.copy()))
-                names[pname] = buf
-            self._names[id(node)] = names
+            # a Sequential's own params are its inner nodes' ("<j>.<param>"): each inner node gets its own
+            inner = node.nodes if isinstance(node, Sequential) else [node]
+            for j, n in enumerate(inner):
+                names = {}
+                for pname, value in n.params.items():
+                    buf = f"p{i}_{j}_{pname}"
+                    self.register_buffer(buf, torch.from_numpy(value.copy()))
+                    names[pname] = buf
+                self._names[id(n)] = names
 
     def _p(self, node: Node, pname: str) -> torch.Tensor:
         return getattr(self, self._names[id(node)][pname])
@@ -65,45 +69,49 @@ class TorchFromIR(torch.nn.Module):
             out.append(acc)
         return out
 
-    def _input(self, node: Node, env) -> torch.Tensor:
-        terms = self._terms(node, env)
-        return terms[0] if len(terms) == 1 else torch.cat(terms, dim=1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: Dict[int, torch.Tensor] = {id(self.graph.input): x}
         for node in self.order:
-            if isinstance(node, Conv):
-                y = F.conv2d(self._input(node, env), self._p(node, "weight"), self._p(node, "bias"), node.stride,
-                             node.padding, 1, node.groups)
-                y = _act(y, node.act)
-            elif isinstance(node, SepConv):
-                h = self._input(node, env)
-                if node.pre_act == "relu":
-                    h = F.relu(h)
-                h = F.conv2d(h, self._p(node, "dw_weight"), self._p(node, "dw_bias"), node.stride, node.padding, 1,
-                             h.shape[1])
-                y = _act(F.conv2d(h, self._p(node, "pw_weight"), self._p(node, "pw_bias")), node.act)
-            elif isinstance(node, Pool):
-                h = self._input(node, env)
-                if node.pool_type == "global_avg":
-                    y = F.adaptive_avg_pool2d(h, 1)
-                elif node.pool_type == "max":
-                    y = F.max_pool2d(h, node.kernel, node.stride, node.padding)
-                else:
-                    y = F.avg_pool2d(h, node.kernel, node.stride, node.padding, count_include_pad=True)
-            elif isinstance(node, Relu):
-                y = F.relu(self._input(node, env))
-            elif isinstance(node, Element):
-                terms = self._terms(node, env)
-                y = terms[0]
-                for t in terms[1:]:
-                    y = y + t if node.op_type == "add" else y * t
-            elif isinstance(node, Identity):
-                y = self._input(node, env)
+            terms = self._terms(node, env)
+            if isinstance(node, Sequential):   # its inner nodes in turn, each on the whole previous output
+                for inner in node.nodes:
+                    terms = [self._compute(inner, terms)]
+                env[id(node)] = terms[0]
             else:
-                raise ValueError(f"{node.display()}: no torch translation for op type {node.type!r}")
-            env[id(node)] = y
+                env[id(node)] = self._compute(node, terms)
         return env[id(self.graph.blocks[-1].exit_node)]
+
+    def _compute(self, node: Node, terms: List[torch.Tensor]) -> torch.Tensor:
+        """``node``'s output from its input terms (each already summed)."""
+        h = terms[0] if len(terms) == 1 else torch.cat(terms, dim=1)
+        if isinstance(node, Conv):
+            y = F.conv2d(h, self._p(node, "weight"), self._p(node, "bias"), node.stride,
+                         node.padding, 1, node.groups)
+            y = _act(y, node.act)
+        elif isinstance(node, SepConv):
+            if node.pre_act == "relu":
+                h = F.relu(h)
+            h = F.conv2d(h, self._p(node, "dw_weight"), self._p(node, "dw_bias"), node.stride, node.padding, 1,
+                         h.shape[1])
+            y = _act(F.conv2d(h, self._p(node, "pw_weight"), self._p(node, "pw_bias")), node.act)
+        elif isinstance(node, Pool):
+            if node.pool_type == "global_avg":
+                y = F.adaptive_avg_pool2d(h, 1)
+            elif node.pool_type == "max":
+                y = F.max_pool2d(h, node.kernel, node.stride, node.padding)
+            else:
+                y = F.avg_pool2d(h, node.kernel, node.stride, node.padding, count_include_pad=True)
+        elif isinstance(node, Relu):
+            y = F.relu(h)
+        elif isinstance(node, Element):
+            y = terms[0]
+            for t in terms[1:]:
+                y = y + t if node.op_type == "add" else y * t
+        elif isinstance(node, Identity):
+            y = h
+        else:
+            raise ValueError(f"{node.display()}: no torch translation for op type {node.type!r}")
+        return y
 
 
 TORCH_MODES = {"eager": "PyTorch eager", "cuda_graph": "PyTorch CUDA graph", "compile": "torch.compile"}
