@@ -47,7 +47,7 @@ from typing import Dict, List, Optional
 
 from ios_ray import ios_runtime
 from ios_ray.models import MODELS, get_model
-from ios_ray.costs.factory import resolve_cost
+from ios_ray.costs.factory import gpu_options
 from ios_ray.dp.lazy import LazyOptions
 from ios_ray.optimizer import optimize
 
@@ -77,10 +77,7 @@ def cost_name(cost: str, math: str) -> str:
 
 def _optimize(args, model: str, cost: str, table: str, profiling: str):
     graph = get_model(model)
-    if args.workers_per_gpu is not None:   # several actors sharing each GPU (GpuRecipe.workers_per_gpu)
-        cost = dataclasses.replace(resolve_cost(cost), workers_per_gpu=args.workers_per_gpu)
-    if args.timing is not None:            # the warm sample (GpuRecipe.timing)
-        cost = dataclasses.replace(resolve_cost(cost), timing=args.timing)
+    cost = gpu_options(cost, workers_per_gpu=args.workers_per_gpu, timing=args.timing)
     t0 = time.perf_counter()
     opt = optimize(graph, batch_size=args.batch_size, cost=cost, max_group_size=args.r, max_num_groups=args.s,
                    warmup=args.warmup, number=args.number, repeat=args.repeat, num_workers=args.workers,

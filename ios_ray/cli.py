@@ -63,19 +63,6 @@ def _tolerance(text: str) -> float:
     return value
 
 
-def _cost_recipe(cost: Optional[str], workers_per_gpu: Optional[int]):
-    """The recipe ``--cost`` names, with ``--workers-per-gpu`` applied (a GPU source only)."""
-    import dataclasses
-
-    from .costs.factory import GpuRecipe, resolve_cost
-    recipe = resolve_cost(cost)
-    if workers_per_gpu is None:
-        return recipe
-    if not isinstance(recipe, GpuRecipe):
-        raise ValueError(f"--workers-per-gpu applies to GPU costs; --cost is {recipe}")
-    return dataclasses.replace(recipe, workers_per_gpu=workers_per_gpu)
-
-
 def _load_graph_arg(arg: str):
     from .graph.serialize import load_graph
     from .models import MODELS, get_model
@@ -103,6 +90,7 @@ def _check_output(path: str, what: str) -> None:
 def cmd_optimize(ns: argparse.Namespace) -> int:
     from .graph.serialize import save_graph, save_weights
     from .dp.lazy import LazyOptions
+    from .costs.factory import gpu_options
     from .optimizer import default_num_workers, optimize
 
     graph = _load_graph_arg(ns.model)
@@ -115,7 +103,7 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
     if weights_out and not graph.has_weights():
         graph.init_weights(ns.seed)
     table = False if ns.table == "none" else ns.table
-    cost = _cost_recipe(ns.cost, ns.workers_per_gpu)
+    cost = gpu_options(ns.cost, workers_per_gpu=ns.workers_per_gpu)
     workers = default_num_workers(cost) if ns.workers is None else ns.workers
     t0 = time.perf_counter()
     opt = optimize(graph, batch_size=ns.batch_size, opt_type=ns.opt_type, cost=cost,

@@ -110,3 +110,14 @@ def test_the_lock_can_be_turned_off_only_by_name(monkeypatch):
     from ios_ray.runtime.gpu.lock import LOCK_ENV, device_lock
     monkeypatch.setenv(LOCK_ENV, "off")
     assert device_lock(0) is NO_LOCK   # no CUDA needed to know it is off
+
+
+def test_gpu_options_set_gpu_fields_and_refuse_other_sources():
+    from ios_ray.costs.factory import CpuRecipe, gpu_options
+    assert gpu_options("gpu", workers_per_gpu=3, timing=None) == GpuRecipe(workers_per_gpu=3)
+    assert gpu_options("gpu-tf32", timing="repeats") == GpuRecipe(tf32=True, timing="repeats")
+    assert gpu_options("cpu", workers_per_gpu=None) == CpuRecipe()
+    with pytest.raises(ValueError, match="--timing applies to GPU costs"):
+        gpu_options("cpu", timing="repeats")
+    with pytest.raises(ValueError, match="timing"):
+        gpu_options("gpu", timing="sometimes")

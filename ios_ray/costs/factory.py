@@ -320,6 +320,23 @@ def parse_cost(text: str) -> SourceRecipe:
 CostArg = Union[None, str, SourceRecipe, CostSource]
 
 
+def gpu_options(cost: CostArg, **changes) -> SourceRecipe:
+    """The recipe of ``cost`` with the ``GpuRecipe`` fields in ``changes`` set (those given as None left as
+    they are): ``--workers-per-gpu`` or ``--timing`` from a command line.
+
+    Raises:
+        ValueError: a change is asked of a source that is not a GPU one (the message names the fields).
+    """
+    recipe = resolve_cost(cost)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return recipe
+    if not isinstance(recipe, GpuRecipe):
+        options = ", ".join("--" + k.replace("_", "-") for k in sorted(changes))   # as the command lines name them
+        raise ValueError(f"{options} applies to GPU costs; the cost source is {recipe}")
+    return replace(recipe, **changes)
+
+
 def resolve_cost(cost: CostArg) -> SourceRecipe:
     """The recipe for what ``optimize(cost=...)`` accepts.
 
