@@ -115,7 +115,8 @@ def part_best(part: PartSpace, sc: np.ndarray) -> np.ndarray:
     # A transition leads to a smaller state, so solving level by level (state size) is in order.
     # np.take rather than fancy indexing: the lazy DP solves NASNet's parts tens of thousands of times.
     # Per level, not into one buffer of every transition: a fresh multi-megabyte buffer per call made
-    # some processes 2-3x slower (allocations above malloc's mmap threshold fault their pages every call).
+    # some processes 2-3x slower (measured; the likely cause, not checked: allocations that large are
+    # mapped afresh by malloc and fault their pages in on every call).
     best = np.full(n, np.inf)
     best[0] = 0.0
     for a, b, lo, hi in part_levels(part):
