@@ -536,6 +536,12 @@ def test_batches_shrink_as_work_runs_out_and_small_rounds_spread():
         left -= sizes[-1]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] == 121 and sizes[-1] <= 8
     assert [plan.size(5, 4), plan.size(3, 4), plan.size(100_000, 4)] == [2, 1, 256]
+    # a lazy round of 11 stages for 3 idle workers: one batch each, 4 + 4 + 3, nothing queued behind
+    left, cuts = 11, []
+    for idle in (3, 2, 1):
+        cuts.append(plan.size(left, 3, idle=idle))
+        left -= cuts[-1]
+    assert cuts == [4, 4, 3] and left == 0
 
 
 @pytest.mark.parametrize("bad, named", [(dict(max_retries=-1), "max_retries"),

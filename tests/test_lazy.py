@@ -322,3 +322,112 @@ def test_a_tolerance_returns_a_schedule_proved_within_it_measuring_no_more(seed)
         assert len(loose.asked) <= len(exact.asked)
     with pytest.raises(ValueError, match="tolerance"):
         LazyOptions(tolerance=-0.01)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_part_best_solved_again_from_the_smallest_changed_size_equals_a_full_solve(seed):
+    from ios_ray.dp.solve import part_best, part_stage_sizes
+    graph = random_graph(40 + seed, 8 + seed % 3, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(OptType.PARALLEL_MERGE, max_group_size=2, max_num_groups=3))
+    rng = np.random.default_rng(seed)
+    for part in (p for block in space.blocks for p in block):
+        sc = rng.uniform(0.1, 2.0, part.num_stages)
+        best = part_best(part, sc).copy()
+        sizes = part_stage_sizes(part)
+        for _ in range(4):
+            changed = rng.random(part.num_stages) < 0.1
+            sc = np.where(changed, sc + rng.uniform(0.0, 1.0, part.num_stages), sc)
+            if not changed.any():
+                continue
+            again = part_best(part, sc, best.copy(), int(sizes[changed].min()))
+            full = part_best(part, sc)
+            np.testing.assert_array_equal(again, full)
+            best = full
+
+
+class Delayed:
+    """A ``measure`` that sleeps a random few milliseconds per batch: batches come back at varying times."""
+
+    def __init__(self, costs, seed):
+        self.costs, self.rng, self.asked = costs, np.random.default_rng(seed), []
+
+    def __call__(self, keys):
+        import time
+        assert len(set(keys)) == len(keys), "a batch repeats a key"
+        self.asked.extend(keys)
+        time.sleep(self.rng.uniform(0.0, 0.004))
+        return {k: self.costs[k] for k in keys}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_overlapped_rounds_find_the_optimum_and_measure_the_same_whatever_the_timing(seed):
+    from ios_ray.dp.lazy import SerialBatches
+    from ios_ray.profile.rounds import BackgroundRounds
+    graph = random_graph(500 + seed, 6 + seed % 5, num_blocks=1 + seed % 2, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(list(OptType)[seed % 3], max_group_size=2, max_num_groups=3,
+                                                max_part_size=4 + seed % 4))
+    costs = bounded_costs(seed, space.specs)
+    exhaustive = solve(space, costs)
+    serial = Counting(costs)
+    first = lazy_solve(space, SerialBatches(serial))
+    runs = [first]
+    for delay_seed in (1, 2):
+        delayed = Delayed(costs, delay_seed)
+        with BackgroundRounds(delayed) as batches:
+            runs.append(lazy_solve(space, batches))
+        assert sorted(delayed.asked) == sorted(serial.asked)     # the same stages, whatever came back when
+        assert len(set(delayed.asked)) == len(delayed.asked)     # none twice
+    for got in runs:
+        assert got.solution == first.solution
+        assert got.solution.block_stages == exhaustive.block_stages   # continuous costs: no ties
+        assert got.solution.total_latency == pytest.approx(exhaustive.total_latency, abs=1e-9)
+        assert got.report.measured == len(serial.asked) == len(got.costs) and got.report.violations == 0
+    # what the rounds would measure: about as much (a part sees only what it asked for itself)
+    rounds = lazy_solve(space, Counting(costs))
+    assert first.report.measured <= 1.25 * rounds.report.measured + 5
+
+
+def test_overlapped_rounds_keep_a_tolerance_and_known_costs_and_fall_back_for_a_stream_factor():
+    from ios_ray.dp.lazy import SerialBatches
+    graph = random_graph(77, 9, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(OptType.PARALLEL_MERGE, max_group_size=2, max_num_groups=3))
+    costs = bounded_costs(3, space.specs)
+    optimum = solve(space, costs).total_latency
+    got = lazy_solve(space, SerialBatches(Counting(costs)), options=LazyOptions(tolerance=0.2))
+    assert optimum <= got.solution.total_latency <= 1.2 * optimum + 1e-9
+    assert schedule_cost(graph, got.solution, costs) == pytest.approx(got.solution.total_latency)
+    warm = Counting(costs)
+    again = lazy_solve(space, SerialBatches(warm), known=dict(costs))
+    assert warm.calls == [] and again.report.measured == 0
+    # a learned stream term needs each round's costs before the next: the rounds run one after another
+    learned = Counting(costs)
+    lazy_solve(space, SerialBatches(learned), options=LazyOptions(stream_factor=0.5))
+    plain = Counting(costs)
+    lazy_solve(space, plain, options=LazyOptions(stream_factor=0.5))
+    assert learned.calls == plain.calls
+
+
+def test_background_rounds_hand_a_failure_to_the_caller_and_stop():
+    from ios_ray.profile.rounds import BackgroundRounds
+    import sys
+    calls = []
+
+    def measure(keys):
+        calls.append(list(keys))
+        if keys == ["bad"]:
+            raise RuntimeError("the pool is gone")
+        return {k: 1.0 for k in keys}
+
+    before = sys.getswitchinterval()
+    with BackgroundRounds(measure, switch_s=0.0007) as batches:
+        assert sys.getswitchinterval() == pytest.approx(0.0007)
+        batches.submit(["a"])
+        batches.submit(["bad"])
+        batches.submit(["c"])
+        assert batches.result() == {"a": 1.0}
+        with pytest.raises(RuntimeError, match="the pool is gone"):
+            batches.result()
+    assert sys.getswitchinterval() == before
+    assert ["c"] not in calls                      # nothing measured after a failure
+    with pytest.raises(RuntimeError, match="not open"):
+        batches.submit(["d"])

@@ -421,15 +421,19 @@ def _raise_if_init_failed(exc: Exception) -> None:
 class _BatchPlan:
     """How batches are cut (guided self-scheduling): each takes ``1 / (share x live workers)`` of the specs
     left, within ``[floor, max_batch]`` (``floor``: at least ``min_batch``, see ``_Run._floor``) -- but no
-    more than an even split when few are left, so a small round still spreads over the workers."""
+    more than an even split over the idle workers when few are left, so a small round (a lazy DP round of a
+    dozen stages) goes out as one batch per worker, sizes within one of each other, nothing queued behind.
+    """
     min_batch: int
     max_batch: int
     share: int
 
-    def size(self, left: int, workers: int, floor: Optional[int] = None) -> int:
+    def size(self, left: int, workers: int, floor: Optional[int] = None, idle: Optional[int] = None) -> int:
+        """Stages of the next batch with ``left`` to cut for ``workers`` live actors, ``idle`` of which
+        (the one served included; default all) have nothing in flight."""
         floor = self.min_batch if floor is None else floor
         guided = -(-left // (self.share * workers))
-        even = -(-left // workers)
+        even = -(-left // max(1, min(workers, workers if idle is None else idle)))
         return max(1, min(self.max_batch, max(guided, min(floor, even))))
 
 
@@ -543,10 +547,10 @@ class _Run:
         return max(plan.min_batch, min(plan.max_batch,
                                        math.ceil(workers * per_batch / (self.options.driver_load * per_stage))))
 
-    def _next_batch(self, workers: int) -> List[str]:
+    def _next_batch(self, workers: int, idle: int) -> List[str]:
         if self.queue:
             return self.queue.popleft()
-        n = self.options.plan.size(self._left(), workers, self._floor(workers))
+        n = self.options.plan.size(self._left(), workers, self._floor(workers), idle)
         batch = self.order[self.cut:self.cut + n]
         self.cut += n
         return batch
@@ -567,7 +571,9 @@ class _Run:
                     progress = True
                 elif ((self._left() or self.queue) and len(inflight) < self.options.depth
                       and not any(sus for _, _, sus in inflight)):
-                    self._submit(slot, self._next_batch(len(live)))
+                    # a first batch splits a small remainder over the idle actors; a queued one over all
+                    idle = sum(1 for s in live if s.alive and not self.inflight[s]) if not inflight else len(live)
+                    self._submit(slot, self._next_batch(len(live), idle))
                     progress = True
 
     def _submit(self, slot: Slot, batch: List[str], suspect: bool = False) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Mapping, Tuple
+from typing import Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -100,12 +100,18 @@ def solve_part(part: PartSpace, stage_cost: List[float]) -> Tuple[float, List[St
     return float(best[-1]), part_stages(part, ids)
 
 
-def part_best(part: PartSpace, sc: np.ndarray) -> np.ndarray:
+def part_best(part: PartSpace, sc: np.ndarray, reuse: Optional[np.ndarray] = None, from_size: int = 1
+              ) -> np.ndarray:
     """``best[i]``: the least total cost of running the operators of ``part.states[i]`` (see below).
 
     Args:
         part: the part's DP graph.
         sc: float64 cost per stage id of the part.
+        reuse: a ``best`` of an earlier call whose stage costs equal ``sc`` on every stage that has a
+            transition out of a state of fewer than ``from_size`` operators: those states keep their values
+            and only the larger ones are solved again, in place (the lazy DP, whose rounds change a few
+            stage costs of a part at a time).
+        from_size: see ``reuse``; 1 (or no ``reuse``): every state solved.
     """
     n = part.num_states
     offsets, nxt, sid = part.offsets, part.next_index, part.stage_index
@@ -117,24 +123,45 @@ def part_best(part: PartSpace, sc: np.ndarray) -> np.ndarray:
     # Per level, not into one buffer of every transition: a fresh multi-megabyte buffer per call made
     # some processes 2-3x slower (measured; the likely cause, not checked: allocations that large are
     # mapped afresh by malloc and fault their pages in on every call).
-    best = np.full(n, np.inf)
-    best[0] = 0.0
-    for a, b, lo, hi in part_levels(part):
+    if reuse is None:
+        best = np.full(n, np.inf)
+        best[0] = 0.0
+        from_size = 1
+    else:
+        best = reuse
+    for size, (a, b, lo, hi) in part_sized_levels(part):
+        if size < from_size:
+            continue
         vals = np.take(best, nxt[lo:hi])
         vals += np.take(sc, sid[lo:hi])
         best[a:b] = np.minimum.reduceat(vals, offsets[a:b] - lo)
     return best
 
 
+def part_stage_sizes(part: PartSpace) -> np.ndarray:
+    """Per stage id, the size of the smallest state with a transition by it (``len(part.stage_index)`` is
+    the part's transitions): a change of that stage's cost changes ``best`` of that size and up only."""
+    size_of = np.full(part.num_stages, np.iinfo(np.int64).max, dtype=np.int64)
+    for size, (a, b, lo, hi) in part_sized_levels(part):
+        np.minimum.at(size_of, part.stage_index[lo:hi], size)
+    return size_of
+
+
 def part_levels(part: PartSpace) -> Iterator[Tuple[int, int, int, int]]:
     """``(a, b, lo, hi)`` per state size, smallest first (the empty state left out): states ``a..b-1`` have
     that size and their transitions are ``lo..hi-1``. A transition leads to a smaller state, so a DP over
     the states solved in this order finds every next state already solved."""
+    for _, level in part_sized_levels(part):
+        yield level
+
+
+def part_sized_levels(part: PartSpace) -> Iterator[Tuple[int, Tuple[int, int, int, int]]]:
+    """``part_levels`` with each level's state size."""
     offsets, levels = part.offsets, part.level_offsets
     for size in range(1, len(levels) - 1):
         a, b = int(levels[size]), int(levels[size + 1])
         if a < b:
-            yield a, b, int(offsets[a]), int(offsets[b])
+            yield size, (a, b, int(offsets[a]), int(offsets[b]))
 
 
 def part_path(part: PartSpace, sc: np.ndarray, best: np.ndarray) -> List[int]:
