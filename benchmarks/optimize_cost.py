@@ -54,8 +54,7 @@ from ios_ray.optimizer import optimize
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS_DEFAULT = ("inception_v3", "squeezenet", "randwire", "nasnet")
 COMPARED = ("inception_v3", "squeezenet")   # --compare's default models
-ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor", "tolerance", "timing",
-          "overlap")   # a row replaces the one with these
+ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor", "tolerance", "timing")   # a row replaces the one with these
 
 
 def cost_name(cost: str, math: str) -> str:
@@ -83,8 +82,7 @@ def _optimize(args, model: str, cost: str, table: str, profiling: str):
     opt = optimize(graph, batch_size=args.batch_size, cost=cost, max_group_size=args.r, max_num_groups=args.s,
                    warmup=args.warmup, number=args.number, repeat=args.repeat, num_workers=args.workers,
                    cost_table=table, profiling=profiling, progress=args.progress, final_check=args.final_check,
-                   lazy=LazyOptions(stream_factor=args.stream_factor, tolerance=args.tolerance,
-                                    overlap=args.overlap))
+                   lazy=LazyOptions(stream_factor=args.stream_factor, tolerance=args.tolerance))
     return opt, time.perf_counter() - t0
 
 
@@ -151,7 +149,7 @@ def run_one(args, model: str, math: str, emit=None) -> Dict:
                "predicted_ms": rep.predicted_latency_ms, "returned": rep.returned,
                "final_check": [dataclasses.asdict(c) for c in rep.final_check], "seconds": rep.seconds,
                "workers": rep.num_workers, "workers_per_gpu": args.workers_per_gpu, "tolerance": args.tolerance,
-               "timing": args.timing, "overlap": args.overlap,
+               "timing": args.timing,
                "batch_size": args.batch_size, "stream_factor": args.stream_factor}
         emit(dict(row))
         warm, warm_s = _optimize(args, model, cost, table, args.profiling)
@@ -222,10 +220,9 @@ def run_budgeted(args, model: str, math: str) -> Dict:
 
 
 def _row_id(row: Dict) -> tuple:
-    """A row's ``ROW_ID`` values (rows written before ``stream_factor``, ``tolerance`` or ``overlap`` existed
-    ran with them off)."""
-    off = {"stream_factor": 0.0, "tolerance": 0.0, "overlap": False}
-    return tuple(row.get(k, off.get(k)) for k in ROW_ID)
+    """A row's ``ROW_ID`` values (rows written before ``stream_factor`` or ``tolerance`` existed ran with
+    them off: 0)."""
+    return tuple(row.get(k, 0.0 if k in ("stream_factor", "tolerance") else None) for k in ROW_ID)
 
 
 def save(rows: List[Dict], out: Path, command: str) -> None:
@@ -301,8 +298,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="GPU costs: single replays (the default) or the original's repeats of --number replays")
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="lazy profiling: stop a part once proved within 1 + t of its optimum (default 0: optimal)")
-    p.add_argument("--overlap", action="store_true",
-                   help="lazy profiling on Ray workers: solve parts while other parts' stages are measured")
     p.add_argument("--no-final-check", dest="final_check", action="store_false",
                    help="leave optimize's final check (whole-graph timings of three schedules) out")
     p.add_argument("--budget-s", type=float, default=None,

@@ -395,7 +395,7 @@ def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[
     build the recipe ``options.source`` (``source`` is None then)."""
     from .dp import solve
     from .dp.lazy import lazy_solve
-    from .profile.rounds import BackgroundRounds, ProfileRounds
+    from .profile.rounds import ProfileRounds
     pool = _open_pool(space, options, source)
     try:
         if options.profiling is Profiling.EXHAUSTIVE:
@@ -404,12 +404,7 @@ def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[
         rounds = ProfileRounds(space.specs, pool, table, options.profile)
         known = rounds.lookup()
         try:
-            lazy = _lazy_options(options.lazy, rounds.device())
-            if lazy.overlap and options.num_workers is not None:   # the measuring happens in other processes
-                with BackgroundRounds(rounds.measure) as batches:
-                    result = lazy_solve(space, batches, known, lazy)
-            else:
-                result = lazy_solve(space, rounds.measure, known, lazy)
+            result = lazy_solve(space, rounds.measure, known, _lazy_options(options.lazy, rounds.device()))
             more = [k for k in dict.fromkeys(also) if k in space.specs and k not in rounds.measurements]
             if more and rounds.device().kind != "analytic":
                 rounds.measure(more)

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -38,37 +37,6 @@ from .solve import (Solution, checked_cost, part_best, part_levels, part_path, p
                     part_stages)
 
 Measure = Callable[[List[str]], Mapping[str, float]]
-
-IN_FLIGHT = 2     # batches out at once with a ``BatchMeasure``: one measured, one queued behind it
-
-
-@runtime_checkable
-class BatchMeasure(Protocol):
-    """Measures batches of stage keys in the background, in the order they were submitted (for example
-    ``profile.rounds.BackgroundRounds``), so the DP can solve while they are measured."""
-
-    def submit(self, keys: List[str]) -> None:
-        """Queue a batch; returns at once."""
-        ...
-
-    def result(self) -> Mapping[str, float]:
-        """The costs of the oldest batch not yet returned, waiting for it (``math.inf``: failed)."""
-        ...
-
-
-class SerialBatches:
-    """A ``BatchMeasure`` over a plain ``measure``: each batch is measured when its result is asked for (the
-    overlapped rounds' order, without a thread)."""
-
-    def __init__(self, measure: Measure):
-        self._measure = measure
-        self._queue: deque = deque()
-
-    def submit(self, keys: List[str]) -> None:
-        self._queue.append(list(keys))
-
-    def result(self) -> Mapping[str, float]:
-        return self._measure(self._queue.popleft())
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,10 +185,6 @@ class LazyOptions:
             bounds, a lower bound of its true optimum: the schedule returned is then proved within
             ``tolerance`` of the optimum (while the bounds hold), and where many schedules lie within a few
             percent of each other (NASNet on a GPU, any network on the CPU) most of them go unmeasured.
-        overlap: ``optimize`` measures on a thread (``profile.rounds.BackgroundRounds``, a ``BatchMeasure``)
-            when its stages are measured by Ray actors, so the parts' rounds overlap with the measuring
-            (``_LazyRun.run_overlapped``); ``lazy_solve`` itself overlaps whenever it is given a
-            ``BatchMeasure``.
     Raises:
         ValueError: ``paths_per_part`` < 1, ``stream_factor`` outside [0, 1] or ``tolerance`` < 0.
     """
@@ -229,7 +193,6 @@ class LazyOptions:
     paths_per_part: int = 1
     stream_factor: float = 0.0
     tolerance: float = 0.0
-    overlap: bool = False
 
     def __post_init__(self):
         if self.paths_per_part < 1:
@@ -278,16 +241,14 @@ class LazyResult:
     report: LazyReport
 
 
-def lazy_solve(space: GraphSpace, measure: Union[Measure, BatchMeasure],
-               known: Optional[Mapping[str, float]] = None, options: LazyOptions = LazyOptions()) -> LazyResult:
+def lazy_solve(space: GraphSpace, measure: Measure, known: Optional[Mapping[str, float]] = None,
+               options: LazyOptions = LazyOptions()) -> LazyResult:
     """The optimal schedule of every block, measuring stages only as the DP needs them.
 
     Args:
         space: from ``enumerate_graph`` (or assembled from shards).
         measure: ``measure(keys) -> {key: cost}`` for a batch of stage keys (``math.inf``: the stage
-            failed), called once for the one-op stages, then once per round; or a ``BatchMeasure``: the
-            parts' rounds then overlap with the measuring (``_LazyRun.run_overlapped``), except with a
-            ``stream_factor``, whose learned bound needs every round's costs before the next.
+            failed); called once for the one-op stages, then once per round.
         known: costs known up front (keys outside the space are ignored).
         options: the bound and the paths measured per round.
     Returns:
@@ -297,16 +258,7 @@ def lazy_solve(space: GraphSpace, measure: Union[Measure, BatchMeasure],
             returned something other than one non-negative number per stage.
         NoFeasibleScheduleError: a part has no schedule of finite cost.
     """
-    if isinstance(measure, BatchMeasure):
-        if options.stream_factor <= 0:
-            return _LazyRun(space, _unused, known or {}, options).run_overlapped(measure, IN_FLIGHT)
-        batches = measure
-        measure = lambda keys: (batches.submit(keys), batches.result())[1]  # noqa: E731
     return _LazyRun(space, measure, known or {}, options).run()
-
-
-def _unused(keys: List[str]) -> Mapping[str, float]:
-    raise AssertionError("the overlapped rounds measure through their BatchMeasure only")
 
 
 def k_best_paths(part: PartSpace, sc: np.ndarray, k: int) -> List[Tuple[float, List[int]]]:
@@ -408,7 +360,11 @@ class _LazyRun:
         self._stage_sizes: Dict[int, np.ndarray] = {}
 
     def run(self) -> LazyResult:
-        self._singles_and_bounds()
+        ops = [PartOps.of(p) for p in self.parts]
+        singles = [ki[o.single] for ki, o in zip(self.key_index, ops)]
+        self._measure(np.unique(np.concatenate(singles)) if singles else np.empty(0, np.int64))
+        self._bounds(ops, singles)
+        self.base_bound = self.bound.copy()
         # A part none of whose stages got a cost in the last round keeps its path, which then uses known
         # stages only (its unknown ones would have been measured in that round).
         dirty: Sequence[int] = self.distinct
@@ -433,104 +389,26 @@ class _LazyRun:
                      if fresh[self.key_index[i][self.paths[i]]].any() or below[self.key_index[i]].any()]
         return self._result()
 
-    def run_overlapped(self, batches: "BatchMeasure", in_flight: int) -> LazyResult:
-        """The parts' rounds run independently, each part solved while other parts' stages are measured.
-
-        Each distinct part sees the costs it was given up front, the one-op costs and the stages it asked
-        for itself, and nothing else, so its sequence of solves (and the union of the stages asked for)
-        does not depend on when which batch came back: the same schedule and the same stages measured for
-        any number of workers and any timing. A batch holds what the parts solved since the last one asked
-        for; one goes out as soon as the measurer is idle, and up to ``in_flight`` wait in its queue, so it
-        never waits for the DP while a part is ready to ask for more.
-        """
-        self._singles_and_bounds(batches)
-        done = ~np.isnan(self.cost)
-        known = {i: done.copy() for i in self.distinct}     # what each part sees
-        asked = done.copy()                                  # measured, in a batch, or in the next one
-        waiting_on: Dict[int, List[int]] = {}               # key -> parts waiting for it
-        missing: Dict[int, int] = {}                        # part -> keys it still waits for
-        ready = deque(self.distinct)
-        pending: Dict[int, None] = {}
-        sent: deque = deque()
-
-        def send() -> None:
-            todo = list(pending)
-            pending.clear()
-            self.batch_sizes.append(len(todo))
-            batches.submit([self.keys[k] for k in todo])
-            sent.append(todo)
-
-        while True:
-            while ready:
-                i = ready.popleft()
-                new = self._solve(i, known[i])
-                if not new:
-                    continue
-                known[i][new] = True
-                wait = [k for k in new if math.isnan(self.cost[k])]
-                if not wait:
-                    ready.append(i)      # what it asked for was measured for another part: solve again
-                    continue
-                missing[i] = len(wait)
-                for k in wait:
-                    waiting_on.setdefault(k, []).append(i)
-                    if not asked[k]:
-                        asked[k] = True
-                        pending[k] = None
-                if not sent and pending:
-                    send()
-            if pending and len(sent) < in_flight:
-                send()
-            if not sent:
-                break
-            todo = sent.popleft()
-            self._record(todo, batches.result())
-            for k in todo:
-                for i in waiting_on.pop(k, ()):
-                    missing[i] -= 1
-                    if missing[i] == 0:
-                        ready.append(i)
-        return self._result()
-
-    def _singles_and_bounds(self, batches: Optional["BatchMeasure"] = None) -> None:
-        """Every operator alone measured (through ``batches`` if given), then every stage's bound."""
-        ops = [PartOps.of(p) for p in self.parts]
-        singles = [ki[o.single] for ki, o in zip(self.key_index, ops)]
-        first = np.unique(np.concatenate(singles)) if singles else np.empty(0, np.int64)
-        if batches is None:
-            self._measure(first)
-        else:
-            todo = [int(k) for k in first if math.isnan(self.cost[k])]
-            self.batch_sizes.append(len(todo))
-            if todo:
-                batches.submit([self.keys[k] for k in todo])
-                self._record(todo, batches.result())
-        self._bounds(ops, singles)
-        self.base_bound = self.bound.copy()
-
-    def _costs(self, i: int, known: Optional[np.ndarray] = None) -> np.ndarray:
-        """Part ``i``'s stage costs for the DP: the known ones (every measured one, or those ``known`` marks),
-        else the bounds."""
+    def _costs(self, i: int) -> np.ndarray:
+        """Part ``i``'s stage costs for the DP: the known ones, else the bounds."""
         ki = self.key_index[i]
         c = self.cost[ki]
-        unknown = np.isnan(c) if known is None else ~known[ki]
-        return np.where(unknown, self.bound[ki], c)
+        return np.where(np.isnan(c), self.bound[ki], c)
 
-    def _solve(self, i: int, known: Optional[np.ndarray] = None) -> List[int]:
+    def _solve(self, i: int) -> List[int]:
         """Part ``i``'s optimal path and cost (on the costs ``_costs`` gives); returns the key indices of its
         unknown stages (and of its next best paths' unknown stages), in path order, without repeats."""
         part, ki = self.parts[i], self.key_index[i]
-        sc = self._costs(i, known)
+        sc = self._costs(i)
         best = self._best(i, sc)
         ids = self.paths[i] = part_path(part, sc, best)
         self.totals[i] = float(best[-1])
-        is_known = (lambda k: not math.isnan(self.cost[k])) if known is None else known.__getitem__
-        unknown = [k for k in dict.fromkeys(ki[ids].tolist()) if not is_known(k)]
-        if not unknown or (self.options.tolerance > 0 and self._close_enough(i, known)):
+        unknown = [k for k in dict.fromkeys(ki[ids].tolist()) if math.isnan(self.cost[k])]
+        if not unknown or (self.options.tolerance > 0 and self._close_enough(i)):
             return []
         if self.options.paths_per_part > 1:
             for _, more in k_best_paths(part, sc, self.options.paths_per_part):
-                unknown.extend(k for k in ki[more].tolist() if not is_known(k))
+                unknown.extend(k for k in ki[more].tolist() if math.isnan(self.cost[k]))
         return list(dict.fromkeys(unknown))
 
     def _best(self, i: int, sc: np.ndarray) -> np.ndarray:
@@ -551,12 +429,12 @@ class _LazyRun:
         self._last[i] = (sc, best)
         return best
 
-    def _close_enough(self, i: int, known: Optional[np.ndarray] = None) -> bool:
+    def _close_enough(self, i: int) -> bool:
         """With a tolerance: whether part ``i``'s best schedule of known stages costs at most ``1 +
         tolerance`` times its optimum on bounds (``self.totals[i]``); if so, that schedule becomes its path."""
         part, ki = self.parts[i], self.key_index[i]
         c = self.cost[ki]
-        c = np.where(np.isnan(c) if known is None else ~known[ki], np.inf, c)
+        c = np.where(np.isnan(c), np.inf, c)
         best = part_best(part, c)
         if not best[-1] <= (1 + self.options.tolerance) * self.totals[i]:
             return False
@@ -567,18 +445,18 @@ class _LazyRun:
     def _measure(self, key_index: np.ndarray) -> None:
         todo = [int(k) for k in key_index if math.isnan(self.cost[k])]
         self.batch_sizes.append(len(todo))
-        if todo:
-            self._record(todo, self.measure_fn([self.keys[k] for k in todo]))
-
-    def _record(self, todo: List[int], got: Mapping[str, float]) -> None:
-        """Costs of the key indices ``todo`` from ``got``; counts the bound violations among them."""
-        missing = [self.keys[k] for k in todo if self.keys[k] not in got]
+        if not todo:
+            return
+        keys = [self.keys[k] for k in todo]
+        got = self.measure_fn(keys)
+        missing = [k for k in keys if k not in got]
         if missing:
-            raise ValueError(f"measure returned no cost for {len(missing)} of the {len(todo)} stages asked "
+            raise ValueError(f"measure returned no cost for {len(missing)} of the {len(keys)} stages asked "
                              f"(e.g. {missing[:3]})")
-        for k in todo:
-            if math.isnan(self.cost[k]):
-                self.cost[k] = checked_cost(self.keys[k], got[self.keys[k]])
+        for key, value in got.items():
+            i = self.index.get(key)
+            if i is not None and math.isnan(self.cost[i]):
+                self.cost[i] = checked_cost(key, value)
         measured = self.cost[todo]
         self.violations += int(np.count_nonzero(measured < self.bound[todo] * (1 - 1e-9)))
 

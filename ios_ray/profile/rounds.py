@@ -13,21 +13,15 @@ Data flow::
                      keeps one row)
       .close()       the last chunk appended -> the ProfileReport of all rounds together
 
-    BackgroundRounds(rounds.measure)   the same rounds on a thread (a ``dp.lazy.BatchMeasure``): the lazy DP
-                     solves parts while the batches asked for by other parts are measured on the pool
-
 The pool is probed once (device and the check that all workers measure alike), not every round, and
 its workers stay up between rounds, so each round's batch is spread over all of them.
 """
 from __future__ import annotations
 
-import queue
-import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import replace
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from ..costs.measurement import DeviceInfo, ErrorKind, Measurement
 from ..costs.table import Conditions
@@ -167,79 +161,4 @@ class ProfileRounds:
             table_appends=self._writer.appends, seconds=seconds)
 
 
-class BackgroundRounds:
-    """A ``dp.lazy.BatchMeasure``: batches measured one after another by ``measure`` on one thread, in the
-    order submitted, while the caller goes on (the lazy DP solving other parts).
-
-    ``measure`` (``ProfileRounds.measure`` on a Ray pool) spends its time waiting for the workers and
-    needs the interpreter only briefly per result; while this is open, the interpreter's switch interval
-    is ``switch_s`` so a result reaching the driver is handed on to the workers at once rather than after
-    the DP's next 5 ms time slice. Use as a context manager: leaving it stops the thread after the batch it
-    is measuring (nothing else touches ``measure``'s state then) and restores the interval.
-
-    Args:
-        measure: ``measure(keys) -> {key: cost}``.
-        switch_s: the interpreter switch interval while open (``sys.setswitchinterval``).
-    """
-
-    _STOP = object()
-
-    def __init__(self, measure: Callable[[Sequence[str]], Dict[str, float]], switch_s: float = 0.0005):
-        self._measure = measure
-        self._switch_s = switch_s
-        self._saved_switch: Optional[float] = None
-        self._todo: "queue.Queue" = queue.Queue()
-        self._done: "queue.Queue" = queue.Queue()
-        self._failed = False
-        self._thread = threading.Thread(target=self._serve, name="ios_ray-rounds", daemon=True)
-
-    def __enter__(self) -> "BackgroundRounds":
-        self._saved_switch = sys.getswitchinterval()
-        sys.setswitchinterval(self._switch_s)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _serve(self) -> None:
-        while True:
-            keys = self._todo.get()
-            if keys is self._STOP:
-                return
-            if self._failed:            # after a failure nothing more is measured; the caller gets the error
-                continue
-            try:
-                self._done.put(self._measure(keys))
-            except BaseException as e:  # noqa: B902 - handed to the caller's thread
-                self._failed = True
-                self._done.put(e)
-
-    def submit(self, keys: List[str]) -> None:
-        if not self._thread.is_alive():
-            raise RuntimeError("BackgroundRounds is not open (use it as a context manager)")
-        self._todo.put(list(keys))
-
-    def result(self) -> Dict[str, float]:
-        """The oldest batch's costs, waiting for them.
-
-        Raises:
-            Whatever ``measure`` raised for that batch (later batches are then not measured).
-        """
-        got = self._done.get()
-        if isinstance(got, BaseException):
-            raise got
-        return got
-
-    def close(self) -> None:
-        """Stop after the batch being measured (queued ones are dropped) and restore the switch interval."""
-        if self._thread.is_alive():
-            self._failed = True
-            self._todo.put(self._STOP)
-            self._thread.join()
-        if self._saved_switch is not None:
-            sys.setswitchinterval(self._saved_switch)
-            self._saved_switch = None
-
-
-__all__ = ["BackgroundRounds", "ProfileRounds"]
+__all__ = ["ProfileRounds"]
