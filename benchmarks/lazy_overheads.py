@@ -145,7 +145,8 @@ def replay(args, space) -> int:
         row = {"model": args.model, "costs": args.costs, **run(space, costs, factor, optimum, tolerance)}
         rows.append(row)
         print(f"stream factor {factor:.2f}, tolerance {tolerance:.2f}: measured {row['known']:,} of {row['unique_stages']:,} ({row['fraction']:.1%}), "
-              f"{row['rounds']} rounds, {row['violations']} below their bound, vs optimum {row['vs_optimum']:.4f}",
+              f"{row['rounds']} rounds, {row['violations']} below their bound, vs optimum {row['vs_optimum']:.4f}, "
+              f"lazy_solve {row['seconds']:.1f} s",
               flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "optimum_ms": optimum,

@@ -217,6 +217,16 @@ def test_same_results_for_1_2_4_workers_each_stage_measured_once(ray_local, spec
     assert all(math.isfinite(v[0]) for v in runs[1].values())
 
 
+def test_a_small_round_goes_out_as_one_even_batch_per_worker(ray_local, specs):
+    """A lazy round of 11 stages on 3 idle workers: 4 + 4 + 3, nothing queued behind a busy worker."""
+    round_ = dict(list(specs.items())[:11])
+    with ProfilerPool(3, source(delay_s=0.002)) as pool:
+        pool.devices()    # every worker up: a round finds them idle
+        for _ in range(3):
+            _, report = pool.measure(round_, 1, SETTINGS)
+            assert report.batches == 3 and sorted(report.per_worker.values()) == [3, 4, 4], report.per_worker
+
+
 def test_analytic_model_in_actors_matches_local(ray_local, specs):
     local = AnalyticCostModel("H200").measure(list(specs.values()), 1)
     with ProfilerPool(2, parse_cost("analytic:H200")) as pool:

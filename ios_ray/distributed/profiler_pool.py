@@ -433,7 +433,8 @@ class _BatchPlan:
         (the one served included; default all) have nothing in flight."""
         floor = self.min_batch if floor is None else floor
         guided = -(-left // (self.share * workers))
-        even = -(-left // max(1, min(workers, workers if idle is None else idle)))
+        spread = workers if idle is None else max(1, min(idle, workers))
+        even = -(-left // spread)
         return max(1, min(self.max_batch, max(guided, min(floor, even))))
 
 
@@ -547,7 +548,7 @@ class _Run:
         return max(plan.min_batch, min(plan.max_batch,
                                        math.ceil(workers * per_batch / (self.options.driver_load * per_stage))))
 
-    def _next_batch(self, workers: int, idle: int) -> List[str]:
+    def _next_batch(self, workers: int, idle: Optional[int]) -> List[str]:
         if self.queue:
             return self.queue.popleft()
         n = self.options.plan.size(self._left(), workers, self._floor(workers), idle)
@@ -562,18 +563,22 @@ class _Run:
         progress = True
         while (self._left() or self.queue or self.suspects) and progress:
             progress = False
+            # idle actors come first; each one's first batch splits a small remainder over the idle ones
+            # not yet served, a batch queued behind a running one over all
+            idle = sum(1 for s in live if s.alive and not self.inflight[s])
             for slot in sorted(live, key=lambda s: len(self.inflight[s])):
                 if not slot.alive:
                     continue
                 inflight = self.inflight[slot]
                 if self.suspects and not inflight:
                     self._submit(slot, [self.suspects.popleft()], suspect=True)
+                    idle -= 1
                     progress = True
                 elif ((self._left() or self.queue) and len(inflight) < self.options.depth
                       and not any(sus for _, _, sus in inflight)):
-                    # a first batch splits a small remainder over the idle actors; a queued one over all
-                    idle = sum(1 for s in live if s.alive and not self.inflight[s]) if not inflight else len(live)
-                    self._submit(slot, self._next_batch(len(live), idle))
+                    first = not inflight
+                    self._submit(slot, self._next_batch(len(live), idle if first else None))
+                    idle -= first
                     progress = True
 
     def _submit(self, slot: Slot, batch: List[str], suspect: bool = False) -> None:

@@ -384,7 +384,8 @@ class _LazyRun:
             # Measured costs only rise above their bounds, so a part whose path holds no fresh stage keeps
             # it: every other schedule of it got dearer or stayed. A fresh cost below its bound (a
             # violation) can make another path cheaper: every part holding such a stage is solved again.
-            below = fresh & (self.cost < self.bound)
+            below = np.zeros(len(self.keys), dtype=bool)
+            below[new[self.cost[new] < self.bound[new]]] = True
             dirty = [i for i in self.distinct
                      if fresh[self.key_index[i][self.paths[i]]].any() or below[self.key_index[i]].any()]
         return self._result()
