@@ -404,7 +404,7 @@ def _profile_and_solve(space, table, options: OptimizeOptions, source: Optional[
         rounds = ProfileRounds(space.specs, pool, table, options.profile)
         known = rounds.lookup()
         try:
-            result = lazy_solve(space, rounds.measure, known, _lazy_options(options.lazy, rounds.device()))
+            result = lazy_solve(space, rounds, known, _lazy_options(options.lazy, rounds.device()))
             more = [k for k in dict.fromkeys(also) if k in space.specs and k not in rounds.measurements]
             if more and rounds.device().kind != "analytic":
                 rounds.measure(more)

@@ -227,6 +227,27 @@ def test_a_small_round_goes_out_as_one_even_batch_per_worker(ray_local, specs):
             assert report.batches == 3 and sorted(report.per_worker.values()) == [3, 4, 4], report.per_worker
 
 
+def test_a_stream_measures_keys_added_while_it_runs_as_one_call_would(ray_local, specs):
+    """Keys added in pieces while the actors work: until ``finish`` a batch goes to an idle actor only
+    (a key that arrives while both are busy waits in the driver, not behind a busy actor); in the end each
+    key is measured once, with the results one ``measure`` call gives."""
+    keys = list(specs)
+    with ProfilerPool(1, source()) as pool:
+        reference, _ = pool.measure(specs, 1, SETTINGS)
+    with ProfilerPool(2, source(delay_s=0.05)) as pool:
+        pool.devices()    # both workers up and idle
+        stream = pool.stream(specs, 1, SETTINGS)
+        stream.add(keys[:3])
+        assert sorted(len(q) for q in stream.inflight.values()) == [1, 1]   # 2 + 1 keys, one batch each
+        stream.add(keys[3:4])
+        assert stream._left() == 1 and all(len(q) == 1 for q in stream.inflight.values())
+        stream.poll()
+        stream.add(keys[4:])
+        results, report = stream.finish()
+    assert strip(results) == strip(reference)
+    assert report.num_specs == len(keys) == sum(report.per_worker.values())
+
+
 def test_analytic_model_in_actors_matches_local(ray_local, specs):
     local = AnalyticCostModel("H200").measure(list(specs.values()), 1)
     with ProfilerPool(2, parse_cost("analytic:H200")) as pool:
@@ -413,6 +434,29 @@ def test_driver_warm_table_measures_nothing(ray_local, specs, tmp_path):
     # another batch size is another cache key: measured again
     _, rep3 = profile_graph_space(specs, source(), 2, table, ProfileOptions(batch_size=4, settings=SETTINGS))
     assert rep3.cache_hits == 0 and rep3.measured == len(specs)
+
+
+def test_lazy_rounds_stream_on_the_ray_pool_and_a_round_cut_short_still_lands_in_the_table(ray_local, specs,
+                                                                                           tmp_path):
+    """``ProfileRounds`` over Ray: a round's keys submitted in pieces come back together at ``collect``;
+    keys of a round never collected (the DP raised) are still measured and appended by ``close``."""
+    from ios_ray.distributed.driver import RayPoolOptions, open_ray_pool
+    from ios_ray.profile.rounds import ProfileRounds
+    table = CostTable(str(tmp_path / "t"))
+    keys = sorted(specs)
+    with open_ray_pool(source(delay_s=0.01), RayPoolOptions(2), specs) as pool:
+        rounds = ProfileRounds(specs, pool, table, ProfileOptions(batch_size=1, settings=SETTINGS))
+        assert rounds.lookup() == {}
+        rounds.submit(keys[:2])
+        rounds.submit(keys[2:5])
+        got = rounds.collect()
+        assert sorted(got) == keys[:5] and all(math.isfinite(v) for v in got.values())
+        rounds.submit(keys[5:8])
+        report = rounds.close()
+    assert report.measured == 8 and report.cache_hits == 0 and sum(report.per_worker.values()) == 8
+    device = rounds.device()
+    found = table.search(keys, device, 1, pool.dtype).found
+    assert sorted(found) == keys[:8]
 
 
 def test_driver_analytic_progress_and_partial_table(ray_local, specs, tmp_path, capsys):

@@ -92,6 +92,11 @@ class RayStagePool:
                 on_result: Optional[OnResult] = None) -> Tuple[Dict[str, Measurement], PoolStats]:
         return self._started().measure(specs, batch_size, settings, on_result=on_result)
 
+    def stream(self, specs: Mapping[str, StageSpec], batch_size: int, settings: MeasureSettings,
+               on_result: Optional[OnResult] = None):
+        """``ProfilerPool.stream``: keys measured while they are still being added."""
+        return self._started().stream(specs, batch_size, settings, on_result=on_result)
+
     def shutdown(self) -> None:
         """Shut the pool down if this object started it (a pool passed in keeps running)."""
         if self._own and self._pool is not None:

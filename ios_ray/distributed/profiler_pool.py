@@ -411,6 +411,28 @@ class ProfilerPool:
         work = _Work(specs, keys, catalog, batch_size, (settings.warmup, settings.number, settings.repeat))
         return _Run(self._slots, self._options, work, on_result, self._catalog_on).run()
 
+    def stream(self, specs: Mapping[str, StageSpec], batch_size: int, settings: MeasureSettings,
+               on_result: Optional[Callable[[Sequence[Measurement]], None]] = None) -> "PoolStream":
+        """A ``measure`` call whose keys arrive while it runs: ``add(keys)`` sends them to idle actors at
+        once, ``poll()`` takes in finished batches and feeds actors that came free, and ``finish()`` waits
+        for the rest and returns what ``measure`` returns for all the keys added. The caller computes
+        between calls (the lazy DP solves its next part while the actors measure the last one's stages).
+
+        Args:
+            specs: a mapping holding every key that may be added (the catalog's, e.g. ``GraphSpace.specs``:
+                keys in it travel as keys, others as pickled specs).
+            batch_size, settings, on_result: as for ``measure``.
+        Raises:
+            ValueError: ``batch_size`` < 1.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        catalog, members = (None, None) if self._catalog is None else (self._catalog[1], self._catalog[0])
+        work = _Work(specs, [], catalog, batch_size, (settings.warmup, settings.number, settings.repeat), members)
+        run = _Run(self._slots, self._options, work, on_result, self._catalog_on, streaming=True)
+        run.begin()
+        return run
+
 
 def _raise_if_init_failed(exc: Exception) -> None:
     if isinstance(exc, RayActorError) and exc.actor_init_failed:
@@ -458,6 +480,29 @@ class _Work:
     catalog: Optional["ray.ObjectRef"]
     batch_size: int
     settings: Tuple[int, int, int]      # warmup, number, repeat
+    members: Optional[frozenset] = None   # the catalog's keys when not every key is known to be in it
+
+    def by_key(self, batch: Sequence[str]) -> bool:
+        """Whether ``batch`` travels as keys (every key in the catalog)."""
+        return self.catalog is not None and (self.members is None or all(k in self.members for k in batch))
+
+
+class _DriverClock:
+    """Counts the driver's CPU inside a run's calls (re-entrant: ``run`` calls ``add`` and ``finish``)."""
+
+    def __init__(self, run: "_Run"):
+        self.run = run
+        self.outer = False
+
+    def __enter__(self) -> None:
+        if self.run._cpu0 is None:
+            self.run._cpu0 = time.process_time()
+            self.outer = True
+
+    def __exit__(self, *exc) -> None:
+        if self.outer:
+            self.run.cpu_s += time.process_time() - self.run._cpu0
+            self.run._cpu0 = None
 
 
 class _Run:
@@ -466,11 +511,17 @@ class _Run:
     The actors themselves (starting, naming, replacing, the restart budget) belong to ``ActorSlots``.
     Per batch, not per stage: the driver submits one task, waits for whatever is ready at once, and hands
     each batch's measurements to ``on_result`` in one call.
+
+    ``run`` is ``begin``, ``add`` of every key, ``finish``. Streamed (``ProfilerPool.stream``), keys come by
+    ``add`` while the caller computes between calls: until ``finish`` only actors with nothing in flight
+    get a batch (an even share of the keys waiting), so keys that arrive later are not queued behind a
+    busy actor while another comes free. This class is the ``PoolStream`` that ``stream`` returns.
     """
 
     def __init__(self, slots: ActorSlots, options: _RunOptions, work: _Work, on_result,
-                 catalog_on: MutableMapping[Slot, "ray.ObjectRef"]):
+                 catalog_on: MutableMapping[Slot, "ray.ObjectRef"], streaming: bool = False):
         self.slots = slots
+        self.streaming = streaming     # keys still arriving: batches go to idle actors only
         self.catalog_on = catalog_on   # the catalog each actor was given (kept across calls)
         self.options = options
         self.work = work
@@ -491,45 +542,88 @@ class _Run:
         self.died: List[str] = []
         self.stage_s = 0.0       # the workers' seconds in their cost sources, over stages_timed stages
         self.stages_timed = 0
-        self.cpu0 = time.process_time()
+        self.cpu_s = 0.0         # the driver's CPU inside this run's calls (not the caller's work between them)
+        self._cpu0: Optional[float] = None
+        self.start = time.perf_counter()
 
     def run(self) -> Tuple[PoolResults, PoolReport]:
-        start, self.cpu0 = time.perf_counter(), time.process_time()
-        slots, opts, work = self.slots, self.options, self.work
-        slots.reset_budget()
-        if work.keys:
-            slots.start()
-        for slot in slots:  # actors lost in an earlier call come back first
-            if not slot.alive:
-                slots.replace(slot, "lost in an earlier call")
-        if work.catalog is None and opts.estimate is not None and len(work.keys) > 1:
-            cost = {k: opts.estimate(work.specs[k]) for k in work.keys}
-            self.order = sorted(work.keys, key=lambda k: (-cost[k], k))   # heaviest first
-        else:
-            self.order = list(work.keys)
-        self._fill()
-        poll = None if opts.timeout_s is None else min(1.0, opts.timeout_s / 4)
-        last_check = time.monotonic()
-        while self.where:
-            pending = list(self.where)
-            first, _ = ray.wait(pending, num_returns=1, timeout=poll)
-            if poll is not None and time.monotonic() - last_check >= poll:
-                self._check_timeouts()   # also while other workers keep returning results
-                last_check = time.monotonic()
-            if first:   # everything else already done too, in one call
-                ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
-                self._collect_all([r for r in ready if r in self.where])
+        self.begin()
+        work, opts = self.work, self.options
+        keys = work.keys
+        if work.catalog is None and opts.estimate is not None and len(keys) > 1:
+            cost = {k: opts.estimate(work.specs[k]) for k in keys}
+            keys = sorted(keys, key=lambda k: (-cost[k], k))   # heaviest first
+        self.add(keys)
+        return self.finish()
+
+    def _driver(self) -> "_DriverClock":
+        return _DriverClock(self)
+
+    def begin(self) -> None:
+        """Actors up (lost ones replaced) and the clocks started."""
+        self.start = time.perf_counter()
+        with self._driver():
+            slots = self.slots
+            slots.reset_budget()
+            if self.work.keys or self.streaming:
+                slots.start()
+            for slot in slots:  # actors lost in an earlier call come back first
+                if not slot.alive:
+                    slots.replace(slot, "lost in an earlier call")
+
+    def add(self, keys: Sequence[str]) -> None:
+        """Queue ``keys`` (each added once per run) and send what idle actors can take now."""
+        with self._driver():
+            self.order.extend(keys)
+            if self.streaming:
+                self._take_ready()
             self._fill()
-        if self._left() or self.queue or self.suspects:
-            left = self._left() + sum(len(b) for b in self.queue) + len(self.suspects)
-            raise WorkersExhaustedError(
-                f"all profiling workers died and the restart budget ({slots.max_restarts}) is spent; "
-                f"{left} stages were not measured")
-        report = PoolReport(num_specs=len(work.keys), num_workers=slots.size, per_worker=self.results.per_worker(),
+
+    def poll(self) -> None:
+        """Take in the batches that finished and feed the actors that came free; never waits."""
+        with self._driver():
+            self._take_ready()
+            self._fill()
+
+    def _take_ready(self) -> None:
+        if self.where:
+            pending = list(self.where)
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+            if ready:
+                self._collect_all(ready)
+
+    def finish(self) -> Tuple[PoolResults, PoolReport]:
+        """Wait for every key added; the results and the report of the whole run.
+
+        Raises:
+            WorkerStartError, WorkersExhaustedError: as ``ProfilerPool.measure``.
+        """
+        with self._driver():
+            self.streaming = False
+            slots, opts = self.slots, self.options
+            self._fill()
+            poll = None if opts.timeout_s is None else min(1.0, opts.timeout_s / 4)
+            last_check = time.monotonic()
+            while self.where:
+                pending = list(self.where)
+                first, _ = ray.wait(pending, num_returns=1, timeout=poll)
+                if poll is not None and time.monotonic() - last_check >= poll:
+                    self._check_timeouts()   # also while other workers keep returning results
+                    last_check = time.monotonic()
+                if first:   # everything else already done too, in one call
+                    ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+                    self._collect_all([r for r in ready if r in self.where])
+                self._fill()
+            if self._left() or self.queue or self.suspects:
+                left = self._left() + sum(len(b) for b in self.queue) + len(self.suspects)
+                raise WorkersExhaustedError(
+                    f"all profiling workers died and the restart budget ({slots.max_restarts}) is spent; "
+                    f"{left} stages were not measured")
+        report = PoolReport(num_specs=len(self.order), num_workers=slots.size, per_worker=self.results.per_worker(),
                             batches=self.batches, retries=self.retries, worker_deaths=self.deaths,
                             restarts=slots.restarts, errors=self.results.error_count(),
-                            wall_s=time.perf_counter() - start, died_specs=tuple(self.died),
-                            driver_cpu_s=time.process_time() - self.cpu0, worker_s=self.stage_s)
+                            wall_s=time.perf_counter() - self.start, died_specs=tuple(self.died),
+                            driver_cpu_s=self.cpu_s, worker_s=self.stage_s)
         return self.results, report
 
     # ----- dispatch -------------------------------------------------------------------------------
@@ -544,9 +638,12 @@ class _Run:
         if not self.batches or self.stage_s <= 0:
             return plan.min_batch
         per_stage = self.stage_s / self.stages_timed
-        per_batch = (time.process_time() - self.cpu0) / self.batches
+        per_batch = self._driver_cpu() / self.batches
         return max(plan.min_batch, min(plan.max_batch,
                                        math.ceil(workers * per_batch / (self.options.driver_load * per_stage))))
+
+    def _driver_cpu(self) -> float:
+        return self.cpu_s + (0.0 if self._cpu0 is None else time.process_time() - self._cpu0)
 
     def _next_batch(self, workers: int, idle: Optional[int]) -> List[str]:
         if self.queue:
@@ -574,7 +671,7 @@ class _Run:
                     self._submit(slot, [self.suspects.popleft()], suspect=True)
                     idle -= 1
                     progress = True
-                elif ((self._left() or self.queue) and len(inflight) < self.options.depth
+                elif ((self._left() or self.queue) and len(inflight) < (1 if self.streaming else self.options.depth)
                       and not any(sus for _, _, sus in inflight)):
                     first = not inflight
                     self._submit(slot, self._next_batch(len(live), idle if first else None))
@@ -583,7 +680,7 @@ class _Run:
 
     def _submit(self, slot: Slot, batch: List[str], suspect: bool = False) -> None:
         work = self.work
-        if work.catalog is not None:
+        if work.by_key(batch):
             if self.catalog_on.get(slot) is not work.catalog:   # an actor runs its tasks in order: this first
                 slot.handle.use_catalog.remote(work.catalog)
                 self.catalog_on[slot] = work.catalog
@@ -729,3 +826,6 @@ class _Run:
                 self.slots.kill(slot)
                 self._worker_lost(slot, None, f"a batch ran longer than task_timeout_s={limit:g} s; "
                                               f"the worker was killed")
+
+
+PoolStream = _Run   # what ``ProfilerPool.stream`` returns: add, poll, finish

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import numpy as np
 
@@ -37,6 +37,33 @@ from .solve import (Solution, checked_cost, part_best, part_levels, part_path, p
                     part_stages)
 
 Measure = Callable[[List[str]], Mapping[str, float]]
+
+
+@runtime_checkable
+class StreamingMeasure(Protocol):
+    """A ``measure`` that takes a round's keys as the DP finds them (``submit``, part after part), so the
+    stages of the parts solved first are being measured while the DP solves the others; ``collect``
+    returns the costs of every key submitted since the last ``collect`` (``profile.rounds.ProfileRounds``
+    over the Ray pool). The rounds, the keys and the schedule are those of a plain ``Measure``."""
+
+    def submit(self, keys: List[str]) -> None: ...
+
+    def collect(self) -> Mapping[str, float]: ...
+
+
+class _Batched:
+    """A plain ``Measure`` as a ``StreamingMeasure``: the keys gathered, measured in one call at ``collect``."""
+
+    def __init__(self, measure: Measure):
+        self.measure = measure
+        self.keys: List[str] = []
+
+    def submit(self, keys: List[str]) -> None:
+        self.keys.extend(keys)
+
+    def collect(self) -> Mapping[str, float]:
+        keys, self.keys = self.keys, []
+        return self.measure(keys) if keys else {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,14 +268,15 @@ class LazyResult:
     report: LazyReport
 
 
-def lazy_solve(space: GraphSpace, measure: Measure, known: Optional[Mapping[str, float]] = None,
+def lazy_solve(space: GraphSpace, measure: Union[Measure, StreamingMeasure], known: Optional[Mapping[str, float]] = None,
                options: LazyOptions = LazyOptions()) -> LazyResult:
     """The optimal schedule of every block, measuring stages only as the DP needs them.
 
     Args:
         space: from ``enumerate_graph`` (or assembled from shards).
         measure: ``measure(keys) -> {key: cost}`` for a batch of stage keys (``math.inf``: the stage
-            failed); called once for the one-op stages, then once per round.
+            failed); called once for the one-op stages, then once per round. Or a ``StreamingMeasure``,
+            given each part's unknown keys as soon as that part is solved and collected once per round.
         known: costs known up front (keys outside the space are ignored).
         options: the bound and the paths measured per round.
     Returns:
@@ -320,8 +348,9 @@ def _part_signature(part: PartSpace, key_index: np.ndarray) -> bytes:
 class _LazyRun:
     """The state of one ``lazy_solve``: costs by key index (NaN: unknown), bounds, each part's path."""
 
-    def __init__(self, space: GraphSpace, measure: Measure, known: Mapping[str, float], options: LazyOptions):
-        self.measure_fn = measure
+    def __init__(self, space: GraphSpace, measure: Union[Measure, StreamingMeasure], known: Mapping[str, float],
+                 options: LazyOptions):
+        self.stream = measure if isinstance(measure, StreamingMeasure) else _Batched(measure)
         self.options = options
         self.blocks = space.blocks
         self.keys: List[str] = list(space.specs)
@@ -371,11 +400,13 @@ class _LazyRun:
         while True:
             need: Dict[int, None] = {}    # key indices to measure, in a deterministic order
             for i in dirty:
-                need.update(dict.fromkeys(self._solve(i)))
+                found = [k for k in self._solve(i) if k not in need]
+                need.update(dict.fromkeys(found))
+                self._submit(found)       # measured (on a streaming pool) while the next parts are solved
             if not need:
                 break
             new = np.fromiter(need, np.int64, len(need))
-            self._measure(new)
+            self._measure(new, submitted=True)
             fresh = np.zeros(len(self.keys), dtype=bool)
             fresh[new] = True
             if self._learn_streams(new):   # every unmeasured parallel stage's bound moved
@@ -443,13 +474,21 @@ class _LazyRun:
         self.totals[i] = float(best[-1])
         return True
 
-    def _measure(self, key_index: np.ndarray) -> None:
+    def _submit(self, key_index: Sequence[int]) -> None:
+        todo = [self.keys[k] for k in key_index if math.isnan(self.cost[k])]
+        if todo:
+            self.stream.submit(todo)
+
+    def _measure(self, key_index: np.ndarray, submitted: bool = False) -> None:
+        """Costs of the unknown keys of ``key_index`` (one round), ``submitted`` already or submitted now."""
         todo = [int(k) for k in key_index if math.isnan(self.cost[k])]
         self.batch_sizes.append(len(todo))
         if not todo:
             return
         keys = [self.keys[k] for k in todo]
-        got = self.measure_fn(keys)
+        if not submitted:
+            self.stream.submit(keys)
+        got = self.stream.collect()
         missing = [k for k in keys if k not in got]
         if missing:
             raise ValueError(f"measure returned no cost for {len(missing)} of the {len(keys)} stages asked "

@@ -11,6 +11,10 @@ Data flow::
                      before the first, the table's claims are opened: the check that it is writable (the
                      rounds claim no stages: concurrent lazy runs may measure a stage twice, the table
                      keeps one row)
+      .submit(keys)  one round's keys as the DP finds them: on a pool that streams (the Ray pool:
+      .collect()     ``ProfilerPool.stream``) they go to idle actors at once, so the actors measure while
+                     the DP solves the round's other parts; collect waits for them -> {key: cost}. On a
+                     pool of one (in-process) submit only gathers them and collect measures them.
       .close()       the last chunk appended -> the ProfileReport of all rounds together
 
 The pool is probed once (device and the check that all workers measure alike), not every round, and
@@ -18,6 +22,7 @@ its workers stay up between rounds, so each round's batch is spread over all of 
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import replace
@@ -26,8 +31,10 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from ..costs.measurement import DeviceInfo, ErrorKind, Measurement
 from ..costs.table import Conditions
 from ..space.stage import StageSpec
-from .stages import (ProfileOptions, ProfileReport, StagePool, _cached, _progress_bar, _Subset, _TableWriter,
-                     profile_stages)
+from .stages import (ProfileOptions, ProfileReport, StagePool, _cached, _check_same_device, _progress_bar, _Subset,
+                     _TableWriter, profile_stages)
+
+logger = logging.getLogger(__name__)
 
 
 class _ProbedOnce:
@@ -52,6 +59,14 @@ class _ProbedOnce:
 
     def measure(self, specs, batch_size, settings, on_result=None):
         return self._pool.measure(specs, batch_size, settings, on_result=on_result)
+
+    def stream(self, specs, batch_size, settings, on_result=None):
+        """The pool's ``stream``; AttributeError on a pool that has none (``streams`` says)."""
+        return self._pool.stream(specs, batch_size, settings, on_result=on_result)
+
+    @property
+    def streams(self) -> bool:
+        return callable(getattr(self._pool, "stream", None))
 
 
 class ProfileRounds:
@@ -79,6 +94,9 @@ class ProfileRounds:
         self._stats: Counter = Counter()
         self._per_worker: Counter = Counter()
         self._seconds: Counter = Counter()
+        self._pending: List[str] = []    # submitted keys not sent yet (a pool that does not stream)
+        self._stream = None              # the round's PoolStream (a pool that streams)
+        self._checked = False            # the workers' devices compared (once, before the first stream)
 
     def _conditions(self) -> Conditions:
         t0 = time.perf_counter()
@@ -113,33 +131,102 @@ class ProfileRounds:
             CostTableError: the table is not writable (before the first round measures anything).
             Whatever the pool raises; what was measured in earlier rounds is in the table by then.
         """
+        self._open(len(keys))
+        got, report = profile_stages(_Subset(self._specs, keys), self._pool, None, self._options)
+        self._measured += report.measured
+        self._per_worker.update(report.per_worker)
+        self._stats.update(retries=report.retries, worker_deaths=report.worker_deaths, restarts=report.restarts)
+        self._seconds.update({k: v for k, v in report.seconds.items() if k in ("start", "measure")})
+        self._on_batch(list(got.values()))
+        return {k: m.cost for k, m in got.items()}
+
+    def submit(self, keys: Sequence[str]) -> None:
+        """Start measuring ``keys``, part of the round ``collect`` ends (see the module docstring); a key
+        is submitted once per round.
+
+        Raises:
+            As ``measure``.
+        """
+        if not keys:
+            return
+        if not self._pool.streams:
+            self._pending.extend(keys)
+            return
+        t0 = time.perf_counter()
+        self._open(len(keys))
+        if self._stream is None:
+            if not self._checked:
+                _check_same_device(self._pool, self._pool.device())
+                self._checked = True
+            self._stream = self._pool.stream(self._specs, self._options.batch_size, self._options.settings,
+                                             on_result=self._on_batch)
+        self._stream.add(list(keys))
+        self._seconds["measure"] += time.perf_counter() - t0
+
+    def poll(self) -> None:
+        """Let a streaming round take in finished batches and feed idle actors (never waits)."""
+        if self._stream is not None:
+            t0 = time.perf_counter()
+            self._stream.poll()
+            self._seconds["measure"] += time.perf_counter() - t0
+
+    def collect(self) -> Dict[str, float]:
+        """Costs of the keys submitted since the last ``collect``, waiting for them. With a streaming pool,
+        the report's ``measure`` seconds are the driver's time in the pool's calls (sending, waiting); the
+        DP's time while the actors measured is not in them.
+
+        Raises:
+            As ``measure``.
+        """
+        if self._stream is None:
+            keys, self._pending = self._pending, []
+            return self.measure(keys) if keys else {}
+        stream, self._stream = self._stream, None
+        t0 = time.perf_counter()
+        try:
+            got, report = stream.finish()
+        finally:
+            self._seconds["measure"] += time.perf_counter() - t0
+        self._count(got, report)
+        return {k: got[k].cost for k in got}
+
+    def _count(self, got, report) -> None:
+        self._measured += len(got)
+        self._per_worker.update(report.per_worker)
+        self._stats.update(retries=report.retries, worker_deaths=report.worker_deaths, restarts=report.restarts)
+
+    def _open(self, keys: int) -> None:
+        """Before measuring ``keys`` more: the lookup, the table's claims (its first write: a read-only
+        table fails here, before anything is measured), the progress bar."""
         if self._writer is None:
             self.lookup()
         if self._book is None and self._table is not None:
-            # its first write: a read-only table fails here, before anything is measured
             self._book = self._table.claims(self._claim_conditions, ttl_s=self._options.claim_ttl_s)
         if self._bar is None:
             self._bar = _progress_bar(0, self._hits, self._show)
             if self._bar is not None:
                 self._bar.desc = "lazy profiling"
         if self._bar is not None:
-            self._bar.total += len(keys)
-        got, report = profile_stages(_Subset(self._specs, keys), self._pool, None, self._options)
-        batch: List[Measurement] = list(got.values())
-        self.measurements.update(got)
-        self._measured += report.measured
-        self._per_worker.update(report.per_worker)
-        self._stats.update(retries=report.retries, worker_deaths=report.worker_deaths, restarts=report.restarts)
-        self._seconds.update({k: v for k, v in report.seconds.items() if k in ("start", "measure")})
+            self._bar.total += keys
+
+    def _on_batch(self, batch: Sequence[Measurement]) -> None:
+        """Measurements that came back: kept, appended to the table (chunked), counted on the bar."""
+        batch = list(batch)
+        self.measurements.update((m.key, m) for m in batch)
         self._writer.add(batch)
         if self._bar is not None:
             self._bar.update(len(batch), errors=sum(m.error is not ErrorKind.NONE for m in batch))
-        return {k: m.cost for k, m in got.items()}
 
     def close(self) -> ProfileReport:
         """Append what is still buffered and report all rounds together."""
         if self._writer is None:
             self.lookup()
+        if self._stream is not None:   # a round cut short (the DP raised): keep what its actors measured
+            stream, self._stream = self._stream, None
+            try:
+                self._count(*stream.finish())
+            except Exception as exc:  # noqa: BLE001 -- the error that cut the round is the one to raise
+                logger.warning("an unfinished lazy round's measurements were lost: %s: %s", type(exc).__name__, exc)
         try:
             self._writer.flush()
         finally:
