@@ -245,8 +245,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out) if args.out else RESULTS / f"gpu_phases_{args.model}_{args.math}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
-    if os.environ.get("OUT"):
-        shutil.copy(out, Path(os.environ["OUT"]) / out.name)
+    copy = Path(os.environ["OUT"]) / out.name if os.environ.get("OUT") else None
+    if copy is not None and copy.resolve() != out.resolve():   # --out may already be under $OUT
+        shutil.copy(out, copy)
     print(f"wrote {out}")
     return 0
 

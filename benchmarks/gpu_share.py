@@ -173,8 +173,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                   for k, spec in specs.items()}
         Path(args.samples).write_text(json.dumps({"stages": stages, "passes": {
             row["config"]: row["samples"] for row in rows if "samples" in row}}))
-    if os.environ.get("OUT"):
-        shutil.copy(out, Path(os.environ["OUT"]) / out.name)
+    copy = Path(os.environ["OUT"]) / out.name if os.environ.get("OUT") else None
+    if copy is not None and copy.resolve() != out.resolve():   # --out may already be under $OUT
+        shutil.copy(out, copy)
     print(f"wrote {out}")
     return 0
 
