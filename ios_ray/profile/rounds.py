@@ -163,13 +163,6 @@ class ProfileRounds:
         self._stream.add(list(keys))
         self._seconds["measure"] += time.perf_counter() - t0
 
-    def poll(self) -> None:
-        """Let a streaming round take in finished batches and feed idle actors (never waits)."""
-        if self._stream is not None:
-            t0 = time.perf_counter()
-            self._stream.poll()
-            self._seconds["measure"] += time.perf_counter() - t0
-
     def collect(self) -> Dict[str, float]:
         """Costs of the keys submitted since the last ``collect``, waiting for them. With a streaming pool,
         the report's ``measure`` seconds are the driver's time in the pool's calls (sending, waiting); the
