@@ -24,7 +24,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import shutil
 import sys
 import time
 from collections import defaultdict
@@ -34,6 +33,8 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from outputs import copy_to_out  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PHASES = ("build", "setup", "capture", "first launch", "launches", "sync", "gpu", "close", "lock wait",
@@ -245,9 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out) if args.out else RESULTS / f"gpu_phases_{args.model}_{args.math}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
-    copy = Path(os.environ["OUT"]) / out.name if os.environ.get("OUT") else None
-    if copy is not None and copy.resolve() != out.resolve():   # --out may already be under $OUT
-        shutil.copy(out, copy)
+    copy_to_out(out)
     print(f"wrote {out}")
     return 0
 

@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ from ios_ray.costs.measurement import MeasureSettings
 from ios_ray.models import get_model
 from ios_ray.space.enumerate import enumerate_graph
 from ios_ray.space.options import SpaceOptions
+from outputs import copy_to_out  # noqa: E402  (benchmarks/ is on the path: this file's folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -173,9 +173,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   for k, spec in specs.items()}
         Path(args.samples).write_text(json.dumps({"stages": stages, "passes": {
             row["config"]: row["samples"] for row in rows if "samples" in row}}))
-    copy = Path(os.environ["OUT"]) / out.name if os.environ.get("OUT") else None
-    if copy is not None and copy.resolve() != out.resolve():   # --out may already be under $OUT
-        shutil.copy(out, copy)
+    copy_to_out(out)
     print(f"wrote {out}")
     return 0
 

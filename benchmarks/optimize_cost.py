@@ -37,7 +37,6 @@ import multiprocessing as mp
 import os
 import platform
 import queue
-import shutil
 import statistics
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from ios_ray.models import MODELS, get_model
 from ios_ray.costs.factory import gpu_options
 from ios_ray.dp.lazy import LazyOptions
 from ios_ray.optimizer import optimize
+from outputs import copy_to_out  # noqa: E402  (benchmarks/ is on the path: this file's folder)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS_DEFAULT = ("inception_v3", "squeezenet", "randwire", "nasnet")
@@ -244,9 +244,7 @@ def save(rows: List[Dict], out: Path, command: str) -> None:
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     os.replace(tmp, out)
-    copy = Path(os.environ["OUT"]) / out.name if os.environ.get("OUT") else None
-    if copy is not None and copy.resolve() != out.resolve():
-        shutil.copy(out, copy)
+    copy_to_out(out)
 
 
 def _fmt(value, spec: str) -> str:

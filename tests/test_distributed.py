@@ -241,7 +241,6 @@ def test_a_stream_measures_keys_added_while_it_runs_as_one_call_would(ray_local,
         assert sorted(len(q) for q in stream.inflight.values()) == [1, 1]   # 2 + 1 keys, one batch each
         stream.add(keys[3:4])
         assert stream._left() == 1 and all(len(q) == 1 for q in stream.inflight.values())
-        stream.poll()
         stream.add(keys[4:])
         results, report = stream.finish()
     assert strip(results) == strip(reference)

@@ -32,12 +32,13 @@ back to the queue, and each replacement is logged (WARNING/INFO, loggers ``ios_r
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Deque, Dict, Iterator, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
@@ -413,9 +414,9 @@ class ProfilerPool:
 
     def stream(self, specs: Mapping[str, StageSpec], batch_size: int, settings: MeasureSettings,
                on_result: Optional[Callable[[Sequence[Measurement]], None]] = None) -> "PoolStream":
-        """A ``measure`` call whose keys arrive while it runs: ``add(keys)`` sends them to idle actors at
-        once, ``poll()`` takes in finished batches and feeds actors that came free, and ``finish()`` waits
-        for the rest and returns what ``measure`` returns for all the keys added. The caller computes
+        """A ``measure`` call whose keys arrive while it runs: ``add(keys)`` takes in finished batches and
+        sends the keys waiting to idle actors at once, and ``finish()`` waits for the rest and returns what
+        ``measure`` returns for all the keys added. The caller computes
         between calls (the lazy DP solves its next part while the actors measure the last one's stages).
 
         Args:
@@ -487,24 +488,6 @@ class _Work:
         return self.catalog is not None and (self.members is None or all(k in self.members for k in batch))
 
 
-class _DriverClock:
-    """Counts the driver's CPU inside a run's calls (re-entrant: ``run`` calls ``add`` and ``finish``)."""
-
-    def __init__(self, run: "_Run"):
-        self.run = run
-        self.outer = False
-
-    def __enter__(self) -> None:
-        if self.run._cpu0 is None:
-            self.run._cpu0 = time.process_time()
-            self.outer = True
-
-    def __exit__(self, *exc) -> None:
-        if self.outer:
-            self.run.cpu_s += time.process_time() - self.run._cpu0
-            self.run._cpu0 = None
-
-
 class _Run:
     """State of one ``measure`` call: the queue, what is in flight on which actor, and the counters.
 
@@ -556,8 +539,18 @@ class _Run:
         self.add(keys)
         return self.finish()
 
-    def _driver(self) -> "_DriverClock":
-        return _DriverClock(self)
+    @contextlib.contextmanager
+    def _driver(self) -> Iterator[None]:
+        """Counts the driver's CPU inside this run's calls (nested: ``run`` calls ``add`` and ``finish``)."""
+        if self._cpu0 is not None:
+            yield
+            return
+        self._cpu0 = time.process_time()
+        try:
+            yield
+        finally:
+            self.cpu_s += time.process_time() - self._cpu0
+            self._cpu0 = None
 
     def begin(self) -> None:
         """Actors up (lost ones replaced) and the clocks started."""
@@ -572,17 +565,12 @@ class _Run:
                     slots.replace(slot, "lost in an earlier call")
 
     def add(self, keys: Sequence[str]) -> None:
-        """Queue ``keys`` (each added once per run) and send what idle actors can take now."""
+        """Queue ``keys`` (each added once per run), take in the batches that finished, and send what idle
+        actors can take now; never waits."""
         with self._driver():
             self.order.extend(keys)
             if self.streaming:
                 self._take_ready()
-            self._fill()
-
-    def poll(self) -> None:
-        """Take in the batches that finished and feed the actors that came free; never waits."""
-        with self._driver():
-            self._take_ready()
             self._fill()
 
     def _take_ready(self) -> None:
@@ -828,4 +816,4 @@ class _Run:
                                               f"the worker was killed")
 
 
-PoolStream = _Run   # what ``ProfilerPool.stream`` returns: add, poll, finish
+PoolStream = _Run   # what ``ProfilerPool.stream`` returns: add, finish

@@ -391,7 +391,9 @@ class _LazyRun:
     def run(self) -> LazyResult:
         ops = [PartOps.of(p) for p in self.parts]
         singles = [ki[o.single] for ki, o in zip(self.key_index, ops)]
-        self._measure(np.unique(np.concatenate(singles)) if singles else np.empty(0, np.int64))
+        first = np.unique(np.concatenate(singles)) if singles else np.empty(0, np.int64)
+        self._submit(first)
+        self._measure(first)
         self._bounds(ops, singles)
         self.base_bound = self.bound.copy()
         # A part none of whose stages got a cost in the last round keeps its path, which then uses known
@@ -406,7 +408,7 @@ class _LazyRun:
             if not need:
                 break
             new = np.fromiter(need, np.int64, len(need))
-            self._measure(new, submitted=True)
+            self._measure(new)
             fresh = np.zeros(len(self.keys), dtype=bool)
             fresh[new] = True
             if self._learn_streams(new):   # every unmeasured parallel stage's bound moved
@@ -479,15 +481,13 @@ class _LazyRun:
         if todo:
             self.stream.submit(todo)
 
-    def _measure(self, key_index: np.ndarray, submitted: bool = False) -> None:
-        """Costs of the unknown keys of ``key_index`` (one round), ``submitted`` already or submitted now."""
+    def _measure(self, key_index: np.ndarray) -> None:
+        """Collects the round: the costs of the unknown keys of ``key_index`` (``_submit``ted already)."""
         todo = [int(k) for k in key_index if math.isnan(self.cost[k])]
         self.batch_sizes.append(len(todo))
         if not todo:
             return
         keys = [self.keys[k] for k in todo]
-        if not submitted:
-            self.stream.submit(keys)
         got = self.stream.collect()
         missing = [k for k in keys if k not in got]
         if missing:

@@ -133,9 +133,7 @@ class ProfileRounds:
         """
         self._open(len(keys))
         got, report = profile_stages(_Subset(self._specs, keys), self._pool, None, self._options)
-        self._measured += report.measured
-        self._per_worker.update(report.per_worker)
-        self._stats.update(retries=report.retries, worker_deaths=report.worker_deaths, restarts=report.restarts)
+        self._count(report.measured, report)
         self._seconds.update({k: v for k, v in report.seconds.items() if k in ("start", "measure")})
         self._on_batch(list(got.values()))
         return {k: m.cost for k, m in got.items()}
@@ -180,11 +178,12 @@ class ProfileRounds:
             got, report = stream.finish()
         finally:
             self._seconds["measure"] += time.perf_counter() - t0
-        self._count(got, report)
+        self._count(len(got), report)
         return {k: got[k].cost for k in got}
 
-    def _count(self, got, report) -> None:
-        self._measured += len(got)
+    def _count(self, measured: int, report) -> None:
+        """Counters of a ``ProfileReport`` or ``PoolReport`` (the same fields) added to the rounds'."""
+        self._measured += measured
         self._per_worker.update(report.per_worker)
         self._stats.update(retries=report.retries, worker_deaths=report.worker_deaths, restarts=report.restarts)
 
@@ -217,7 +216,8 @@ class ProfileRounds:
         if self._stream is not None:   # a round cut short (the DP raised): keep what its actors measured
             stream, self._stream = self._stream, None
             try:
-                self._count(*stream.finish())
+                got, report = stream.finish()
+                self._count(len(got), report)
             except Exception as exc:  # noqa: BLE001 -- the error that cut the round is the one to raise
                 logger.warning("an unfinished lazy round's measurements were lost: %s: %s", type(exc).__name__, exc)
         try:
