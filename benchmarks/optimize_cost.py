@@ -54,7 +54,8 @@ from outputs import copy_to_out  # noqa: E402  (benchmarks/ is on the path: this
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS_DEFAULT = ("inception_v3", "squeezenet", "randwire", "nasnet")
 COMPARED = ("inception_v3", "squeezenet")   # --compare's default models
-ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor", "tolerance", "timing")   # a row replaces the one with these
+ROW_ID = ("model", "math", "r", "s", "batch_size", "cost", "profiling", "stream_factor", "tolerance", "timing",
+          "fill")   # a row replaces the one with these
 
 
 def cost_name(cost: str, math: str) -> str:
@@ -82,7 +83,8 @@ def _optimize(args, model: str, cost: str, table: str, profiling: str):
     opt = optimize(graph, batch_size=args.batch_size, cost=cost, max_group_size=args.r, max_num_groups=args.s,
                    warmup=args.warmup, number=args.number, repeat=args.repeat, num_workers=args.workers,
                    cost_table=table, profiling=profiling, progress=args.progress, final_check=args.final_check,
-                   lazy=LazyOptions(stream_factor=args.stream_factor, tolerance=args.tolerance))
+                   lazy=LazyOptions(stream_factor=args.stream_factor, tolerance=args.tolerance,
+                                    fill=args.fill))
     return opt, time.perf_counter() - t0
 
 
@@ -150,7 +152,9 @@ def run_one(args, model: str, math: str, emit=None) -> Dict:
                "final_check": [dataclasses.asdict(c) for c in rep.final_check], "seconds": rep.seconds,
                "workers": rep.num_workers, "workers_per_gpu": args.workers_per_gpu, "tolerance": args.tolerance,
                "timing": args.timing,
-               "batch_size": args.batch_size, "stream_factor": args.stream_factor}
+               "batch_size": args.batch_size, "stream_factor": args.stream_factor, "fill": rep.fill}
+        if args.export_costs:
+            row["exported_costs"] = export_costs(table, Path(args.export_costs), model, math, args)
         emit(dict(row))
         warm, warm_s = _optimize(args, model, cost, table, args.profiling)
         row.update({"warm_s": warm_s, "warm_measured": warm.optimization_report.measured,
@@ -173,6 +177,28 @@ def run_one(args, model: str, math: str, emit=None) -> Dict:
     return row
 
 
+def export_costs(table: str, folder: Path, model: str, math: str, args) -> str:
+    """The cold run's measured stages as ``<model>_<math>_stage_costs.parquet`` in ``folder`` (``key,
+    latency_ms, strategy, num_ops``, the device and software in its metadata): a table to replay the lazy
+    DP on (``lazy_overheads.py --costs``) after the device is gone. Returns the file's path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from ios_ray.costs.table import CostTable
+
+    rows = CostTable(table).read_all()
+    cols = rows.select(["key", "latency_ms", "strategy", "num_ops"])
+    first = rows.slice(0, 1).to_pylist()[0] if rows.num_rows else {}
+    meta = {"device": str(first.get("device", "")), "software": str(first.get("software", "")),
+            "dtype": str(first.get("dtype", "")), "batch_size": str(args.batch_size),
+            "model": f"{model} r={args.r} s={args.s}", "math": math, "profiling": args.profiling}
+    cols = cols.replace_schema_metadata({**(cols.schema.metadata or {}), **{k: v.encode() for k, v in meta.items()}})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{model}_{math}_stage_costs.parquet"
+    pq.write_table(cols, path)
+    copy_to_out(path)
+    return str(path)
+
+
 def _child(args, model: str, math: str, out: "mp.Queue") -> None:
     """``run_one`` in a child process, each stage of the row put on ``out``; then ``None`` (done) or an error."""
     try:
@@ -193,7 +219,8 @@ def run_budgeted(args, model: str, math: str) -> Dict:
     t0 = time.monotonic()
     child.start()
     row: Dict = {"model": model, "math": math, "r": args.r, "s": args.s, "batch_size": args.batch_size,
-                 "cost": cost_name(args.cost, math), "profiling": args.profiling, "stream_factor": args.stream_factor}
+                 "cost": cost_name(args.cost, math), "profiling": args.profiling, "stream_factor": args.stream_factor,
+                 "fill": "auto" if args.fill is None else args.fill}
     done = False
     while not done:
         left = args.budget_s - (time.monotonic() - t0)
@@ -220,9 +247,9 @@ def run_budgeted(args, model: str, math: str) -> Dict:
 
 
 def _row_id(row: Dict) -> tuple:
-    """A row's ``ROW_ID`` values (rows written before ``stream_factor`` or ``tolerance`` existed ran with
-    them off: 0)."""
-    return tuple(row.get(k, 0.0 if k in ("stream_factor", "tolerance") else None) for k in ROW_ID)
+    """A row's ``ROW_ID`` values (rows written before ``stream_factor``, ``tolerance`` or ``fill`` existed
+    ran with them off: 0)."""
+    return tuple(row.get(k, 0.0 if k in ("stream_factor", "tolerance", "fill") else None) for k in ROW_ID)
 
 
 def save(rows: List[Dict], out: Path, command: str) -> None:
@@ -312,6 +339,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--sim-model", default="inception_v3", help="--simulate: the model whose stages are simulated")
     p.add_argument("--stream-factor", type=float, default=0.0,
                    help="lazy: LazyOptions.stream_factor (a learned per-extra-group bound term; 0 = off)")
+    p.add_argument("--export-costs", default=None, metavar="DIR",
+                   help="write each cold run's measured stages to DIR/<model>_<math>_stage_costs.parquet")
+    p.add_argument("--fill", type=int, default=None,
+                   help="lazy: LazyOptions.fill (stages nearest the optimum added per part and round; "
+                        "default: optimize's choice by device)")
     p.add_argument("--cprofile", default=None, metavar="DIR", help="profile the cold optimization's host time")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/optimize_cost.json)")

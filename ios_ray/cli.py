@@ -112,7 +112,7 @@ def cmd_optimize(ns: argparse.Namespace) -> int:
                    cost_table=table, address=ns.address, progress=not ns.no_progress,
                    compute_weight=bool(weights_out), wait_for_autoscaler=ns.wait_for_autoscaler,
                    final_check=not ns.no_final_check, profiling=ns.profiling,
-                   lazy=LazyOptions(tolerance=ns.tolerance))
+                   lazy=LazyOptions(tolerance=ns.tolerance, fill=ns.fill))
     print(opt.optimization_report.format())
     print(opt)
     save_graph(opt, out)
@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--tolerance", type=_tolerance, default=0.0,
                    help="lazy: stop once the schedule is proved within this fraction of the optimum, e.g. 0.1 "
                         "(0: proved optimal)")
+    o.add_argument("--fill", type=_int_at_least(0), default=None,
+                   help="lazy: per round, also measure this many unknown stages nearest each part's optimum "
+                        "(fewer, fuller rounds; default: 32 on a GPU, 0 elsewhere)")
     _add_timing(o, warmup=2, number=6, repeat=6)
     o.add_argument("--table", default=None,
                    help=f"cost table path or pyarrow.fs URI; 'none' to use none (default: {default_table_path()})")

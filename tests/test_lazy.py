@@ -9,6 +9,7 @@ import pytest
 from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.dp import NoFeasibleScheduleError, solve
 from ios_ray.dp.lazy import LazyOptions, OpSumBound, PartOps, k_best_paths, lazy_solve
+from ios_ray.dp.solve import PartReverse, part_best, part_through
 from ios_ray.graph.schedule import Strategy
 from ios_ray.models import get_model
 from ios_ray.optimizer import construct
@@ -86,7 +87,8 @@ def test_lazy_equals_exhaustive_when_bounds_hold(seed):
     space = enumerate_graph(graph, opts)
     costs = bounded_costs(seed, space.specs)
     exhaustive = solve(space, costs)
-    for options in (LazyOptions(), LazyOptions(OpSumBound(overhead=OVERHEAD, merge_factor=0.9), paths_per_part=3)):
+    for options in (LazyOptions(), LazyOptions(OpSumBound(overhead=OVERHEAD, merge_factor=0.9), paths_per_part=3),
+                    LazyOptions(fill=3)):
         measure = Counting(costs)
         result = lazy_solve(space, measure, options=options)
         assert result.solution.total_latency == pytest.approx(exhaustive.total_latency, abs=1e-9)
@@ -240,6 +242,49 @@ def test_k_best_paths_are_the_cheapest_schedules():
     assert len({tuple(ids) for _, ids in paths}) == 6
 
 
+def _all_paths(part, state=None):
+    """Every schedule of a part as stage ids, the first stage run last (brute force, small parts only)."""
+    state = part.num_states - 1 if state is None else state
+    if state == 0:
+        yield []
+        return
+    for nxt, t in part.transitions(state):
+        for rest in _all_paths(part, nxt):
+            yield [t] + rest
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_part_through_is_the_cheapest_schedule_through_each_stage(seed):
+    graph = random_graph(40 + seed, 6 + seed % 3, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(max_group_size=2, max_num_groups=3))
+    rng = np.random.default_rng(seed)
+    for part in (p for block in space.blocks for p in block):
+        sc = rng.uniform(0.1, 1.0, part.num_stages)
+        if part.num_stages > 2:
+            sc[rng.integers(part.num_stages)] = np.inf     # a forbidden stage: no finite schedule through it
+        brute = np.full(part.num_stages, np.inf)
+        for path in _all_paths(part):
+            total = sum(sc[t] for t in path)
+            for t in path:
+                brute[t] = min(brute[t], total)
+        best = part_best(part, sc)
+        through = part_through(part, sc, best, PartReverse.of(part))
+        assert through == pytest.approx(brute)
+        assert through.min() == pytest.approx(best[-1])
+
+
+def test_filled_rounds_are_fewer_and_fuller_with_the_same_schedule():
+    model = AnalyticCostModel("H200")
+    space = enumerate_graph(get_model("inception_v3"), SpaceOptions())
+    costs = {m.key: m.cost for m in model.measure(list(space.specs.values()), 1)}
+    plain, filled = (lazy_solve(space, Counting(costs), options=LazyOptions(fill=f)) for f in (0, 16))
+    assert filled.solution.total_latency == pytest.approx(plain.solution.total_latency, rel=1e-12)
+    assert filled.solution.block_stages == plain.solution.block_stages
+    assert filled.report.rounds < plain.report.rounds / 2, (filled.report.rounds, plain.report.rounds)
+    assert max(filled.report.batch_sizes[1:]) > max(plain.report.batch_sizes[1:])
+    assert filled.report.violations == plain.report.violations == 0
+
+
 def test_bad_arguments_and_broken_callbacks_are_clear_errors():
     space = enumerate_graph(get_model("sample"), SpaceOptions())
     costs = bounded_costs(4, space.specs)
@@ -255,6 +300,8 @@ def test_bad_arguments_and_broken_callbacks_are_clear_errors():
         OpSumBound(overhead=-1.0)
     with pytest.raises(ValueError, match="paths_per_part"):
         LazyOptions(paths_per_part=0)
+    with pytest.raises(ValueError, match="fill"):
+        LazyOptions(fill=-1)
 
 
 def test_a_learned_stream_term_measures_less_when_streams_cost_something():
@@ -276,13 +323,19 @@ def test_a_learned_stream_term_measures_less_when_streams_cost_something():
 
 def test_optimize_makes_the_default_bound_serial_on_the_cpu_only():
     from ios_ray.costs.measurement import DeviceInfo
-    from ios_ray.optimizer import _lazy_options
+    from ios_ray.optimizer import GPU_FILL, _lazy_options
     cpu, gpu = DeviceInfo(name="cpu:numpy", kind="cpu"), DeviceInfo(name="NVIDIA H200", kind="gpu")
     assert _lazy_options(LazyOptions(), cpu).bound == OpSumBound(serial_groups=True)
     assert _lazy_options(LazyOptions(paths_per_part=2), cpu).paths_per_part == 2
     assert _lazy_options(LazyOptions(), gpu).bound == OpSumBound()
-    mine = LazyOptions(OpSumBound(overhead=0.1))
-    assert _lazy_options(mine, cpu) is mine        # a bound the caller chose is kept
+    mine = LazyOptions(OpSumBound(overhead=0.1), fill=0)
+    assert _lazy_options(mine, cpu) is mine        # a bound and a fill the caller chose are kept
+    assert _lazy_options(LazyOptions(fill=5), gpu).fill == 5
+    # rounds are filled on a GPU only (a round costs many GPU stages, not many CPU ones)
+    assert _lazy_options(LazyOptions(), gpu).fill == GPU_FILL > 0
+    assert _lazy_options(LazyOptions(), cpu).fill == 0
+    analytic = DeviceInfo(name="analytic:H200", kind="analytic")
+    assert _lazy_options(LazyOptions(), analytic).fill == 0
 
 
 def test_alike_parts_are_solved_once_and_each_gets_its_own_optimal_schedule():

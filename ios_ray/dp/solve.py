@@ -194,6 +194,65 @@ def part_path(part: PartSpace, sc: np.ndarray, best: np.ndarray) -> List[int]:
     return ids
 
 
+@dataclass(frozen=True, eq=False)
+class PartReverse:
+    """A part's transitions ordered by the state they lead to, and by their stage (``part_through`` reads
+    them; built once per part: a sort of every transition)."""
+
+    source: np.ndarray        # per transition, the index of the state it leaves
+    into: np.ndarray          # transition indices sorted by next state: into[into_starts[i]:into_starts[i+1]] reach states[i]
+    into_starts: np.ndarray
+    by_stage: np.ndarray      # transition indices sorted by stage id, cut the same way by stage_starts
+    stage_starts: np.ndarray
+
+    @staticmethod
+    def of(part: PartSpace) -> "PartReverse":
+        n = part.num_states
+        source = np.repeat(np.arange(n, dtype=np.int64), np.diff(part.offsets))
+        into = np.argsort(part.next_index, kind="stable")
+        into_starts = np.searchsorted(part.next_index[into], np.arange(n + 1))
+        by_stage = np.argsort(part.stage_index, kind="stable")
+        stage_starts = np.searchsorted(part.stage_index[by_stage], np.arange(part.num_stages + 1))
+        return PartReverse(source, into, into_starts, by_stage, stage_starts)
+
+
+def part_through(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartReverse) -> np.ndarray:
+    """Per stage id, the least cost of a whole schedule of the part that runs that stage (``inf`` if none
+    is finite): the best way from the full state to one the stage leaves, the stage, then ``best`` of what
+    is left. The part's optimum is the least of them; the lazy DP ranks unknown stages by it.
+
+    Args:
+        part: the part's DP graph.
+        sc: float64 cost per stage id.
+        best: ``part_best(part, sc)``.
+        rev: ``PartReverse.of(part)``.
+    """
+    n = part.num_states
+    nxt, sid, source = part.next_index, part.stage_index, rev.source
+    # reach[i]: least cost of the stages run after the ones that leave states[i] -- from the full state
+    # down to states[i]; the transitions into a state leave larger states, solved first (largest first).
+    reach = np.full(n, np.inf)
+    reach[n - 1] = 0.0
+    levels = part.level_offsets
+    for size in range(len(levels) - 3, 0, -1):   # every size below the full state's, the empty one left out
+        a, b = int(levels[size]), int(levels[size + 1])
+        lo, hi = int(rev.into_starts[a]), int(rev.into_starts[b])
+        if a == b or lo == hi:
+            continue
+        t = rev.into[lo:hi]
+        vals = np.take(reach, np.take(source, t)) + np.take(sc, np.take(sid, t))
+        starts = rev.into_starts[a:b] - lo
+        empty = rev.into_starts[a + 1:b + 1] - lo == starts
+        got = np.minimum.reduceat(vals, np.minimum(starts, vals.size - 1))
+        got[empty] = np.inf
+        reach[a:b] = got
+    through = np.take(reach, source) + np.take(sc, sid) + np.take(best, nxt)
+    starts = rev.stage_starts[:-1]
+    out = np.minimum.reduceat(np.take(through, rev.by_stage), np.minimum(starts, max(through.size - 1, 0)))
+    out[rev.stage_starts[1:] == starts] = np.inf    # a stage no transition takes
+    return out
+
+
 def part_stages(part: PartSpace, stage_ids: List[int]) -> List[Stage]:
     """The ``Stage`` records (node names) of a part's stage ids."""
     stages = []
