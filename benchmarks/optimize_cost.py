@@ -341,9 +341,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="lazy: LazyOptions.stream_factor (a learned per-extra-group bound term; 0 = off)")
     p.add_argument("--export-costs", default=None, metavar="DIR",
                    help="write each cold run's measured stages to DIR/<model>_<math>_stage_costs.parquet")
-    p.add_argument("--fill", type=int, default=None,
-                   help="lazy: LazyOptions.fill (stages nearest the optimum added per part and round; "
-                        "default: optimize's choice by device)")
+    p.add_argument("--fill", type=float, default=None,
+                   help="lazy: LazyOptions.fill (stages nearest the optimum added per part and round, per 1,000 "
+                        "transitions; default: optimize's choice by device)")
     p.add_argument("--cprofile", default=None, metavar="DIR", help="profile the cold optimization's host time")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/optimize_cost.json)")

@@ -53,7 +53,7 @@ def _int_at_least(low: int):
 
 
 def _tolerance(text: str) -> float:
-    """A lazy-profiling tolerance: a finite number >= 0."""
+    """A finite number >= 0 (a lazy-profiling tolerance or fill)."""
     try:
         value = float(text)
     except ValueError:
@@ -227,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--tolerance", type=_tolerance, default=0.0,
                    help="lazy: stop once the schedule is proved within this fraction of the optimum, e.g. 0.1 "
                         "(0: proved optimal)")
-    o.add_argument("--fill", type=_int_at_least(0), default=None,
-                   help="lazy: per round, also measure this many unknown stages nearest each part's optimum "
-                        "(fewer, fuller rounds; default: 32 on a GPU, 0 elsewhere)")
+    o.add_argument("--fill", type=_tolerance, default=None,
+                   help="lazy: per round, also measure each part's unknown stages nearest its optimum, this many "
+                        "per 1,000 of its transitions (fewer, fuller rounds; default: 0.5 on a GPU, 0 elsewhere)")
     _add_timing(o, warmup=2, number=6, repeat=6)
     o.add_argument("--table", default=None,
                    help=f"cost table path or pyarrow.fs URI; 'none' to use none (default: {default_table_path()})")

@@ -40,9 +40,9 @@ from .profile.stages import LocalPool, ProfileOptions, ProfileReport, profile_st
 from .space.options import SpaceOptions
 from .space.stage import stage_spec
 
-# Lazy profiling on a GPU: per round, each unsolved part also sends this many unknown stages nearest to its
-# optimum (LazyOptions.fill). Replayed on the H200's NASNet table: 3,083 rounds -> 150 for 1.8 % more stages.
-GPU_FILL = 32
+# Lazy profiling on a GPU: per round, each unsolved part also sends its unknown stages nearest its optimum,
+# this many per 1,000 of its transitions (LazyOptions.fill; replays in benchmarks/lazy_fill.py).
+GPU_FILL = 0.5
 DP_SCHEDULE = "IOS"   # the DP's schedule among the final check's candidates (the others: Sequential, Greedy)
 
 
@@ -100,7 +100,7 @@ class OptimizeReport:
     rounds: int = 0                  # lazy: measurement rounds after the one-op stages
     bound_violations: int = 0        # lazy: stages measured below their lower bound
     tolerance: float = 0.0           # lazy: the schedule is proved within this fraction of the optimum
-    fill: int = 0                    # lazy: unknown stages nearest the optimum sent per part and round
+    fill: float = 0.0                # lazy: unknown stages nearest the optimum per part and round, per 1,000 transitions
 
     @property
     def measured_fraction(self) -> float:
@@ -144,7 +144,7 @@ class OptimizeReport:
             lines.append(f"  profiling       : lazy: {self.known_stages:,} of {self.unique_stages:,} stages have a cost "
                          f"({100 * self.measured_fraction:.1f}%), {self.rounds} rounds, "
                          f"{self.bound_violations} below their bound"
-                         + (f", rounds filled with {self.fill} stages per part" if self.fill else "")
+                         + (f", rounds filled with {self.fill:g} stages per 1,000 transitions" if self.fill else "")
                          + (f", within {100 * self.tolerance:g}% of the optimum" if self.tolerance else ""))
         else:
             lines.append(f"  profiling       : {self.profiling}")

@@ -87,16 +87,16 @@ def test_tolerance_reaches_the_lazy_dp_and_the_report(tmp_path, capsys):
 
 def test_fill_reaches_the_lazy_dp_and_the_report(tmp_path, capsys):
     rounds = {}
-    for fill in ("0", "16"):
+    for fill in ("0", "4"):
         out = tmp_path / f"inc{fill}.json"
         assert main(["optimize", "inception_v3", "--workers", "0", "--cost", "analytic", "--table", "none",
                      "--fill", fill, "--out", str(out), "--no-progress", "--no-final-check"]) == 0
         text = capsys.readouterr().out
         report = json.loads(out.with_suffix(".report.json").read_text())
-        assert report["fill"] == int(fill)
-        assert ("rounds filled with 16 stages per part" in text) == (fill == "16")
+        assert report["fill"] == float(fill)
+        assert ("rounds filled with 4 stages per 1,000 transitions" in text) == (fill == "4")
         rounds[fill] = report["rounds"]
-    assert rounds["16"] < rounds["0"]
+    assert rounds["4"] < rounds["0"]
 
 
 def _one_line_error(capsys, argv):
@@ -120,7 +120,7 @@ def _one_line_error(capsys, argv):
     (["optimize", "sample", "--cost", "quantum"], "quantum"),
     (["optimize", "sample", "--tolerance", "-0.1"], "--tolerance: -0.1 is not a finite number >= 0"),
     (["optimize", "sample", "--tolerance", "lots"], "'lots' is not a number"),
-    (["optimize", "sample", "--fill", "-2"], "--fill: -2 is below the minimum 0"),
+    (["optimize", "sample", "--fill", "-2"], "--fill: -2.0 is not a finite number >= 0"),
     (["optimize", "sample", "--cost", "cpu", "--workers-per-gpu", "2"], "--workers-per-gpu applies to GPU costs"),
     (["optimize", "sample", "--cost", "gpu", "--workers-per-gpu", "3", "--workers", "4"], "GPU"),
     (["optimize", "sample", "--workers-per-gpu", "0"], "--workers-per-gpu: 0 is below the minimum 1"),

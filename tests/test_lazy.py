@@ -88,7 +88,7 @@ def test_lazy_equals_exhaustive_when_bounds_hold(seed):
     costs = bounded_costs(seed, space.specs)
     exhaustive = solve(space, costs)
     for options in (LazyOptions(), LazyOptions(OpSumBound(overhead=OVERHEAD, merge_factor=0.9), paths_per_part=3),
-                    LazyOptions(fill=3)):
+                    LazyOptions(fill=300)):
         measure = Counting(costs)
         result = lazy_solve(space, measure, options=options)
         assert result.solution.total_latency == pytest.approx(exhaustive.total_latency, abs=1e-9)
@@ -277,7 +277,7 @@ def test_filled_rounds_are_fewer_and_fuller_with_the_same_schedule():
     model = AnalyticCostModel("H200")
     space = enumerate_graph(get_model("inception_v3"), SpaceOptions())
     costs = {m.key: m.cost for m in model.measure(list(space.specs.values()), 1)}
-    plain, filled = (lazy_solve(space, Counting(costs), options=LazyOptions(fill=f)) for f in (0, 16))
+    plain, filled = (lazy_solve(space, Counting(costs), options=LazyOptions(fill=f)) for f in (0, 4))
     assert filled.solution.total_latency == pytest.approx(plain.solution.total_latency, rel=1e-12)
     assert filled.solution.block_stages == plain.solution.block_stages
     assert filled.report.rounds < plain.report.rounds / 2, (filled.report.rounds, plain.report.rounds)
@@ -331,6 +331,8 @@ def test_optimize_makes_the_default_bound_serial_on_the_cpu_only():
     mine = LazyOptions(OpSumBound(overhead=0.1), fill=0)
     assert _lazy_options(mine, cpu) is mine        # a bound and a fill the caller chose are kept
     assert _lazy_options(LazyOptions(fill=5), gpu).fill == 5
+    with pytest.raises(ValueError, match="fill"):
+        LazyOptions(fill=math.inf)
     # rounds are filled on a GPU only (a round costs many GPU stages, not many CPU ones)
     assert _lazy_options(LazyOptions(), gpu).fill == GPU_FILL > 0
     assert _lazy_options(LazyOptions(), cpu).fill == 0
