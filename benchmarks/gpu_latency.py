@@ -133,8 +133,16 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=480.0)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (it autotunes for minutes)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="profile the IOS optimizations on this many Ray actors sharing the GPU (default: in this "
+                        "process)")
+    p.add_argument("--pruning", default="", help="model:r:s overrides of PRUNING, comma separated (e.g. randwire:3:8)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_latency.json"))
     args = p.parse_args(argv)
+    pruning = dict(PRUNING)
+    for item in filter(None, args.pruning.split(",")):
+        model, r, s = item.split(":")
+        pruning[model] = (int(r), int(s))
     t_start = time.perf_counter()
 
     import cupy
@@ -150,7 +158,7 @@ def main(argv=None) -> int:
            "device": info.__dict__, "python": platform.python_version(), "cupy": cupy.__version__,
            "timing": {"warmup": args.warmup, "number": args.number, "repeat": args.repeat,
                       "statistic": "median over repeats of (elapsed / number), CUDA events"},
-           "pruning": PRUNING, "optimize_available": optimize is not None, "results": [], "skipped": []}
+           "pruning": pruning, "workers": args.workers, "optimize_available": optimize is not None, "results": [], "skipped": []}
     try:
         import torch
         doc["torch"] = torch.__version__
@@ -200,15 +208,21 @@ def main(argv=None) -> int:
             if optimize is not None and math in args.ios_math.split(",") and (not ios_models or model in ios_models):
                 from ios_ray.costs.table import CostTable
                 table = CostTable(os.path.join(tables, math))
-                r, s = PRUNING.get(model, (3, 8))
+                r, s = pruning.get(model, (3, 8))
+                if args.workers:   # Ray actors sharing this GPU, each building the cost source
+                    from ios_ray.costs.factory import gpu_options
+                    source = gpu_options("gpu-tf32" if tf32 else "gpu", workers_per_gpu=args.workers)
+                else:
+                    source = profiler
                 for label, opt_type in OPT_TYPES:
                     if time.perf_counter() - t_start > args.budget_s:
                         doc["skipped"].append(f"{label} {model} b{batch} {math}: over the time budget")
                         continue
                     t0 = time.perf_counter()
                     try:  # the DP's own schedule (no final check): this benchmark shows its gap
-                        og = optimize(g, batch, opt_type, compute_weight=True, cost=profiler, cost_table=table,
-                                      max_group_size=r, max_num_groups=s, final_check=False)
+                        og = optimize(g, batch, opt_type, compute_weight=True, cost=source, cost_table=table,
+                                      max_group_size=r, max_num_groups=s, final_check=False,
+                                      num_workers=args.workers)
                     except Exception as exc:  # noqa: BLE001 -- report and go on
                         doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}")
                         print("skipped:", doc["skipped"][-1], flush=True)
@@ -221,6 +235,7 @@ def main(argv=None) -> int:
                     if rep is not None:
                         row.update({"predicted_ms": rep.predicted_latency_ms, "unique_stages": rep.unique_stages,
                                     "measured_stages": rep.measured, "cache_hits": rep.cache_hits,
+                                    "workers": rep.num_workers, "rounds": rep.rounds, "fill": rep.fill,
                                     "errors": rep.errors, "seconds": rep.seconds})
                     add(row)
             if not args.no_torch:

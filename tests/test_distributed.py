@@ -441,10 +441,17 @@ def test_lazy_rounds_stream_on_the_ray_pool_and_a_round_cut_short_still_lands_in
     keys of a round never collected (the DP raised) are still measured and appended by ``close``."""
     from ios_ray.distributed.driver import RayPoolOptions, open_ray_pool
     from ios_ray.profile.rounds import ProfileRounds
-    table = CostTable(str(tmp_path / "t"))
+    class SlowTable(CostTable):
+        def append(self, *args, **kwargs):
+            time.sleep(0.25)      # appends that take long, so counting them twice would show
+            return super().append(*args, **kwargs)
+
+    table = SlowTable(str(tmp_path / "t"))
     keys = sorted(specs)
     with open_ray_pool(source(delay_s=0.01), RayPoolOptions(2), specs) as pool:
-        rounds = ProfileRounds(specs, pool, table, ProfileOptions(batch_size=1, settings=SETTINGS))
+        # every batch appended as it comes back, inside the pool's calls
+        rounds = ProfileRounds(specs, pool, table, ProfileOptions(batch_size=1, settings=SETTINGS, append_chunk=1))
+        t0 = time.perf_counter()
         assert rounds.lookup() == {}
         rounds.submit(keys[:2])
         rounds.submit(keys[2:5])
@@ -452,7 +459,12 @@ def test_lazy_rounds_stream_on_the_ray_pool_and_a_round_cut_short_still_lands_in
         assert sorted(got) == keys[:5] and all(math.isfinite(v) for v in got.values())
         rounds.submit(keys[5:8])
         report = rounds.close()
+        wall = time.perf_counter() - t0
     assert report.measured == 8 and report.cache_hits == 0 and sum(report.per_worker.values()) == 8
+    # the shares are exclusive (regression: appends made inside the pool's calls were counted twice, and
+    # the lazy report's profiling time exceeded the whole optimization's)
+    assert report.table_appends >= 2 and report.seconds["append"] > 0
+    assert sum(report.seconds.values()) <= wall
     device = rounds.device()
     found = table.search(keys, device, 1, pool.dtype).found
     assert sorted(found) == keys[:8]

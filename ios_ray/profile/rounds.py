@@ -150,8 +150,8 @@ class ProfileRounds:
         if not self._pool.streams:
             self._pending.extend(keys)
             return
-        t0 = time.perf_counter()
         self._open(len(keys))
+        t0, appended = time.perf_counter(), self._writer.seconds
         if self._stream is None:
             if not self._checked:
                 _check_same_device(self._pool, self._pool.device())
@@ -159,7 +159,7 @@ class ProfileRounds:
             self._stream = self._pool.stream(self._specs, self._options.batch_size, self._options.settings,
                                              on_result=self._on_batch)
         self._stream.add(list(keys))
-        self._seconds["measure"] += time.perf_counter() - t0
+        self._in_pool(t0, appended)
 
     def collect(self) -> Dict[str, float]:
         """Costs of the keys submitted since the last ``collect``, waiting for them. With a streaming pool,
@@ -173,13 +173,18 @@ class ProfileRounds:
             keys, self._pending = self._pending, []
             return self.measure(keys) if keys else {}
         stream, self._stream = self._stream, None
-        t0 = time.perf_counter()
+        t0, appended = time.perf_counter(), self._writer.seconds
         try:
             got, report = stream.finish()
         finally:
-            self._seconds["measure"] += time.perf_counter() - t0
+            self._in_pool(t0, appended)
         self._count(len(got), report)
         return {k: got[k].cost for k in got}
+
+    def _in_pool(self, t0: float, appended: float) -> None:
+        """The time since ``t0`` counted as measuring, less the table appends made meanwhile (``on_result``
+        appends inside the pool's calls; they are counted as ``append``): the report's shares add up."""
+        self._seconds["measure"] += time.perf_counter() - t0 - (self._writer.seconds - appended)
 
     def _count(self, measured: int, report) -> None:
         """Counters of a ``ProfileReport`` or ``PoolReport`` (the same fields) added to the rounds'."""
