@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call on the lent H200: carried wheels installed, the GPU tests and every test whose behaviour
 # changes with a GPU present, then the latency table of the small models. Results land in $OUT.
-#   carry: .whl (../shared/device/ray_wheels.sh nvidia-cudnn-frontend==1.32.0, plus threadpoolctl)
+#   carry: .whl (../shared/device/ray_wheels.sh nvidia-cudnn-frontend==1.32.0, plus threadpoolctl; then
+#   python3 benchmarks/trim_ray_wheel.py, so the tree and the wheels fit the 64 MiB a call carries)
 #   usage: bash benchmarks/h200_check.sh [tests|latency|all]
 set -uo pipefail
 OUT=${OUT:-/tmp/ios_ray_out}; mkdir -p "$OUT"

@@ -229,8 +229,9 @@ def part_through(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartRev
     """
     n = part.num_states
     nxt, sid, source = part.next_index, part.stage_index, rev.source
-    # reach[i]: least cost of the stages run after the ones that leave states[i] -- from the full state
-    # down to states[i]; the transitions into a state leave larger states, solved first (largest first).
+    # reach[i]: the least cost of the stages that run after states[i]'s operators (a path peels stages off
+    # the end: from the full state down to states[i]); the transitions into a state leave larger states,
+    # so the levels are solved largest first.
     reach = np.full(n, np.inf)
     reach[n - 1] = 0.0
     levels = part.level_offsets
