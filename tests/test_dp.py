@@ -2,9 +2,11 @@
 import hashlib
 import math
 
+import numpy as np
 import pytest
 
 from ios_ray.dp import MissingCostError, NoFeasibleScheduleError, solve
+from ios_ray.dp.solve import PartReverse, part_best, part_path, part_runner_up, part_through, runner_up
 from ios_ray.graph.schedule import Stage, Strategy, check_schedule
 from ios_ray.space.enumerate import enumerate_graph
 from ios_ray.space.options import OptType, SpaceOptions
@@ -131,3 +133,89 @@ def test_infinite_costs_forbid_stages_and_no_finite_schedule_is_an_error():
         solve(space, {k: math.inf for k in space.specs})
     with pytest.raises(ValueError, match="not a non-negative number"):
         solve(space, {k: math.nan for k in space.specs})
+
+
+def _all_paths(part, state=None):
+    """Every schedule of a part as stage ids, first stage first (brute force, small parts only)."""
+    state = part.num_states - 1 if state is None else state
+    if state == 0:
+        yield []
+        return
+    for nxt, t in part.transitions(state):     # t runs last of states[state]'s operators
+        for rest in _all_paths(part, nxt):
+            yield rest + [t]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_part_through_is_the_cheapest_schedule_through_each_stage(seed):
+    graph = random_graph(40 + seed, 6 + seed % 3, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(max_group_size=2, max_num_groups=3))
+    rng = np.random.default_rng(seed)
+    for part in (p for block in space.blocks for p in block):
+        sc = rng.uniform(0.1, 1.0, part.num_stages)
+        if part.num_stages > 2:
+            sc[rng.integers(part.num_stages)] = np.inf     # a forbidden stage: no finite schedule through it
+        brute = np.full(part.num_stages, np.inf)
+        for path in _all_paths(part):
+            total = sum(sc[t] for t in path)
+            for t in path:
+                brute[t] = min(brute[t], total)
+        best = part_best(part, sc)
+        through = part_through(part, sc, best, PartReverse.of(part))
+        assert through == pytest.approx(brute)
+        assert through.min() == pytest.approx(best[-1])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_part_runner_up_is_the_cheapest_schedule_running_a_stage_off_the_optimal_path(seed):
+    graph = random_graph(60 + seed, 6 + seed % 3, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(max_group_size=1 + seed % 3, max_num_groups=2 + seed % 2))
+    rng = np.random.default_rng(seed)
+    checked = 0
+    for part in (p for block in space.blocks for p in block):
+        sc = rng.uniform(0.1, 1.0, part.num_stages)
+        best = part_best(part, sc)
+        optimal = set(part_path(part, sc, best))
+        schedules = list(_all_paths(part))
+        others = [sum(sc[t] for t in path) for path in schedules if not set(path) <= optimal]
+        got = part_runner_up(part, sc, best, PartReverse.of(part))
+        if not others:
+            assert got is None
+            continue
+        cost, path = got
+        assert cost == pytest.approx(min(others))
+        assert path in schedules and sum(sc[t] for t in path) == pytest.approx(cost)   # a real schedule, in order
+        assert not set(path) <= optimal
+        checked += 1
+    assert checked >= 1
+
+
+def test_runner_up_swaps_in_the_part_whose_runner_up_costs_least_extra():
+    graph = random_graph(7, 9, num_blocks=2, enter_conv=0.8)
+    space = enumerate_graph(graph, SpaceOptions(OptType.PARALLEL, max_group_size=2, max_num_groups=2,
+                                                max_part_size=5))
+    parts = [p for block in space.blocks for p in block]
+    assert len(parts) >= 2
+    cost = {k: 0.1 + 0.9 * ((int(hashlib.blake2b(k.encode(), digest_size=4).hexdigest(), 16) % 997) / 997)
+            for k in space.specs}
+    best = solve(space, cost)
+    second = runner_up(space, cost)
+    extras = []
+    for part in parts:
+        sc = np.array([cost[k] for k in part.stage_keys])
+        b = part_best(part, sc)
+        got = part_runner_up(part, sc, b, PartReverse.of(part))
+        if got is not None:
+            extras.append(got[0] - b[-1])
+    assert second.total_latency == pytest.approx(best.total_latency + min(extras))
+    assert second.block_stages != best.block_stages
+    assert sum(a != b for x, y in zip(second.block_stages, best.block_stages) for a, b in zip(x, y)) >= 1
+    for block, stages in zip(graph.blocks, second.block_stages):
+        block.stages = list(stages)
+    check_schedule(graph)   # a runnable schedule covering every node once
+    # one operator per stage: every schedule runs the same stages (in some order), so there is no other
+    singles = enumerate_graph(graph, SpaceOptions(OptType.PARALLEL, max_group_size=1, max_num_groups=1))
+    assert runner_up(singles, {k: 1.0 for k in singles.specs}) is None
+    # stages without a cost are forbidden: with only the one-op stages costed, the same holds
+    one_op = {k: cost[k] for k, spec in space.specs.items() if spec.num_ops == 1}
+    assert runner_up(space, one_op) is None

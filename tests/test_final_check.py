@@ -49,11 +49,12 @@ class LyingSource:
 def test_report_lists_each_candidate_measured_on_the_cpu():
     opt = ios.optimize(sample_network(32, 8), cost="cpu", **QUICK)
     rep = opt.optimization_report
-    assert [c.schedule for c in rep.final_check] == ["IOS", "Sequential", "Greedy"]
+    assert [c.schedule for c in rep.final_check] == ["IOS", "IOS next-best", "Sequential", "Greedy"]
     for c in rep.final_check:
         assert not c.error and c.measured_ms > 0 and c.predicted_ms is not None and c.predicted_ms > 0
-    dp = rep.final_check[0]
+    dp, second = rep.final_check[:2]
     assert dp.predicted_ms == pytest.approx(rep.predicted_latency_ms)
+    assert second.predicted_ms >= dp.predicted_ms * (1 - 1e-12)    # the DP's optimum, then its runner-up
     fastest = min(c.measured_ms for c in rep.final_check)
     assert next(c for c in rep.final_check if c.schedule == rep.returned).measured_ms == fastest
     assert sum(rep.stage_predicted_ms) == pytest.approx(
@@ -74,7 +75,8 @@ def test_a_dp_schedule_measured_slower_is_replaced_by_the_fastest():
     by = {c.schedule: c for c in rep.final_check}
     assert by["IOS"].predicted_ms < by["Sequential"].predicted_ms   # the lie: the merged stage looks free
     assert by["IOS"].measured_ms > by["Sequential"].measured_ms       # the truth
-    assert rep.returned in ("Sequential", "Greedy") and by[rep.returned].measured_ms < by["IOS"].measured_ms
+    assert rep.returned != "IOS" and by[rep.returned].measured_ms < by["IOS"].measured_ms
+    assert by[rep.returned].measured_ms == min(c.measured_ms for c in rep.final_check)
     assert all(s.strategy is Strategy.PARALLEL for b in opt.blocks for s in b.stages)
     assert opt.num_operators() == g.num_operators()                  # no merged conv in what is returned
     assert "<- returned" in rep.format() and opt.optimization_report is rep

@@ -9,7 +9,6 @@ import pytest
 from ios_ray.costs.analytic import AnalyticCostModel
 from ios_ray.dp import NoFeasibleScheduleError, solve
 from ios_ray.dp.lazy import LazyOptions, OpSumBound, PartOps, k_best_paths, lazy_solve
-from ios_ray.dp.solve import PartReverse, part_best, part_through
 from ios_ray.graph.schedule import Strategy
 from ios_ray.models import get_model
 from ios_ray.optimizer import construct
@@ -240,37 +239,6 @@ def test_k_best_paths_are_the_cheapest_schedules():
     for c, ids in paths:
         assert sum(sc[ids]) == pytest.approx(c)
     assert len({tuple(ids) for _, ids in paths}) == 6
-
-
-def _all_paths(part, state=None):
-    """Every schedule of a part as stage ids, the first stage run last (brute force, small parts only)."""
-    state = part.num_states - 1 if state is None else state
-    if state == 0:
-        yield []
-        return
-    for nxt, t in part.transitions(state):
-        for rest in _all_paths(part, nxt):
-            yield [t] + rest
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_part_through_is_the_cheapest_schedule_through_each_stage(seed):
-    graph = random_graph(40 + seed, 6 + seed % 3, enter_conv=0.8)
-    space = enumerate_graph(graph, SpaceOptions(max_group_size=2, max_num_groups=3))
-    rng = np.random.default_rng(seed)
-    for part in (p for block in space.blocks for p in block):
-        sc = rng.uniform(0.1, 1.0, part.num_stages)
-        if part.num_stages > 2:
-            sc[rng.integers(part.num_stages)] = np.inf     # a forbidden stage: no finite schedule through it
-        brute = np.full(part.num_stages, np.inf)
-        for path in _all_paths(part):
-            total = sum(sc[t] for t in path)
-            for t in path:
-                brute[t] = min(brute[t], total)
-        best = part_best(part, sc)
-        through = part_through(part, sc, best, PartReverse.of(part))
-        assert through == pytest.approx(brute)
-        assert through.min() == pytest.approx(best[-1])
 
 
 def test_filled_rounds_are_fewer_and_fuller_with_the_same_schedule():

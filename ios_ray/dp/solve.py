@@ -80,6 +80,41 @@ def solve(space: GraphSpace, cost: Mapping[str, float]) -> Solution:
     return Solution(tuple(block_stages), tuple(block_latency), float(sum(block_latency)))
 
 
+def runner_up(space: GraphSpace, cost: Mapping[str, float]) -> Optional[Solution]:
+    """The DP's next-best schedule: the optimum in every part but one, which runs its runner-up
+    (``part_runner_up``), in the part where that costs least extra. None if no part has another schedule
+    of finite cost. Stages without a cost (e.g. left unmeasured by lazy profiling) are forbidden.
+
+    Raises:
+        ValueError: a cost is NaN or negative.
+        NoFeasibleScheduleError: a part has no schedule of finite cost.
+    """
+    parts = [p for block in space.blocks for p in block]
+    paths, totals, swap = [], [], None       # swap: (extra cost, part index, runner-up path)
+    for i, part in enumerate(parts):
+        sc = np.array([checked_cost(k, cost[k]) if k in cost else math.inf for k in part.stage_keys],
+                      dtype=np.float64)
+        best = part_best(part, sc)
+        paths.append(part_path(part, sc, best))
+        totals.append(float(best[-1]))
+        got = part_runner_up(part, sc, best, PartReverse.of(part))
+        if got is not None and (swap is None or got[0] - totals[i] < swap[0]):
+            swap = (got[0] - totals[i], i, got[1])
+    if swap is None:
+        return None
+    extra, j, path = swap
+    paths[j], totals[j] = path, totals[j] + extra
+    block_stages, block_latency, done = [], [], 0
+    for block in space.blocks:
+        stages: List[Stage] = []
+        for part in block:
+            stages.extend(part_stages(part, paths[done]))
+            done += 1
+        block_stages.append(tuple(stages))
+        block_latency.append(float(sum(totals[done - len(block):done])))
+    return Solution(tuple(block_stages), tuple(block_latency), float(sum(block_latency)))
+
+
 def checked_cost(key: str, value: float) -> float:
     """``value`` as a float.
 
@@ -172,26 +207,13 @@ def part_path(part: PartSpace, sc: np.ndarray, best: np.ndarray) -> List[int]:
         NoFeasibleScheduleError: every schedule of the part has infinite cost.
     """
     n = part.num_states
-    offsets, nxt, sid = part.offsets, part.next_index, part.stage_index
     full = n - 1
     if not math.isfinite(best[full]):
         stuck = next(i for i in range(n) if not math.isfinite(best[i]))
         raise NoFeasibleScheduleError(
             f"block {part.block_index} part {part.part_index}: no schedule of finite cost; e.g. every stage "
             f"that can run last among {list(part.names_of(part.states[stuck]))} has infinite cost")
-    ids: List[int] = []
-    i = full
-    while i != 0:
-        lo, hi = int(offsets[i]), int(offsets[i + 1])
-        # the first transition achieving the minimum (the same float sums as part_best's)
-        hits = np.flatnonzero(best[nxt[lo:hi]] + sc[sid[lo:hi]] == best[i])
-        if hits.size == 0:  # pragma: no cover - the minimum was computed from these very sums
-            raise AssertionError("DP reconstruction found no optimal transition")
-        k = lo + int(hits[0])
-        ids.append(int(sid[k]))
-        i = int(nxt[k])
-    ids.reverse()
-    return ids
+    return _path_from(part, sc, best, full)
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,26 +238,17 @@ class PartReverse:
         return PartReverse(source, into, into_starts, by_stage, stage_starts)
 
 
-def part_through(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartReverse) -> np.ndarray:
-    """Per stage id, the least cost of a whole schedule of the part that runs that stage (``inf`` if none
-    is finite): the best way from the full state to one the stage leaves, the stage, then ``best`` of what
-    is left. The part's optimum is the least of them; the lazy DP ranks unknown stages by it.
-
-    Args:
-        part: the part's DP graph.
-        sc: float64 cost per stage id.
-        best: ``part_best(part, sc)``.
-        rev: ``PartReverse.of(part)``.
-    """
+def part_reach(part: PartSpace, sc: np.ndarray, rev: PartReverse) -> np.ndarray:
+    """``reach[i]``: the least cost of the stages that run after ``states[i]``'s operators (a path peels
+    stages off the end: from the full state down to ``states[i]``; ``inf`` where no finite way leads)."""
     n = part.num_states
-    nxt, sid, source = part.next_index, part.stage_index, rev.source
-    # reach[i]: the least cost of the stages that run after states[i]'s operators (a path peels stages off
-    # the end: from the full state down to states[i]); the transitions into a state leave larger states,
-    # so the levels are solved largest first.
+    sid, source = part.stage_index, rev.source
     reach = np.full(n, np.inf)
     reach[n - 1] = 0.0
     levels = part.level_offsets
-    for size in range(len(levels) - 3, 0, -1):   # every size below the full state's, the empty one left out
+    # the transitions into a state leave larger states, so the levels are solved largest first (every size
+    # below the full state's; the empty state's value would be the optimum, which ``part_best`` has)
+    for size in range(len(levels) - 3, 0, -1):
         a, b = int(levels[size]), int(levels[size + 1])
         lo, hi = int(rev.into_starts[a]), int(rev.into_starts[b])
         if a == b or lo == hi:
@@ -247,11 +260,85 @@ def part_through(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartRev
         got = np.minimum.reduceat(vals, np.minimum(starts, vals.size - 1))
         got[empty] = np.inf
         reach[a:b] = got
-    through = np.take(reach, source) + np.take(sc, sid) + np.take(best, nxt)
+    return reach
+
+
+def _transition_through(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartReverse,
+                        reach: np.ndarray) -> np.ndarray:
+    """Per transition, the least cost of a whole schedule that takes it."""
+    return np.take(reach, rev.source) + np.take(sc, part.stage_index) + np.take(best, part.next_index)
+
+
+def part_through(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartReverse) -> np.ndarray:
+    """Per stage id, the least cost of a whole schedule of the part that runs that stage (``inf`` if none
+    is finite): the best way from the full state to one the stage leaves, the stage, then ``best`` of what
+    is left. The part's optimum is the least of them; the lazy DP ranks unknown stages by it.
+
+    Args:
+        part: the part's DP graph.
+        sc: float64 cost per stage id.
+        best: ``part_best(part, sc)``.
+        rev: ``PartReverse.of(part)``.
+    """
+    through = _transition_through(part, sc, best, rev, part_reach(part, sc, rev))
     starts = rev.stage_starts[:-1]
     out = np.minimum.reduceat(np.take(through, rev.by_stage), np.minimum(starts, max(through.size - 1, 0)))
     out[rev.stage_starts[1:] == starts] = np.inf    # a stage no transition takes
     return out
+
+
+def part_runner_up(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartReverse
+                   ) -> Optional[Tuple[float, List[int]]]:
+    """The cheapest schedule of the part that runs a stage its optimal path (``part_path``) does not: its
+    cost and stage ids, first stage first; None when every such schedule costs ``inf``.
+
+    Any other schedule runs some stage off the optimal path (one with the same stages only orders them
+    otherwise), so this is the next-best schedule up to such reorderings.
+    """
+    path = part_path(part, sc, best)
+    reach = part_reach(part, sc, rev)
+    through = _transition_through(part, sc, best, rev, reach)
+    off = np.ones(part.num_stages, dtype=bool)
+    off[path] = False
+    through = np.where(off[part.stage_index], through, np.inf)
+    k = int(np.argmin(through)) if through.size else -1
+    if k < 0 or not math.isfinite(through[k]):
+        return None
+    # the way down to the state transition k leaves, along transitions achieving its reach
+    sid, nxt, source = part.stage_index, part.next_index, rev.source
+    head: List[int] = []
+    state = int(source[k])
+    while state != part.num_states - 1:
+        lo, hi = int(rev.into_starts[state]), int(rev.into_starts[state + 1])
+        t = rev.into[lo:hi]
+        hits = np.flatnonzero(reach[source[t]] + sc[sid[t]] == reach[state])
+        if hits.size == 0:  # pragma: no cover - reach was computed from these very sums
+            raise AssertionError("runner-up reconstruction found no transition")
+        step = int(t[hits[0]])
+        head.append(int(sid[step]))
+        state = int(source[step])
+    # head holds the stages that run after k's, in run order (the first found runs right after it); the
+    # best way down from the state k leads to runs before it
+    tail = _path_from(part, sc, best, int(nxt[k]))
+    return float(through[k]), tail + [int(sid[k])] + head
+
+
+def _path_from(part: PartSpace, sc: np.ndarray, best: np.ndarray, state: int) -> List[int]:
+    """Stage ids of ``best``'s optimal schedule of ``states[state]``'s operators, first stage first; at each
+    state the first transition achieving the minimum (the same float sums as ``part_best``'s)."""
+    offsets, nxt, sid = part.offsets, part.next_index, part.stage_index
+    ids: List[int] = []
+    i = state
+    while i != 0:
+        lo, hi = int(offsets[i]), int(offsets[i + 1])
+        hits = np.flatnonzero(best[nxt[lo:hi]] + sc[sid[lo:hi]] == best[i])
+        if hits.size == 0:  # pragma: no cover - the minimum was computed from these very sums
+            raise AssertionError("DP reconstruction found no optimal transition")
+        k = lo + int(hits[0])
+        ids.append(int(sid[k]))
+        i = int(nxt[k])
+    ids.reverse()
+    return ids
 
 
 def part_stages(part: PartSpace, stage_ids: List[int]) -> List[Stage]:
