@@ -187,6 +187,17 @@ def test_part_runner_up_is_the_cheapest_schedule_running_a_stage_off_the_optimal
         assert path in schedules and sum(sc[t] for t in path) == pytest.approx(cost)   # a real schedule, in order
         assert not set(path) <= optimal
         checked += 1
+        # by kind (say, two stage ids per kind): a schedule running a kind the optimum does not
+        kinds = np.arange(part.num_stages) // 2
+        sc_kind = sc[kinds * 2]                       # alike stages cost alike
+        best_kind = part_best(part, sc_kind)
+        optimal_kinds = set(kinds[part_path(part, sc_kind, best_kind)])
+        others = [sum(sc_kind[t] for t in p) for p in schedules if not set(kinds[p]) <= optimal_kinds]
+        got = part_runner_up(part, sc_kind, best_kind, PartReverse.of(part), kinds)
+        if others:
+            assert got[0] == pytest.approx(min(others)) and not set(kinds[got[1]]) <= optimal_kinds
+        else:
+            assert got is None
     assert checked >= 1
 
 
@@ -204,7 +215,8 @@ def test_runner_up_swaps_in_the_part_whose_runner_up_costs_least_extra():
     for part in parts:
         sc = np.array([cost[k] for k in part.stage_keys])
         b = part_best(part, sc)
-        got = part_runner_up(part, sc, b, PartReverse.of(part))
+        kinds = np.unique(np.array(part.stage_keys), return_inverse=True)[1]   # alike stages: one kind
+        got = part_runner_up(part, sc, b, PartReverse.of(part), kinds)
         if got is not None:
             extras.append(got[0] - b[-1])
     assert second.total_latency == pytest.approx(best.total_latency + min(extras))

@@ -82,8 +82,9 @@ def solve(space: GraphSpace, cost: Mapping[str, float]) -> Solution:
 
 def runner_up(space: GraphSpace, cost: Mapping[str, float]) -> Optional[Solution]:
     """The DP's next-best schedule: the optimum in every part but one, which runs its runner-up
-    (``part_runner_up``), in the part where that costs least extra. None if no part has another schedule
-    of finite cost. Stages without a cost (e.g. left unmeasured by lazy profiling) are forbidden.
+    (``part_runner_up``: a schedule with a stage key the optimum's part does not run, so not the optimum
+    with alike operators swapped), in the part where that costs least extra. None if no part has another
+    schedule of finite cost. Stages without a cost (e.g. left unmeasured by lazy profiling) are forbidden.
 
     Raises:
         ValueError: a cost is NaN or negative.
@@ -97,7 +98,8 @@ def runner_up(space: GraphSpace, cost: Mapping[str, float]) -> Optional[Solution
         best = part_best(part, sc)
         paths.append(part_path(part, sc, best))
         totals.append(float(best[-1]))
-        got = part_runner_up(part, sc, best, PartReverse.of(part))
+        kinds = np.unique(np.array(part.stage_keys), return_inverse=True)[1]
+        got = part_runner_up(part, sc, best, PartReverse.of(part), kinds)
         if got is not None and (swap is None or got[0] - totals[i] < swap[0]):
             swap = (got[0] - totals[i], i, got[1])
     if swap is None:
@@ -287,19 +289,24 @@ def part_through(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartRev
     return out
 
 
-def part_runner_up(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartReverse
-                   ) -> Optional[Tuple[float, List[int]]]:
+def part_runner_up(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartReverse,
+                   stage_kinds: Optional[np.ndarray] = None) -> Optional[Tuple[float, List[int]]]:
     """The cheapest schedule of the part that runs a stage its optimal path (``part_path``) does not: its
     cost and stage ids, first stage first; None when every such schedule costs ``inf``.
 
     Any other schedule runs some stage off the optimal path (one with the same stages only orders them
-    otherwise), so this is the next-best schedule up to such reorderings.
+    otherwise), so this is the next-best schedule up to such reorderings. With ``stage_kinds`` (an integer
+    per stage id, e.g. its stage key's), "off the path" means of a kind the path does not run: schedules
+    that only swap alike operators (the same keys, the same costs) are left out too.
     """
     path = part_path(part, sc, best)
     reach = part_reach(part, sc, rev)
     through = _transition_through(part, sc, best, rev, reach)
-    off = np.ones(part.num_stages, dtype=bool)
-    off[path] = False
+    if stage_kinds is None:
+        off = np.ones(part.num_stages, dtype=bool)
+        off[path] = False
+    else:
+        off = ~np.isin(stage_kinds, stage_kinds[path])
     through = np.where(off[part.stage_index], through, np.inf)
     k = int(np.argmin(through)) if through.size else -1
     if k < 0 or not math.isfinite(through[k]):
