@@ -9,8 +9,8 @@ least (``fill`` per 1,000 of the part's transitions). For each table (every stag
 measured on one H200: ``optimize_cost.py --profiling exhaustive --export-costs``) and fill, the lazy DP runs
 on the table's costs as it would on the device: the stages it measured, its rounds, the DP's own seconds on
 this machine, and its schedule's cost against the exhaustive optimum. ``projected_s`` is a projection, not a
-measurement: ``stages x --stage-ms + rounds x --round-ms + dp_s`` (defaults: the H200's 2.37 ms a stage with
-3 actors from RandWire's exhaustive run, and 6 ms a round: what is left of RandWire's unfilled cold run,
+measurement: ``stages x --stage-ms + rounds x --round-ms + seconds`` (the lazy DP's own; defaults: the
+H200's 2.37 ms a stage with 3 actors from RandWire's exhaustive run, and 6 ms a round: what is left of RandWire's unfilled cold run,
 471 s for 91,025 stages in 24,251 rounds, after its stages and its 99 s of DP), to pick a default by; the
 device's own figures come from ``optimize_cost.py``. Results: a table on stdout and
 ``benchmarks/results/lazy_fill.json``.
@@ -23,35 +23,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ios_ray.dp.lazy import LazyOptions, lazy_solve  # noqa: E402
+from ios_ray.dp.lazy import LazyOptions  # noqa: E402
 from ios_ray.dp.solve import solve  # noqa: E402
 from ios_ray.models import get_model  # noqa: E402
 from ios_ray.space.enumerate import enumerate_graph  # noqa: E402
 from ios_ray.space.options import SpaceOptions  # noqa: E402
-from lazy_overheads import measured_costs  # noqa: E402
+from lazy_overheads import measured_costs, run  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TABLES = (f"nasnet:{RESULTS / 'nasnet_h200_fp32_stage_costs.parquet'},"
           f"randwire:{RESULTS / 'randwire_h200_fp32_stage_costs.parquet'}")
-
-
-def replay(space, costs: dict, fill: float, optimum: float) -> dict:
-    """One lazy solve on ``costs`` with ``fill``: what it measured, in how many rounds, and its schedule."""
-    t0 = time.perf_counter()
-    res = lazy_solve(space, lambda keys: {k: costs[k] for k in keys}, options=LazyOptions(fill=fill))
-    dp_s = time.perf_counter() - t0
-    rep = res.report
-    sizes = np.array(rep.batch_sizes[1:] or (0,))
-    return {"fill": fill, "measured": rep.measured, "unique_stages": rep.unique_stages, "rounds": rep.rounds,
-            "mean_round": float(sizes.mean()), "largest_round": int(sizes.max()), "dp_s": dp_s,
-            "violations": rep.violations, "latency_ms": res.solution.total_latency,
-            "vs_optimum": res.solution.total_latency / optimum}
 
 
 def main(argv=None) -> int:
@@ -72,11 +57,11 @@ def main(argv=None) -> int:
         costs = measured_costs(space, path)
         optimum = solve(space, costs).total_latency
         for fill in fills:
-            row = {"model": model, "table": str(Path(path).name), **replay(space, costs, fill, optimum)}
-            row["projected_s"] = (row["measured"] * args.stage_ms + row["rounds"] * args.round_ms) / 1e3 + row["dp_s"]
+            row = {"model": model, "table": str(Path(path).name), **run(space, costs, optimum, LazyOptions(fill=fill))}
+            row["projected_s"] = (row["measured"] * args.stage_ms + row["rounds"] * args.round_ms) / 1e3 + row["seconds"]
             rows.append(row)
             print(f"{model:<9} {fill:5g} {row['measured']:>7,} of {row['unique_stages']:>7,} {row['rounds']:7,} "
-                  f"{row['mean_round']:7.1f} {row['largest_round']:7,} {row['dp_s']:6.1f} {row['vs_optimum']:10.5f} "
+                  f"{row['mean_round']:7.1f} {row['largest_round']:7,} {row['seconds']:6.1f} {row['vs_optimum']:10.5f} "
                   f"{row['projected_s']:11.1f}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

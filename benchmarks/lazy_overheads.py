@@ -84,16 +84,20 @@ def bound_ratios(space, costs: dict) -> list:
     return rows
 
 
-def run(space, costs: dict, stream_factor: float, optimum: float, tolerance: float = 0.0) -> dict:
-    """One lazy solve on ``costs``: what it measured, and its schedule's cost against the optimum."""
+def run(space, costs: dict, optimum: float, options: LazyOptions = LazyOptions()) -> dict:
+    """One lazy solve on ``costs`` with ``options``: what it measured, in what rounds, and its schedule's
+    cost against the optimum (``lazy_fill.py`` replays through this too)."""
     t0 = time.perf_counter()
-    res = lazy_solve(space, lambda keys: {k: costs[k] for k in keys},
-                     options=LazyOptions(stream_factor=stream_factor, tolerance=tolerance))
+    res = lazy_solve(space, lambda keys: {k: costs[k] for k in keys}, options=options)
+    seconds = time.perf_counter() - t0
     report = res.report
-    return {"stream_factor": stream_factor, "tolerance": tolerance, "known": report.known, "unique_stages": report.unique_stages,
-            "fraction": report.fraction, "rounds": report.rounds, "violations": report.violations,
+    sizes = report.batch_sizes[1:] or (0,)
+    return {"stream_factor": options.stream_factor, "tolerance": options.tolerance, "fill": report.fill,
+            "known": report.known, "measured": report.measured, "unique_stages": report.unique_stages,
+            "fraction": report.fraction, "rounds": report.rounds, "mean_round": sum(sizes) / len(sizes),
+            "largest_round": max(sizes), "violations": report.violations,
             "latency": res.solution.total_latency, "vs_optimum": res.solution.total_latency / optimum,
-            "seconds": time.perf_counter() - t0}
+            "seconds": seconds}
 
 
 def main() -> int:
@@ -119,7 +123,7 @@ def main() -> int:
             optimum = solve(space, costs).total_latency
             for factor in (float(v) for v in args.stream_factor.split(",")):
                 row = {"model": args.model, "stage_us": s_us, "group_us": g_us, "noise": args.noise,
-                       **run(space, costs, factor, optimum)}
+                       **run(space, costs, optimum, LazyOptions(stream_factor=factor))}
                 rows.append(row)
                 print(f"{s_us:9.1f} {g_us:9.1f} {args.noise:6.2f} {factor:8.2f} {row['known']:>7,} of "
                       f"{row['unique_stages']:>6,} {row['fraction']:9.1%} {row['rounds']:7d} {row['violations']:10d} "
@@ -142,7 +146,8 @@ def replay(args, space) -> int:
     settings = [(float(f), 0.0) for f in args.stream_factor.split(",")]
     settings += [(0.0, float(t)) for t in args.tolerance.split(",") if float(t) > 0]
     for factor, tolerance in settings:
-        row = {"model": args.model, "costs": args.costs, **run(space, costs, factor, optimum, tolerance)}
+        row = {"model": args.model, "costs": args.costs,
+               **run(space, costs, optimum, LazyOptions(stream_factor=factor, tolerance=tolerance))}
         rows.append(row)
         print(f"stream factor {factor:.2f}, tolerance {tolerance:.2f}: measured {row['known']:,} of {row['unique_stages']:,} ({row['fraction']:.1%}), "
               f"{row['rounds']} rounds, {row['violations']} below their bound, vs optimum {row['vs_optimum']:.4f}, "

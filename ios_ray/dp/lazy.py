@@ -477,7 +477,7 @@ class _LazyRun:
         open_ = np.flatnonzero(np.isnan(self.cost[ki]) & np.isfinite(through))
         if open_.size == 0:
             return []
-        take = min(open_.size, 4 * count)
+        take = min(open_.size, 4 * count)     # alike stage ids share a key: some slack before the dedup
         pick = open_[np.argpartition(through[open_], take - 1)[:take]] if take < open_.size else open_
         pick = pick[np.argsort(through[pick], kind="stable")]
         return list(dict.fromkeys(ki[pick].tolist()))[:count]

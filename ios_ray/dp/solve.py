@@ -99,7 +99,7 @@ def runner_up(space: GraphSpace, cost: Mapping[str, float]) -> Optional[Solution
         paths.append(part_path(part, sc, best))
         totals.append(float(best[-1]))
         kinds = np.unique(np.array(part.stage_keys), return_inverse=True)[1]
-        got = part_runner_up(part, sc, best, PartReverse.of(part), kinds)
+        got = part_runner_up(part, sc, best, PartReverse.of(part), kinds, paths[-1])
         if got is not None and (swap is None or got[0] - totals[i] < swap[0]):
             swap = (got[0] - totals[i], i, got[1])
     if swap is None:
@@ -290,16 +290,19 @@ def part_through(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartRev
 
 
 def part_runner_up(part: PartSpace, sc: np.ndarray, best: np.ndarray, rev: PartReverse,
-                   stage_kinds: Optional[np.ndarray] = None) -> Optional[Tuple[float, List[int]]]:
+                   stage_kinds: Optional[np.ndarray] = None, path: Optional[List[int]] = None
+                   ) -> Optional[Tuple[float, List[int]]]:
     """The cheapest schedule of the part that runs a stage its optimal path (``part_path``) does not: its
     cost and stage ids, first stage first; None when every such schedule costs ``inf``.
 
     Any other schedule runs some stage off the optimal path (one with the same stages only orders them
     otherwise), so this is the next-best schedule up to such reorderings. With ``stage_kinds`` (an integer
     per stage id, e.g. its stage key's), "off the path" means of a kind the path does not run: schedules
-    that only swap alike operators (the same keys, the same costs) are left out too.
+    that only swap alike operators (the same keys, the same costs) are left out too. ``path``: the optimal
+    path when the caller has it already.
     """
-    path = part_path(part, sc, best)
+    if path is None:
+        path = part_path(part, sc, best)
     reach = part_reach(part, sc, rev)
     through = _transition_through(part, sc, best, rev, reach)
     if stage_kinds is None:
