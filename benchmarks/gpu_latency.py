@@ -9,9 +9,12 @@ For each network and batch size (batch 1 for all, plus batch 16 for Inception-v3
 (strict fp32, TF32): the latency of the Sequential and Greedy schedules and, when ``ios_ray.optimize``
 exists, of IOS-Merge / IOS-Parallel / IOS-Both (profiled on this GPU by GpuProfiler, one cost table per
 math mode, so the three optimizations share measurements; the DP's own schedules, ``final_check=False``,
-with the DP's prediction beside each), all on our runtime (one CUDA graph per schedule); the
+with the DP's prediction beside each) and "IOS-Both checked" (IOS-Both as ``optimize`` returns it by
+default, after its final check, on the same table: the schedule returned and each candidate's figures are in
+the row), all on our runtime (one CUDA graph per schedule); the
 critical-path *floor* measured in the same run (every operator timed alone as a one-operator stage,
-then per block the longest path through its DAG, summed: ``ios_ray.dp.floor``); and PyTorch eager,
+then per block the longest path through its DAG, summed: ``ios_ray.dp.floor``; the operators timed
+the way the stages are, ``--l2``); and PyTorch eager,
 PyTorch CUDA-graph and ``torch.compile(mode="max-autotune")`` latency of the same architecture and
 weights (benchmarks/torch_from_ir.py, cudnn.benchmark on). Latency: median over ``repeat`` repeats of
 ``number`` replays after ``warmup``, timed with CUDA events. Every schedule's output is compared with
@@ -51,7 +54,8 @@ from ios_ray.space.stage import stage_spec  # noqa: E402
 PRUNING = {"squeezenet": (3, 8), "inception_v3": (3, 8), "randwire": (3, 8), "nasnet": (3, 8), "sample": (3, 8)}
 OPT_TYPES = [("IOS-Merge", "dp_merge"), ("IOS-Parallel", "dp_parallel"), ("IOS-Both", "dp_parallel_merge")]
 FLOOR = "floor"
-COLUMNS = ["Sequential", "Greedy", "IOS-Merge", "IOS-Parallel", "IOS-Both", FLOOR, "PyTorch eager",
+CHECKED = "IOS-Both checked"   # IOS-Both as ``optimize`` returns it by default: after its final check
+COLUMNS = ["Sequential", "Greedy", "IOS-Merge", "IOS-Parallel", "IOS-Both", CHECKED, FLOOR, "PyTorch eager",
            "PyTorch CUDA graph", "torch.compile"]
 
 
@@ -138,6 +142,11 @@ def main(argv=None) -> int:
                    help="profile the IOS optimizations on this many Ray actors sharing the GPU (default: in this "
                         "process)")
     p.add_argument("--pruning", default="", help="model:r:s overrides of PRUNING, comma separated (e.g. randwire:1:4)")
+    p.add_argument("--l2", default="auto", choices=("auto", "warm", "cold"),
+                   help="how stages (and the floor's operators) are timed: as each graph runs them (auto), or "
+                        "all warm or all cold (GpuRecipe.l2)")
+    p.add_argument("--no-checked", action="store_true",
+                   help="skip the 'IOS-Both checked' row (IOS-Both again with optimize's final check)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_latency.json"))
     args = p.parse_args(argv)
     pruning = dict(PRUNING)
@@ -159,7 +168,7 @@ def main(argv=None) -> int:
            "device": info.__dict__, "python": platform.python_version(), "cupy": cupy.__version__,
            "timing": {"warmup": args.warmup, "number": args.number, "repeat": args.repeat,
                       "statistic": "median over repeats of (elapsed / number), CUDA events"},
-           "pruning": pruning, "workers": args.workers, "optimize_available": optimize is not None, "results": [], "skipped": []}
+           "pruning": pruning, "workers": args.workers, "l2": args.l2, "optimize_available": optimize is not None, "results": [], "skipped": []}
     try:
         import torch
         doc["torch"] = torch.__version__
@@ -186,6 +195,7 @@ def main(argv=None) -> int:
         tf32 = math == "tf32"
         ctx = GpuContext(0, tf32=tf32)
         profiler = GpuProfiler(0, tf32=tf32)
+        profiler.l2 = args.l2
         for model, batch in runs:
             g = get_model(model)
             g.init_weights(0)
@@ -199,6 +209,8 @@ def main(argv=None) -> int:
             st, out, build_s, n = ours(ctx, g, batch, x, settings)
             add({**base, "runtime": "ios_ray", "schedule": "Greedy", **st, "stages": n, "build_s": build_s,
                  "rel_err_vs_sequential": rel_l2(out, ref_out)})
+            profiler.for_graph(g, batch)   # the floor's operators timed as the stages are (``--l2``)
+            base["l2"] = profiler.protocol()
             op_ms = op_times(g, functools.partial(profiler.measure, batch_size=batch,
                                                   settings=MeasureSettings(*settings)))
             if op_ms is None:
@@ -212,17 +224,19 @@ def main(argv=None) -> int:
                 r, s = pruning.get(model, (3, 8))
                 if args.workers:   # Ray actors sharing this GPU, each building the cost source
                     from ios_ray.costs.factory import gpu_options
-                    source = gpu_options("gpu-tf32" if tf32 else "gpu", workers_per_gpu=args.workers)
+                    source = gpu_options("gpu-tf32" if tf32 else "gpu", workers_per_gpu=args.workers, l2=args.l2)
                 else:
                     source = profiler
-                for label, opt_type in OPT_TYPES:
+                runs_here = OPT_TYPES + ([] if args.no_checked else [(CHECKED, "dp_parallel_merge")])
+                for label, opt_type in runs_here:
                     if time.perf_counter() - t_start > args.budget_s:
                         doc["skipped"].append(f"{label} {model} b{batch} {math}: over the time budget")
                         continue
                     t0 = time.perf_counter()
-                    try:  # the DP's own schedule (no final check): this benchmark shows its gap
+                    try:  # the DP's own schedule (no final check: this benchmark shows its gap); then, on the
+                        # same table, IOS-Both as optimize returns it by default (its final check on)
                         og = optimize(g, batch, opt_type, compute_weight=True, cost=source, cost_table=table,
-                                      max_group_size=r, max_num_groups=s, final_check=False,
+                                      max_group_size=r, max_num_groups=s, final_check=label == CHECKED,
                                       num_workers=args.workers)
                     except Exception as exc:  # noqa: BLE001 -- report and go on
                         doc["skipped"].append(f"{label} {model} b{batch} {math}: {type(exc).__name__}: {exc}")
@@ -234,10 +248,17 @@ def main(argv=None) -> int:
                     row = {**base, "runtime": "ios_ray", "schedule": label, **st, "stages": n, "build_s": build_s,
                            "rel_err_vs_sequential": rel_l2(out, ref_out), "optimize_s": opt_s, "r": r, "s": s}
                     if rep is not None:
+                        if label == CHECKED:
+                            row["returned"] = rep.returned
+                            row["final_check"] = [{"schedule": c.schedule, "predicted_ms": c.predicted_ms,
+                                                   "measured_ms": c.measured_ms} for c in rep.final_check]
                         row.update({"predicted_ms": rep.predicted_latency_ms, "unique_stages": rep.unique_stages,
                                     "measured_stages": rep.measured, "cache_hits": rep.cache_hits,
                                     "workers": rep.num_workers, "rounds": rep.rounds, "fill": rep.fill,
                                     "errors": rep.errors, "seconds": rep.seconds})
+                        if label == CHECKED:   # the prediction of the schedule it returned
+                            row["predicted_ms"] = next((c.predicted_ms for c in rep.final_check
+                                                        if c.schedule == rep.returned), rep.predicted_latency_ms)
                     add(row)
             if not args.no_torch:
                 from torch_from_ir import TORCH_MODES, torch_latency

@@ -301,6 +301,8 @@ def optimize_with(graph: Graph, options: OptimizeOptions) -> Graph:
     table = _open_table(options)
     if hasattr(options.source, "with_table"):   # e.g. the GPU's engine book goes beside the table
         options = dataclasses.replace(options, source=options.source.with_table(table))
+    if hasattr(options.source, "for_graph"):    # e.g. the GPU times stages cold when the graph outgrows its L2
+        options = dataclasses.replace(options, source=options.source.for_graph(graph, options.profile.batch_size))
     # in-process, one live source serves the profiling and the final check (a GPU context is built once)
     source = options.source.build() if options.num_workers is None else None
     opt_type = options.space.opt_type.value

@@ -86,6 +86,7 @@ def test_benchmark_table_has_floor_torch_compile_and_predictions():
     base = {"model": "squeezenet", "batch": 1, "math": "fp32", "runtime": "ios_ray"}
     rows = [gpu_latency.result_row(base, "Sequential", [1.0, 1.2, 1.1]),
             gpu_latency.result_row(base, "IOS-Both", [0.9, 0.8, 1.0], predicted_ms=0.7),
+            gpu_latency.result_row(base, gpu_latency.CHECKED, [0.85, 0.8, 0.9], predicted_ms=0.75),
             {**base, "schedule": "floor", "median_ms": 0.6, "predicted_ms": None},
             gpu_latency.result_row({**base, "runtime": "pytorch"}, "torch.compile", [0.5, 0.55, 0.6])]
     assert rows[0]["predicted_ms"] is None and rows[1]["median_ms"] == 0.9 and rows[1]["samples"] == 3
@@ -96,7 +97,7 @@ def test_benchmark_table_has_floor_torch_compile_and_predictions():
     assert "floor" in header and "torch.compile" in header
     cells = line.split()
     assert cells[:3] == ["squeezenet", "1", "fp32"]
-    # Sequential Greedy IOS-Merge IOS-Parallel IOS-Both floor eager CUDA-graph torch.compile opt(s)
-    assert cells[3:] == ["1.100", "-", "-", "-", "0.900", "0.600", "-", "-", "0.550", "0.0"]
-    assert predicted.split() == ["predicted", "0.700"]
+    # Sequential Greedy IOS-Merge IOS-Parallel IOS-Both IOS-Both-checked floor eager CUDA-graph torch.compile opt(s)
+    assert cells[3:] == ["1.100", "-", "-", "-", "0.900", "0.850", "0.600", "-", "-", "0.550", "0.0"]
+    assert predicted.split() == ["predicted", "0.700", "0.750"]
     assert "skipped: PyTorch eager" in text

@@ -169,7 +169,9 @@ def test_cost_names_are_matched_exactly():
     assert parse_cost(" CUDA ") == GpuRecipe() and parse_cost("cpu").dtype == "float32"
     assert parse_cost("analytic-tf32:h100").dtype == "tf32"
     assert parse_cost("gpu-tf32-cold") == GpuRecipe(tf32=True, l2="cold") and str(GpuRecipe(l2="cold")) == "gpu-cold"
-    with pytest.raises(ValueError, match="l2 must be 'warm' or 'cold'"):
+    assert parse_cost("gpu-warm") == GpuRecipe(l2="warm") and str(parse_cost("gpu-tf32-warm")) == "gpu-tf32-warm"
+    assert parse_cost("gpu").l2 == "auto" and str(GpuRecipe()) == "gpu"
+    with pytest.raises(ValueError, match="l2 must be 'auto', 'warm' or 'cold'"):
         GpuRecipe(l2="lukewarm")
     with pytest.raises(ValueError, match="unknown cost source"):
         parse_cost("analytics")
@@ -293,13 +295,15 @@ def test_gpu_tf32_rows_carry_the_math_mode_and_software_fingerprint(tmp_path):
     runtime, CuPy, numpy, ios_ray, driver, autotune), and the autotune setting is part of it."""
     from ios_ray.costs.factory import GpuRecipe
     from ios_ray.costs.table import CostTable
-    untuned = GpuRecipe(tf32=True).build().device()          # the default: the heuristic's engines
+    g = get_model("sample")
+    untuned = GpuRecipe(tf32=True).for_graph(g, 1).build().device()   # the default: the heuristic's engines
+    assert "L2 flushed" in untuned.software and "MiB flushed" in untuned.software   # timed as the graph runs
     tuned = GpuRecipe(tf32=True, autotune=True).build().device()
     assert tuned.name == untuned.name and tuned.software != untuned.software
     for part in ("cudnn", "cuda runtime", "cupy", "numpy", "ios_ray", "driver", "autotune off"):
         assert part in untuned.software, part
     table = str(tmp_path / "costs")
-    opt = ios.optimize(get_model("sample"), cost="gpu-tf32", warmup=0, number=1, repeat=1, cost_table=table,
+    opt = ios.optimize(g, cost="gpu-tf32", warmup=0, number=1, repeat=1, cost_table=table,
                        profiling="exhaustive")   # every stage a row
     rows = CostTable(table).read_all().to_pylist()
     assert opt.optimization_report.dtype == "tf32" and len(rows) == opt.optimization_report.unique_stages
@@ -332,3 +336,49 @@ def test_lazy_profiling_is_the_default_and_finds_the_exhaustive_schedule(tmp_pat
 def test_unknown_profiling_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="profiling must be one of"):
         ios.optimize(get_model("sample"), cost="analytic", profiling="sometimes")
+
+
+def test_gpu_timing_is_chosen_by_the_graphs_working_set_against_the_l2():
+    from ios_ray.costs.factory import GpuRecipe
+    from ios_ray.profile.gpu import FLUSH_STEP, L2_COLD, L2_WARM, l2_protocol
+    l2 = 60 << 20
+    assert l2_protocol(None, l2) == (L2_WARM, None)              # no graph known: as before
+    assert l2_protocol(400 << 20, l2) == (L2_COLD, None)         # the rest of the graph evicts everything
+    assert l2_protocol(120 << 20, l2) == (L2_COLD, None)
+    mode, flush = l2_protocol(54 << 20, l2)                      # SqueezeNet: evicts as much as it touches
+    assert mode == L2_COLD and flush == 56 << 20 and flush % FLUSH_STEP == 0
+    assert l2_protocol(1, l2) == (L2_COLD, FLUSH_STEP)
+    g = get_model("inception_v3")
+    recipe = GpuRecipe(tf32=True).for_graph(g, 16)               # optimize hands it the graph it optimizes
+    assert recipe.working_set == g.working_set_bytes(16) and recipe.tf32 and recipe.l2 == "auto"
+    assert g.working_set_bytes(16) > g.working_set_bytes(1) > 83 << 20   # 83 MiB of fp32 weights alone
+
+
+def test_working_set_counts_every_parameter_once_and_every_output_per_image():
+    g = get_model("sample")
+    params = sum(int(np.prod(shape)) for n in g.nodes() for shape in n.weight_shapes().values())
+    outputs = sum(int(np.prod(n.output_shape)) for n in g.nodes())
+    assert g.working_set_bytes(1) == 4 * (params + outputs)
+    assert g.working_set_bytes(3) - g.working_set_bytes(1) == 4 * 2 * outputs
+
+
+def test_optimize_hands_the_graph_to_a_cost_source_that_times_per_graph(tmp_path):
+    from ios_ray.profile.cpu import CpuProfiler
+
+    class PerGraph(CpuProfiler):
+        seen = []
+
+        def for_graph(self, graph, batch_size):
+            self.seen.append((graph.name, batch_size))
+            return self
+
+    g = get_model("sample")
+    ios.optimize(g, 2, cost=PerGraph(), cost_table=str(tmp_path / "t"), final_check=False)
+    assert PerGraph.seen == [(g.name, 2)]
+
+
+def test_the_launch_taken_off_a_sample_keeps_one_graph_node():
+    from ios_ray.runtime.gpu.program import launch_less_node
+    launch, node = launch_less_node(0.005, 0.006)       # one-node graph 5 us, two-node 6 us
+    assert launch == pytest.approx(0.004) and node == pytest.approx(0.001)
+    assert launch_less_node(0.005, 0.004) == (0.005, 0.0)   # noise never makes a node cost less than nothing

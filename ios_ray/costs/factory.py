@@ -133,8 +133,10 @@ class GpuRecipe:
         device_id: the CUDA device within the worker's visible devices (Ray gives each actor one).
         engines: the engine book's location (default: the default cost table's); ``with_table`` puts it
             beside the cost table the rows go to, so every worker and the runtime use the same engines.
-        l2: ``"warm"`` (back-to-back replays) or ``"cold"`` (L2 flushed and inputs read before each timed
-            replay, launch overhead taken off; ``profile.gpu.L2_COLD``).
+        l2: ``"auto"`` (the default: as the graph being optimized runs, cold with a flush as large as its
+            working set: ``profile.gpu.l2_protocol``), ``"warm"`` (back-to-back replays) or ``"cold"`` (L2
+            flushed and inputs read before each timed replay; ``profile.gpu.L2_COLD``).
+        working_set: the graph's bytes an inference, for ``"auto"`` (``for_graph`` sets it; None: warm).
         workers_per_gpu: Ray actors sharing each GPU (each asks for ``1 / workers_per_gpu`` of one). They
             overlap their host work (building, lowering, capturing stages) and take turns on the device:
             device work runs under one lock per GPU (``runtime.gpu.lock``), so every timing is still alone.
@@ -145,16 +147,17 @@ class GpuRecipe:
     autotune: bool = False
     device_id: int = 0
     engines: Optional[str] = None
-    l2: str = "warm"
+    l2: str = "auto"
     workers_per_gpu: int = 1
     timing: str = "replays"
+    working_set: Optional[int] = None
 
     cached_by_default: ClassVar[bool] = True
     cpu_threads: ClassVar[Optional[int]] = None
 
     def __post_init__(self):
-        if self.l2 not in ("warm", "cold"):
-            raise ValueError(f"l2 must be 'warm' or 'cold', got {self.l2!r}")
+        if self.l2 not in ("auto", "warm", "cold"):
+            raise ValueError(f"l2 must be 'auto', 'warm' or 'cold', got {self.l2!r}")
         if self.timing not in ("replays", "repeats"):
             raise ValueError(f"timing must be 'replays' or 'repeats', got {self.timing!r}")
         if not isinstance(self.workers_per_gpu, int) or not 1 <= self.workers_per_gpu <= MAX_WORKERS_PER_GPU:
@@ -170,7 +173,12 @@ class GpuRecipe:
         profiler = GpuProfiler(device_id=self.device_id, tf32=self.tf32, autotune=self.autotune, engines=self.engines)
         profiler.l2 = self.l2
         profiler.timing = self.timing
+        profiler.working_set = self.working_set
         return profiler
+
+    def for_graph(self, graph, batch_size: int) -> "GpuRecipe":
+        """This recipe with ``graph``'s working set at ``batch_size`` (what ``"auto"`` decides by)."""
+        return replace(self, working_set=graph.working_set_bytes(batch_size))
 
     def with_table(self, table) -> "GpuRecipe":
         """This recipe with its engine book beside ``table`` (a ``CostTable``; None: unchanged)."""
@@ -188,7 +196,7 @@ class GpuRecipe:
         return None
 
     def __str__(self) -> str:
-        return ("gpu-tf32" if self.tf32 else "gpu") + ("-cold" if self.l2 == "cold" else "")
+        return ("gpu-tf32" if self.tf32 else "gpu") + ("" if self.l2 == "auto" else f"-{self.l2}")
 
 
 @dataclass(frozen=True)
@@ -250,6 +258,11 @@ class ObjectRecipe:
     def build(self) -> CostSource:
         return self.source
 
+    def for_graph(self, graph, batch_size: int) -> "ObjectRecipe":
+        """The object's own ``for_graph`` (a ``GpuProfiler`` sets its timing for the graph), when it has one."""
+        tune = getattr(self.source, "for_graph", None)
+        return self if tune is None else ObjectRecipe(tune(graph, batch_size))
+
     def resources(self, cpus_per_worker: float = 1.0) -> WorkerResources:
         return WorkerResources(num_cpus=float(cpus_per_worker))
 
@@ -282,8 +295,14 @@ class SourceKind:
 KINDS: Mapping[str, SourceKind] = MappingProxyType({k.name: k for k in (
     SourceKind("cpu", "measured on the numpy reference runtime with THREADS BLAS threads (default 1)", CpuRecipe,
                argument="threads"),
-    SourceKind("gpu", "measured on a CUDA GPU, strict FP32", GpuRecipe),
-    SourceKind("gpu-tf32", "measured on a CUDA GPU, TF32 convolutions", GpuRecipe, (("tf32", True),)),
+    SourceKind("gpu", "measured on a CUDA GPU, strict FP32, stages timed as the graph runs them (L2 flushed by "
+               "its working set)", GpuRecipe),
+    SourceKind("gpu-tf32", "measured on a CUDA GPU, TF32 convolutions, timed as the graph runs them", GpuRecipe,
+               (("tf32", True),)),
+    SourceKind("gpu-warm", "measured on a CUDA GPU, strict FP32, warm back-to-back replays", GpuRecipe,
+               (("l2", "warm"),)),
+    SourceKind("gpu-tf32-warm", "measured on a CUDA GPU, TF32, warm back-to-back replays", GpuRecipe,
+               (("tf32", True), ("l2", "warm"))),
     SourceKind("gpu-cold", "measured on a CUDA GPU, strict FP32, L2 flushed before each timed replay", GpuRecipe,
                (("l2", "cold"),)),
     SourceKind("gpu-tf32-cold", "measured on a CUDA GPU, TF32, L2 flushed before each timed replay", GpuRecipe,

@@ -140,6 +140,14 @@ class Graph:
     def flops(self) -> float:
         return sum(n.flops() for n in self.nodes()[1:])
 
+    def working_set_bytes(self, batch_size: int = 1, dtype_bytes: int = 4) -> int:
+        """Bytes one inference touches: every parameter once, and every node's output at ``batch_size``
+        (the input included). Against the GPU's L2 it says whether a stage's weights are still cached
+        when the next inference reaches it (``profile.gpu``: how stages are timed)."""
+        params = sum(n.param_count() for n in self.nodes())
+        outputs = sum(int(np.prod(n.output_shape)) for n in self.nodes())
+        return int((params + batch_size * outputs) * dtype_bytes)
+
     def num_operators(self) -> int:
         return sum(len(b.nodes) for b in self.blocks)
 

@@ -7,11 +7,11 @@ Data flow::
                                  random weights on the device, the stage's groups on separate streams
       --capture as one CUDA graph (run eagerly first only when it has a new cuDNN plan)-->
       --under the GPU's lock (``runtime.gpu.lock``: other profiling processes on this GPU wait)-->
-                                 timed warm (``L2_WARM``, the default: single replays back to back, each
-                                 between two events, until their median is stable; ``TIMING_REPEATS``: the
-                                 original's repeats of ``number`` replays) or cold (``L2_COLD``: before each
-                                 replay the L2 is flushed and the stage's inputs read, as inside the whole
-                                 graph; a repeat is the median of ``number`` such replays)
+                                 timed warm (``L2_WARM``: single replays back to back, each between two
+                                 events, until their median is stable; ``TIMING_REPEATS``: the original's
+                                 repeats of ``number`` replays) or cold (``L2_COLD``: before each replay the
+                                 L2 is flushed and the stage's inputs read, as inside a graph too big for
+                                 the L2), or as the graph being optimized needs (``L2_AUTO``, ``for_graph``)
       --> Measurement(median over samples, spread = max - min); the stage's graph, buffers and weights
           are freed before the next stage, so profiling thousands of stages does not grow memory.
 
@@ -35,21 +35,40 @@ from .base import StageProfiler, timing_copy
 
 InputShape = Tuple[int, int, int, int]
 
-# How a stage's replays are timed. Warm replays of one small stage keep its weights in L2, which the whole
-# graph never does: strict-fp32 Inception-v3 (b1) ran 31 % slower than its warm stages added up (H200).
-# Cold timing brought that to 6 %, but SqueezeNet's error from 7 % to 15 % (its tiny stages lose too much
-# with the launch overhead taken off) at 2.7x the profiling time (README, "Faithful costs"): warm stays
-# the default, cold is there to choose (``GpuRecipe(l2="cold")``, ``gpu-cold``).
+# How a stage's replays are timed. Warm replays of one small stage keep its weights in L2 from its own
+# replays; inside the whole graph the rest of the graph's traffic evicts them before the next inference
+# reaches the stage again. On one H200 (``benchmarks/cost_protocols.py``, README "Faithful costs"), warm
+# stage sums missed strict-fp32 Inception-v3's whole Sequential graph by -20 % and the DP's schedule by -21 %,
+# cold ones by -2 % and -3 %; RandWire's and NASNet's Sequential and Greedy sums came within 2 % cold in both
+# math modes. SqueezeNet's working set (54 MiB) is below the L2 (60 MiB): a flush of its own working set
+# predicted its sums within 4 %, a full one 3-10 % low. So ``L2_AUTO`` (``GpuRecipe``'s default) times every
+# graph cold, flushing as much as one inference of the graph touches (``l2_protocol``).
 L2_COLD = "cold"
 L2_WARM = "warm"
-L2_SETTINGS = {L2_COLD: "L2 flushed and inputs read before each timed replay, launch overhead taken off",
+L2_AUTO = "auto"
+L2_SETTINGS = {L2_COLD: "L2 flushed and inputs read before each timed replay, launch less one graph node "
+                        "taken off",
                L2_WARM: "warm back-to-back replays"}
+FLUSH_STEP = 8 << 20   # a working-set flush is rounded up to this, so graphs of about one size share rows
+
+
+def l2_protocol(working_set: Optional[int], l2_bytes: int) -> Tuple[str, Optional[int]]:
+    """How to time the stages of a graph that touches ``working_set`` bytes an inference on an L2 of
+    ``l2_bytes``: ``(L2_COLD, flush bytes)``, flushing the working set (rounded up to ``FLUSH_STEP``) or,
+    from twice the L2 up, everything (None: ``ColdL2``'s default); ``(L2_WARM, None)`` when the working set
+    is unknown (a profiler used without ``for_graph``)."""
+    if working_set is None:
+        return L2_WARM, None
+    if working_set >= 2 * l2_bytes:
+        return L2_COLD, None
+    return L2_COLD, -(-int(working_set) // FLUSH_STEP) * FLUSH_STEP
+
 
 # What a warm sample is. Single replays (the default) stop after 8 replays of a steady stage; repeats of
 # ``number`` replays (the original IOS's protocol) after at least 20 at its defaults. On 3,000 NASNet
 # stages the two agree in sum within 1.4-3.2 %, not stage by stage (a repeat's mean is multi-modal on
 # multi-stream stages), and predict Inception-v3's whole graph alike (README, "Fast profiling"). Cold
-# timing always takes repeats.
+# timing always takes single replays (each is flushed and timed on its own).
 TIMING_REPLAYS = "replays"
 TIMING_REPEATS = "repeats"
 TIMING_SETTINGS = {TIMING_REPLAYS: "single replays until their median is stable",
@@ -130,9 +149,12 @@ class GpuProfiler(StageProfiler):
         self._info: Optional[DeviceInfo] = None
         self._weights = WeightCache(seed, lock=self.lock)
         self.eager_runs = 0   # stages run eagerly before their capture (a new cuDNN plan in them)
-        self.l2 = L2_WARM   # how stages are timed (L2_WARM or L2_COLD); part of the software fingerprint
+        self.l2 = L2_WARM   # how stages are timed (L2_WARM, L2_COLD or L2_AUTO); the one used is in the fingerprint
+        self.flush_bytes: Optional[int] = None   # cold: bytes overwritten before each replay (None: 2 x L2)
+        self.working_set: Optional[int] = None   # L2_AUTO: the graph's bytes an inference (``for_graph``)
         self.timing = TIMING_REPLAYS   # a warm sample (TIMING_REPLAYS or TIMING_REPEATS); likewise
         self._cold = None
+        self._l2_bytes: Optional[int] = None
 
     def measure(self, specs, batch_size: int, settings: MeasureSettings) -> List[Measurement]:
         """As ``StageProfiler.measure``; the engines chosen meanwhile go to the engine book."""
@@ -145,10 +167,31 @@ class GpuProfiler(StageProfiler):
         if self._info is None:
             self._info = gpu_device_info(self.ctx.device_id, self.ctx.tf32, self.autotune)
         from ..runtime.gpu.lock import NO_LOCK
-        timing = TIMING_SETTINGS[self.timing if self.l2 == L2_WARM else TIMING_REPEATS]
+        protocol, flush = self._protocol()
+        timing = TIMING_SETTINGS[self.timing if protocol == L2_WARM else TIMING_REPLAYS]
         unlocked = " / GPU lock off" if self.lock is NO_LOCK else ""
-        return dataclasses.replace(self._info, settings=f"{self._info.settings} / {timing} / "
-                                                        f"{L2_SETTINGS[self.l2]}{unlocked}")
+        l2 = L2_SETTINGS[protocol]
+        if protocol == L2_COLD and flush is not None:
+            l2 += f" ({flush >> 20} MiB flushed)"
+        return dataclasses.replace(self._info, settings=f"{self._info.settings} / {timing} / {l2}{unlocked}")
+
+    def protocol(self) -> str:
+        """The timing protocol in use: ``l2``, or for ``L2_AUTO`` ``l2_protocol`` of the graph's working set."""
+        return self._protocol()[0]
+
+    def _protocol(self) -> Tuple[str, Optional[int]]:
+        """(protocol, bytes flushed before a cold replay; None: twice the L2)."""
+        if self.l2 not in (L2_WARM, L2_COLD, L2_AUTO):
+            raise ValueError(f"l2 must be {L2_WARM!r}, {L2_COLD!r} or {L2_AUTO!r}, got {self.l2!r}")
+        if self.l2 == L2_AUTO:
+            return l2_protocol(self.working_set, self.l2_bytes())
+        return self.l2, self.flush_bytes
+
+    def for_graph(self, graph: Graph, batch_size: int) -> "GpuProfiler":
+        """This profiler, set to time stages the way ``graph`` at ``batch_size`` runs them (its working set
+        picks the protocol under ``L2_AUTO``); ``optimize`` calls it before profiling."""
+        self.working_set = graph.working_set_bytes(batch_size)
+        return self
 
     @property
     def dtype(self) -> str:
@@ -181,7 +224,7 @@ class GpuProfiler(StageProfiler):
                     program.run_eager()
                     self.eager_runs += 1
                     graph = program.capture(upload=False)
-                if self.l2 == L2_COLD:
+                if self.protocol() == L2_COLD:
                     touch = [program.output(e) for e in exts]
                     return self._cold_timer().time_until_stable(graph, touch, settings.warmup, settings.number,
                                                                 settings.repeat)
@@ -209,15 +252,20 @@ class GpuProfiler(StageProfiler):
 
     def _cold_timer(self):
         """The cold-L2 timer of this device (built once: its scratch buffer and its overhead calibration)."""
-        if self._cold is None:
-            import cupy
-
-            from ..runtime.gpu.program import ColdL2
+        from ..runtime.gpu.program import ColdL2
+        flush = self._protocol()[1]
+        if self._cold is None or self._cold.flush_bytes != ColdL2.flush_size(self.l2_bytes(), flush):
             with self.ctx.device:
-                l2 = cupy.cuda.runtime.getDeviceProperties(self.ctx.device_id)["l2CacheSize"]
                 with self.lock:   # it calibrates its overhead by timing
-                    self._cold = ColdL2(self.ctx.main_stream, l2)
+                    self._cold = ColdL2(self.ctx.main_stream, self.l2_bytes(), flush)
         return self._cold
+
+    def l2_bytes(self) -> int:
+        """The device's L2 cache size in bytes."""
+        if self._l2_bytes is None:
+            import cupy
+            self._l2_bytes = int(cupy.cuda.runtime.getDeviceProperties(self.ctx.device_id)["l2CacheSize"])
+        return self._l2_bytes
 
     def measure_graph(self, graph: Graph, batch_size: int, settings: MeasureSettings) -> List[float]:
         """Per-repeat latencies (ms) of the whole scheduled ``graph`` captured as one CUDA graph on this

@@ -70,6 +70,20 @@ def aligned(offset: int, storage_channels: int, hw: int, batch_size: int) -> boo
     return batch_size == 1 or (storage_channels * hw) % ALIGN_FLOATS == 0
 
 
+def cudnn_reads_in_place(offset: int, channels: int, storage_channels: int, hw: int, batch_size: int,
+                         strided: bool = False) -> bool:
+    """Whether cuDNN may read a channel slice in place: 16-byte aligned, and with more than one image only the
+    whole storage unless ``strided`` reads are allowed. A part of a storage is strided by the storage's batch
+    stride there, and the stages the DP measures read a merged conv's parts as the unmerged convs' own packed
+    outputs. On one H200 at batch 16 (Inception-v3, ``benchmarks/gpu_latency.py``, one run each), a packed
+    copy (our kernel) first took strict fp32's IOS-Merge from 10.184 to 9.286 ms (predicted 9.1) and
+    IOS-Both from 8.161 to 7.911 ms, but TF32's IOS-Merge from 3.907 to 4.022 ms: the GPU runtime allows
+    strided reads with TF32 (``Program``)."""
+    if not aligned(offset, storage_channels, hw, batch_size):
+        return False
+    return batch_size == 1 or strided or channels == storage_channels
+
+
 def _placements(order: Sequence[Node], fed: FrozenSet[int]) -> Dict[int, Tuple[Node, int]]:
     """producer id -> (the Identity node it is placed in, channel offset in that Identity's output)."""
     parent: Dict[int, Tuple[Node, int]] = {}
@@ -81,14 +95,32 @@ def _placements(order: Sequence[Node], fed: FrozenSet[int]) -> Dict[int, Tuple[N
             for v in term:
                 counts[id(v.node)] = counts.get(id(v.node), 0) + 1
         offset = 0
-        for term in node.inputs:
-            v = term[0]
-            whole = v.begin == 0 and v.end == v.node.output_shape[0]
-            if (len(term) == 1 and whole and id(v.node) not in fed and id(v.node) not in parent
-                    and counts[id(v.node)] == 1 and v.node is not node):
+        terms = node.inputs
+        i = 0
+        while i < len(terms):
+            v = terms[i][0]
+            span = _tiling(terms, i)   # terms i.. that are v.node's output in order, whole (a merged conv's parts)
+            if (span and id(v.node) not in fed and id(v.node) not in parent and counts[id(v.node)] == span
+                    and v.node is not node):
                 parent[id(v.node)] = (node, offset)
-            offset += v.length
+            step = max(span, 1)
+            offset += sum(t[0].length for t in terms[i:i + step])
+            i += step
     return parent
+
+
+def _tiling(terms, i: int) -> int:
+    """How many terms from ``i`` on are single values that lay one producer's whole output back to back in
+    its channel order (1 for a whole output; k for a merged conv whose k parts are concatenated in order, so
+    that it writes the concat at no cost, as its unmerged convs did), or 0."""
+    v = terms[i][0]
+    end, j = 0, i
+    while j < len(terms) and len(terms[j]) == 1 and terms[j][0].node is v.node and terms[j][0].begin == end:
+        end = terms[j][0].end
+        j += 1
+        if end == v.node.output_shape[0]:
+            return j - i
+    return 0
 
 
 def plan_buffers(order: Sequence[Node], external: Sequence[Node], batch_size: int,

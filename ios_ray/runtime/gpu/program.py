@@ -30,7 +30,7 @@ from .conv import ACTIVATIONS as CUDNN_ACTIVATIONS
 from .conv import ConvKey
 from .errors import GpuRuntimeError
 from .kernels import batch_stride
-from .plan import BufferPlan, Loc, aligned, input_slice, plan_buffers, term_locs
+from .plan import BufferPlan, Loc, cudnn_reads_in_place, input_slice, plan_buffers, term_locs
 
 # (node, parameter name, shape) -> device float32 array
 WeightSource = Callable[[Node, str, tuple], object]
@@ -172,7 +172,7 @@ class Program:
 
     def _cudnn_ready(self, loc: Loc) -> bool:
         c_total, h, w = self._storage_shapes[loc.storage]
-        return aligned(loc.offset, c_total, h * w, self.batch_size)
+        return cudnn_reads_in_place(loc.offset, loc.channels, c_total, h * w, self.batch_size, strided=self.ctx.tf32)
 
     # ----- lowering ---------------------------------------------------------------------------------
     def _gather(self, node: Node, act: str, steps: List[Step], for_cudnn: bool):
@@ -429,42 +429,79 @@ def time_graph(graph, stream, warmup: int, number: int, repeat: int) -> List[flo
 
 MIN_REPEATS = 3          # adaptive timing never stops before this many repeats
 STABLE_FRACTION = 0.01   # ... and stops once one more repeat moves the median by less than this
+MIN_SAMPLES = 5      # single-replay timing never stops before this many samples
+FIRST_BLOCK = 3      # replays timed before the first look at the median, then ``BLOCK`` more per look
+BLOCK = 2
 
 
-MIN_COLD_MS = 1e-3   # 1 us: the least a cold sample is taken to cost once the overhead is off
+MIN_STAGE_MS = 1e-3   # 1 us: the least a sample is taken to cost once the launch is off
+
+
+def _tiny_graphs(stream):
+    """Two captured graphs on ``stream``: one tiny node, and two dependent ones; and what they use."""
+    import cupy
+    tiny = cupy.zeros(1, dtype=cupy.float32)
+    graphs = []
+    for nodes in (1, 2):
+        stream.begin_capture()
+        try:
+            with stream:
+                for _ in range(nodes):
+                    tiny += 1.0
+        finally:
+            graphs.append(stream.end_capture())
+        graphs[-1].upload(stream)
+    return tiny, graphs
+
+
+def launch_less_node(t1_ms: float, t2_ms: float) -> Tuple[float, float]:
+    """``(launch_ms, node_ms)`` from a protocol's timings of a one-node (T1) and a two-node (T2) graph.
+
+    A timed replay holds a graph launch (and, cold, its own pair of events); inside a whole schedule a stage
+    pays instead one dependency on the stage before it. ``node_ms = T2 - T1`` is what one more dependent node
+    costs in a graph, ``launch_ms = T1 - node_ms`` what the launch adds beyond it: taken off every sample,
+    it leaves the stage plus one in-graph dependency, as the stage runs inside the schedule."""
+    node = max(t2_ms - t1_ms, 0.0)
+    return max(t1_ms - node, 0.0), node
 
 
 class ColdL2:
     """Replays of one graph timed the way it runs inside a whole schedule, not warm from its own replays.
 
-    Before each timed replay the L2 cache is flushed (``scratch``, twice the L2's size, is overwritten:
-    the weights and whatever earlier replays left are gone, as the rest of the graph evicts them) and the
-    stage's inputs are read once (``touch``: the stages before it just wrote them, so they sit in L2).
-    Each replay is timed by its own pair of events; ``overhead_ms``, the same protocol timed around a
-    graph of one tiny node, is what that pair and the graph launch add, and is taken off every sample.
+    Before each timed replay ``flush_bytes`` of scratch memory are overwritten (the default, twice the L2's
+    size, evicts everything: the weights and whatever earlier replays left are gone, as the rest of a big
+    graph evicts them; less evicts as much as a smaller graph's other traffic does) and the stage's inputs
+    are read once (``touch``: the stages before it just wrote them, so they sit in L2).
+
+    Each replay is timed by its own pair of events; ``launch_ms`` (``launch_less_node``, calibrated with this
+    protocol) is taken off every sample. Taking off a whole one-node graph instead (before) also took off
+    that node's dependency and run, ~2 us a stage, which made SqueezeNet's tiny stages 15-20 % too cheap.
     """
 
-    def __init__(self, stream, l2_bytes: int):
+    def __init__(self, stream, l2_bytes: int, flush_bytes: Optional[int] = None):
         import cupy
         self.stream = stream
-        self.scratch = cupy.empty(max(2 * int(l2_bytes), 16 << 20), dtype=cupy.uint8)
+        self.l2_bytes = int(l2_bytes)
+        self.flush_bytes = self.flush_size(l2_bytes, flush_bytes)
+        self.scratch = cupy.empty(self.flush_bytes, dtype=cupy.uint8)
         self._sink = cupy.zeros((), dtype=cupy.float32)
         self._tick = 0
-        self.overhead_ms = 0.0
-        tiny = cupy.zeros(1, dtype=cupy.float32)
-        stream.begin_capture()
-        try:
-            with stream:
-                tiny.fill(1.0)
-        finally:
-            empty = stream.end_capture()
-        empty.upload(stream)
-        self.overhead_ms = float(np.median(self.samples(empty, (), 40)))
-        self._keep = (tiny, empty)
+        self.launch_ms = 0.0
+        self.stable_fraction = STABLE_FRACTION   # when ``time_until_stable`` stops (see there)
+        self.max_samples: Optional[int] = None   # a cap below ``number * max_repeat``, if any
+        tiny, graphs = _tiny_graphs(stream)
+        t1, t2 = (float(np.median(self.samples(g, (), 60))) for g in graphs)
+        self.launch_ms, self.node_ms = launch_less_node(t1, t2)
+        self._keep = (tiny, graphs)
+
+    @staticmethod
+    def flush_size(l2_bytes: int, flush_bytes: Optional[int] = None) -> int:
+        """The scratch size: ``flush_bytes``, by default twice the L2's size; at least 1 MiB."""
+        return max(int(flush_bytes if flush_bytes is not None else 2 * int(l2_bytes)), 1 << 20)
 
     def samples(self, graph, touch: Sequence, count: int) -> List[float]:
         """``count`` single replays of ``graph``, each after a flush and a read of ``touch``, in ms less
-        ``overhead_ms`` (never below ``MIN_COLD_MS``: a stage always costs something)."""
+        ``launch_ms`` (never below ``MIN_STAGE_MS``: a stage always costs something)."""
         import cupy
         events = [(cupy.cuda.Event(), cupy.cuda.Event()) for _ in range(count)]
         with self.stream:
@@ -477,20 +514,26 @@ class ColdL2:
                 graph.launch(self.stream)
                 end.record(self.stream)
         events[-1][1].synchronize()
-        return [max(cupy.cuda.get_elapsed_time(a, b) - self.overhead_ms, MIN_COLD_MS) for a, b in events]
+        return [max(cupy.cuda.get_elapsed_time(a, b) - self.launch_ms, MIN_STAGE_MS) for a, b in events]
 
     def time_until_stable(self, graph, touch: Sequence, warmup: int, number: int, max_repeat: int) -> List[float]:
-        """As ``time_graph_until_stable``: a repeat is the median of ``number`` cold replays."""
+        """Single cold replays, as ``time_replays_until_stable`` takes warm ones: ``warmup`` untimed, then
+        blocks until there are ``MIN_SAMPLES`` and the last block moved their median by less than
+        ``STABLE_FRACTION``, or ``number * max_repeat`` samples. Every sample is its own flushed replay
+        between its own events, so a median of single samples needs no repeats of ``number``."""
         if warmup < 0 or number < 1 or max_repeat < 1:
             raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
         if warmup:
             self.samples(graph, touch, warmup)
+        cap = number * max_repeat if self.max_samples is None else min(number * max_repeat, self.max_samples)
+        floor = min(MIN_SAMPLES, cap)
         out: List[float] = []
         median = None
-        while len(out) < max_repeat:
-            out.append(float(np.median(self.samples(graph, touch, number))))
+        while len(out) < cap:
+            out.extend(self.samples(graph, touch, min(cap - len(out), BLOCK if out else FIRST_BLOCK)))
             previous, median = median, float(np.median(out))
-            if len(out) >= MIN_REPEATS and previous is not None and abs(median - previous) <= STABLE_FRACTION * previous:
+            if (len(out) >= floor and previous is not None
+                    and abs(median - previous) <= self.stable_fraction * previous):
                 break
         return out
 
@@ -514,10 +557,6 @@ def time_graph_until_stable(graph, stream, warmup: int, number: int, max_repeat:
             break
     return out
 
-
-MIN_SAMPLES = 5      # single-replay timing never stops before this many samples
-FIRST_BLOCK = 3      # replays timed before the first look at the median, then ``BLOCK`` more per look
-BLOCK = 2
 
 
 def time_replays_until_stable(graph, stream, warmup: int, number: int, max_repeat: int) -> List[float]:
