@@ -435,6 +435,11 @@ BLOCK = 2
 
 
 MIN_STAGE_MS = 1e-3   # 1 us: the least a sample is taken to cost once the launch is off
+# A cold median is of at least this many samples, as a warm one. At least 9 made NASNet's stages 25 % dearer
+# to time (4.15 against 3.31 ms a stage in one process on the H200, ``benchmarks/cold_samples.py``), moved
+# their sum by 0.8 % and their 10th-90th percentile stage by -4.5 % to +5.6 %, and left SqueezeNet's
+# predictions as far off (-6 to -8 % against -2 to -7 % at 5, one run each).
+COLD_MIN_SAMPLES = MIN_SAMPLES
 
 
 def _tiny_graphs(stream):
@@ -484,10 +489,12 @@ class ColdL2:
         self.l2_bytes = int(l2_bytes)
         self.flush_bytes = self.flush_size(l2_bytes, flush_bytes)
         self.scratch = cupy.empty(self.flush_bytes, dtype=cupy.uint8)
-        self._sink = cupy.zeros((), dtype=cupy.float32)
+        self._sink = None      # what the reads of a stage's inputs copy into (grown on demand)
+        self._events: List[tuple] = []
         self._tick = 0
         self.launch_ms = 0.0
         self.stable_fraction = STABLE_FRACTION   # when ``time_until_stable`` stops (see there)
+        self.min_samples = COLD_MIN_SAMPLES
         self.max_samples: Optional[int] = None   # a cap below ``number * max_repeat``, if any
         tiny, graphs = _tiny_graphs(stream)
         t1, t2 = (float(np.median(self.samples(g, (), 60))) for g in graphs)
@@ -501,32 +508,51 @@ class ColdL2:
 
     def samples(self, graph, touch: Sequence, count: int) -> List[float]:
         """``count`` single replays of ``graph``, each after a flush and a read of ``touch``, in ms less
-        ``launch_ms`` (never below ``MIN_STAGE_MS``: a stage always costs something)."""
+        ``launch_ms`` (never below ``MIN_STAGE_MS``: a stage always costs something).
+
+        The flush is one ``cudaMemsetAsync`` and each read one device-to-device copy into ``sink`` (raw
+        runtime calls, a few microseconds of host time each, and events reused): with CuPy's ``fill`` and
+        a reduction per input, a NASNet stage's cold timing cost 6.9 ms against 4.0 ms warm, in one process
+        on the H200 (``benchmarks/cold_samples.py``), nearly all of it host time under the GPU's lock."""
         import cupy
-        events = [(cupy.cuda.Event(), cupy.cuda.Event()) for _ in range(count)]
-        with self.stream:
-            for start, end in events:
-                self._tick ^= 1
-                self.scratch.fill(self._tick)
-                for arr in touch:
-                    arr.sum(out=self._sink)
-                start.record(self.stream)
-                graph.launch(self.stream)
-                end.record(self.stream)
+        rt = cupy.cuda.runtime
+        reads = [self._readable(a) for a in touch]
+        need = max((a.nbytes for a in reads), default=0)
+        if self._sink is None or self._sink.nbytes < need:
+            self._sink = cupy.empty(max(need, 1 << 10), dtype=cupy.uint8)
+        while len(self._events) < count:
+            self._events.append((cupy.cuda.Event(), cupy.cuda.Event()))
+        events = self._events[:count]
+        stream = self.stream.ptr
+        for start, end in events:
+            self._tick ^= 1
+            rt.memsetAsync(self.scratch.data.ptr, self._tick, self.flush_bytes, stream)
+            for arr in reads:
+                rt.memcpyAsync(self._sink.data.ptr, arr.data.ptr, arr.nbytes, rt.memcpyDeviceToDevice, stream)
+            start.record(self.stream)
+            graph.launch(self.stream)
+            end.record(self.stream)
         events[-1][1].synchronize()
         return [max(cupy.cuda.get_elapsed_time(a, b) - self.launch_ms, MIN_STAGE_MS) for a, b in events]
 
+    @staticmethod
+    def _readable(arr):
+        """``arr``, or the contiguous storage it is a view of (a channel slice), for one copy to read it."""
+        while not arr.flags.c_contiguous and arr.base is not None:
+            arr = arr.base
+        return arr
+
     def time_until_stable(self, graph, touch: Sequence, warmup: int, number: int, max_repeat: int) -> List[float]:
         """Single cold replays, as ``time_replays_until_stable`` takes warm ones: ``warmup`` untimed, then
-        blocks until there are ``MIN_SAMPLES`` and the last block moved their median by less than
-        ``STABLE_FRACTION``, or ``number * max_repeat`` samples. Every sample is its own flushed replay
+        blocks until there are ``min_samples`` (``COLD_MIN_SAMPLES``) and the last block moved their median
+        by less than ``stable_fraction``, or ``number * max_repeat`` samples (at most ``max_samples``). Every sample is its own flushed replay
         between its own events, so a median of single samples needs no repeats of ``number``."""
         if warmup < 0 or number < 1 or max_repeat < 1:
             raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
         if warmup:
             self.samples(graph, touch, warmup)
         cap = number * max_repeat if self.max_samples is None else min(number * max_repeat, self.max_samples)
-        floor = min(MIN_SAMPLES, cap)
+        floor = min(self.min_samples, cap)
         out: List[float] = []
         median = None
         while len(out) < cap:
