@@ -168,7 +168,8 @@ def main(argv=None) -> int:
            "device": info.__dict__, "python": platform.python_version(), "cupy": cupy.__version__,
            "timing": {"warmup": args.warmup, "number": args.number, "repeat": args.repeat,
                       "statistic": "median over repeats of (elapsed / number), CUDA events"},
-           "pruning": pruning, "workers": args.workers, "l2": args.l2, "optimize_available": optimize is not None, "results": [], "skipped": []}
+           "pruning": pruning, "workers": args.workers, "l2": args.l2, "optimize_available": optimize is not None,
+           "results": [], "skipped": []}
     try:
         import torch
         doc["torch"] = torch.__version__

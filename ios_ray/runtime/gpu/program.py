@@ -480,7 +480,8 @@ class ColdL2:
 
     Each replay is timed by its own pair of events; ``launch_ms`` (``launch_less_node``, calibrated with this
     protocol) is taken off every sample. Taking off a whole one-node graph instead (before) also took off
-    that node's dependency and run, ~2 us a stage, which made SqueezeNet's tiny stages 15-20 % too cheap.
+    that node's dependency and run, which put Sequential and Greedy stage sums 17-27 % under SqueezeNet's
+    whole graphs (``benchmarks/cost_protocols.py``, ``error_t1``).
     """
 
     def __init__(self, stream, l2_bytes: int, flush_bytes: Optional[int] = None):
@@ -512,8 +513,9 @@ class ColdL2:
 
         The flush is one ``cudaMemsetAsync`` and each read one device-to-device copy into ``sink`` (raw
         runtime calls, a few microseconds of host time each, and events reused): with CuPy's ``fill`` and
-        a reduction per input, a NASNet stage's cold timing cost 6.9 ms against 4.0 ms warm, in one process
-        on the H200 (``benchmarks/cold_samples.py``), nearly all of it host time under the GPU's lock."""
+        a reduction per input, NASNet's stages took 6.87 ms each to time cold against 4.04 ms warm in one
+        process on the H200, with these calls 3.31 against 3.27 ms in a later one
+        (``benchmarks/cold_samples.py``)."""
         import cupy
         rt = cupy.cuda.runtime
         reads = [self._readable(a) for a in touch]
@@ -545,8 +547,9 @@ class ColdL2:
     def time_until_stable(self, graph, touch: Sequence, warmup: int, number: int, max_repeat: int) -> List[float]:
         """Single cold replays, as ``time_replays_until_stable`` takes warm ones: ``warmup`` untimed, then
         blocks until there are ``min_samples`` (``COLD_MIN_SAMPLES``) and the last block moved their median
-        by less than ``stable_fraction``, or ``number * max_repeat`` samples (at most ``max_samples``). Every sample is its own flushed replay
-        between its own events, so a median of single samples needs no repeats of ``number``."""
+        by less than ``stable_fraction``, or ``number * max_repeat`` samples (at most ``max_samples``).
+        Every sample is its own flushed replay between its own events, so a median of single samples
+        needs no repeats of ``number``."""
         if warmup < 0 or number < 1 or max_repeat < 1:
             raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
         if warmup:
