@@ -145,6 +145,10 @@ def main(argv=None) -> int:
     p.add_argument("--l2", default="auto", choices=("auto", "warm", "cold"),
                    help="how stages (and the floor's operators) are timed: as each graph runs them (auto), or "
                         "all warm or all cold (GpuRecipe.l2)")
+    p.add_argument("--compile-conv-backends", default=None, metavar="LIST",
+                   help="inductor's max_autotune_conv_backends for the torch.compile column (default: inductor's, "
+                        "ATEN,TRITON; ATEN keeps cuDNN's convolutions and skips autotuning Triton conv templates, "
+                        "~30 s per conv signature)")
     p.add_argument("--no-checked", action="store_true",
                    help="skip the 'IOS-Both checked' row (IOS-Both again with optimize's final check)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_latency.json"))
@@ -174,6 +178,10 @@ def main(argv=None) -> int:
         import torch
         doc["torch"] = torch.__version__
         doc["torch_cudnn"] = torch.backends.cudnn.version()
+        if args.compile_conv_backends:
+            import torch._inductor.config as inductor_config
+            inductor_config.max_autotune_conv_backends = args.compile_conv_backends
+        doc["compile_conv_backends"] = args.compile_conv_backends or "inductor's default"
     except ImportError:
         args.no_torch = True
 
