@@ -39,20 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ios_ray.costs.measurement import MeasureSettings  # noqa: E402
 from ios_ray.models import get_model  # noqa: E402
-from ios_ray.optimizer import _baselines  # noqa: E402
-from ios_ray.space.stage import stage_spec  # noqa: E402
+from ios_ray.optimizer import _baselines, stage_specs  # noqa: E402
 from outputs import copy_to_out  # noqa: E402
 
 MIB = 1 << 20
-
-
-def stage_specs(graph, block_stages):
-    """Each stage's spec, in run order."""
-    out = []
-    for block, stages in zip(graph.blocks, block_stages):
-        by_name = {n.name: n for n in block.nodes}
-        out.extend(stage_spec([[by_name[n] for n in g] for g in stage.groups], stage.strategy) for stage in stages)
-    return out
 
 
 def protocols(ws: int, l2: int):
@@ -112,14 +102,11 @@ def main(argv=None) -> int:
             whole = {}
             for name, (cg, _) in cands.items():
                 whole[name] = float(np.median(profiler.measure_graph(cg, batch, whole_settings)))
+            per_schedule = {name: stage_specs(g, stages) for name, (_, stages) in cands.items()}
+            specs = {s.key: s for ss in per_schedule.values() for s in ss}
             for label, mode, flush in protocols(ws, l2):
                 profiler.l2, profiler.flush_bytes = mode, flush
                 t0 = time.perf_counter()
-                specs = {}
-                per_schedule = {name: stage_specs(g, stages) for name, (_, stages) in cands.items()}
-                for ss in per_schedule.values():
-                    for s in ss:
-                        specs.setdefault(s.key, s)
                 got = {m.key: m for m in profiler.measure(list(specs.values()), batch, stage_settings)}
                 bad = [k for k, m in got.items() if m.error.value]
                 cold = profiler._cold if mode == "cold" else None   # noqa: SLF001 -- its calibration

@@ -39,7 +39,7 @@ from .dp.lazy import LazyOptions, LazyReport, OpSumBound
 from .dp.solve import Solution, runner_up
 from .profile.stages import LocalPool, ProfileOptions, ProfileReport, profile_stages
 from .space.options import SpaceOptions
-from .space.stage import stage_spec
+from .space.stage import StageSpec, stage_spec
 
 # Lazy profiling on a GPU: per round, each unsolved part also sends its unknown stages nearest its optimum,
 # this many per 1,000 of its transitions (LazyOptions.fill; replays in benchmarks/lazy_fill.py).
@@ -467,14 +467,18 @@ def _baselines(graph: Graph, compute_weight: bool, opt_type: str) -> Candidates:
             "Greedy": (greedy, [list(b.stages) for b in greedy.blocks])}
 
 
-def _stage_keys(graph: Graph, block_stages: Sequence[Sequence[Stage]]) -> List[str]:
-    """Each stage's key in run order."""
-    out: List[str] = []
+def stage_specs(graph: Graph, block_stages: Sequence[Sequence[Stage]]) -> List[StageSpec]:
+    """Each stage's spec (what the profiler measures, and its key) in run order."""
+    out: List[StageSpec] = []
     for block, stages in zip(graph.blocks, block_stages):
         by_name = {n.name: n for n in block.nodes}
-        out.extend(stage_spec([[by_name[n] for n in g] for g in stage.groups], stage.strategy).key
-                   for stage in stages)
+        out.extend(stage_spec([[by_name[n] for n in g] for g in stage.groups], stage.strategy) for stage in stages)
     return out
+
+
+def _stage_keys(graph: Graph, block_stages: Sequence[Sequence[Stage]]) -> List[str]:
+    """Each stage's key in run order."""
+    return [spec.key for spec in stage_specs(graph, block_stages)]
 
 
 def _stage_costs(graph: Graph, block_stages: Sequence[Sequence[Stage]],

@@ -382,3 +382,19 @@ def test_the_launch_taken_off_a_sample_keeps_one_graph_node():
     launch, node = launch_less_node(0.005, 0.006)       # one-node graph 5 us, two-node 6 us
     assert launch == pytest.approx(0.004) and node == pytest.approx(0.001)
     assert launch_less_node(0.005, 0.004) == (0.005, 0.0)   # noise never makes a node cost less than nothing
+
+
+def test_timing_takes_samples_in_blocks_until_their_median_is_stable():
+    from ios_ray.runtime.gpu.program import BLOCK, FIRST_BLOCK, samples_until_stable
+    calls = []
+
+    def steady(size, first):
+        calls.append((size, first))
+        return [1.0] * size
+    out = samples_until_stable(steady, cap=36, least=5, fraction=0.01)
+    assert len(out) == FIRST_BLOCK + BLOCK and calls == [(FIRST_BLOCK, True), (BLOCK, False)]
+    values = iter(range(1, 100))                    # a median that keeps moving: stops at the cap
+    out = samples_until_stable(lambda size, first: [next(values) for _ in range(size)], cap=11, least=5,
+                               fraction=0.01)
+    assert len(out) == 11
+    assert len(samples_until_stable(steady, cap=2, least=5, fraction=0.01)) == 2   # never more than the cap

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Mapping, Optional, Tuple
+from typing import Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,17 +66,18 @@ def solve(space: GraphSpace, cost: Mapping[str, float]) -> Solution:
     if missing:
         raise MissingCostError(missing, len(space.specs))
     key_cost = {k: checked_cost(k, cost[k]) for k in space.specs}
-    block_stages = []
-    block_latency = []
+    return _solution(space, [solve_part(part, [key_cost[k] for k in part.stage_keys])
+                             for parts in space.blocks for part in parts])
+
+
+def _solution(space: GraphSpace, per_part: Sequence[Tuple[float, List[Stage]]]) -> Solution:
+    """The Solution of every part's (cost, stages), the parts in the space's block order."""
+    block_stages, block_latency, done = [], [], 0
     for parts in space.blocks:
-        stages: List[Stage] = []
-        total = 0.0
-        for part in parts:
-            part_cost, part_stages = solve_part(part, [key_cost[k] for k in part.stage_keys])
-            stages.extend(part_stages)
-            total += part_cost
-        block_stages.append(tuple(stages))
-        block_latency.append(total)
+        mine = per_part[done:done + len(parts)]
+        done += len(parts)
+        block_stages.append(tuple(stage for _, stages in mine for stage in stages))
+        block_latency.append(float(sum(c for c, _ in mine)))
     return Solution(tuple(block_stages), tuple(block_latency), float(sum(block_latency)))
 
 
@@ -106,15 +107,7 @@ def runner_up(space: GraphSpace, cost: Mapping[str, float]) -> Optional[Solution
         return None
     extra, j, path = swap
     paths[j], totals[j] = path, totals[j] + extra
-    block_stages, block_latency, done = [], [], 0
-    for block in space.blocks:
-        stages: List[Stage] = []
-        for part in block:
-            stages.extend(part_stages(part, paths[done]))
-            done += 1
-        block_stages.append(tuple(stages))
-        block_latency.append(float(sum(totals[done - len(block):done])))
-    return Solution(tuple(block_stages), tuple(block_latency), float(sum(block_latency)))
+    return _solution(space, [(t, part_stages(part, ids)) for part, ids, t in zip(parts, paths, totals)])
 
 
 def checked_cost(key: str, value: float) -> float:

@@ -438,7 +438,7 @@ MIN_STAGE_MS = 1e-3   # 1 us: the least a sample is taken to cost once the launc
 # A cold median is of at least this many samples, as a warm one. At least 9 made NASNet's stages 25 % dearer
 # to time (4.15 against 3.31 ms a stage in one process on the H200, ``benchmarks/cold_samples.py``), moved
 # their sum by 0.8 % and their 10th-90th percentile stage by -4.5 % to +5.6 %, and left SqueezeNet's
-# predictions as far off (-6 to -8 % against -2 to -7 % at 5, one run each).
+# predictions as far off (-5 to -8 % at 9 against -7 to +7 % at 5, one run each).
 COLD_MIN_SAMPLES = MIN_SAMPLES
 
 
@@ -487,7 +487,6 @@ class ColdL2:
     def __init__(self, stream, l2_bytes: int, flush_bytes: Optional[int] = None):
         import cupy
         self.stream = stream
-        self.l2_bytes = int(l2_bytes)
         self.flush_bytes = self.flush_size(l2_bytes, flush_bytes)
         self.scratch = cupy.empty(self.flush_bytes, dtype=cupy.uint8)
         self._sink = None      # what the reads of a stage's inputs copy into (grown on demand)
@@ -555,16 +554,8 @@ class ColdL2:
         if warmup:
             self.samples(graph, touch, warmup)
         cap = number * max_repeat if self.max_samples is None else min(number * max_repeat, self.max_samples)
-        floor = min(self.min_samples, cap)
-        out: List[float] = []
-        median = None
-        while len(out) < cap:
-            out.extend(self.samples(graph, touch, min(cap - len(out), BLOCK if out else FIRST_BLOCK)))
-            previous, median = median, float(np.median(out))
-            if (len(out) >= floor and previous is not None
-                    and abs(median - previous) <= self.stable_fraction * previous):
-                break
-        return out
+        return samples_until_stable(lambda size, _first: self.samples(graph, touch, size), cap, self.min_samples,
+                                    self.stable_fraction)
 
 
 def time_graph_until_stable(graph, stream, warmup: int, number: int, max_repeat: int) -> List[float]:
@@ -603,25 +594,33 @@ def time_replays_until_stable(graph, stream, warmup: int, number: int, max_repea
     import cupy
     if warmup < 0 or number < 1 or max_repeat < 1:
         raise GpuRuntimeError(f"need warmup >= 0, number >= 1, repeat >= 1; got {warmup}, {number}, {max_repeat}")
-    cap = number * max_repeat
-    floor = min(MIN_SAMPLES, cap)
     for _ in range(warmup):
         graph.launch(stream)
-    out: List[float] = []
-    median = None
-    while len(out) < cap:
-        if out:
+
+    def block(size: int, first: bool) -> List[float]:
+        if not first:
             graph.launch(stream)   # lead-in: keeps the device busy while the timed ones are launched
-        size = min(cap - len(out), BLOCK if out else FIRST_BLOCK)
         events = [cupy.cuda.Event() for _ in range(size + 1)]
         events[0].record(stream)
         for e in events[1:]:
             graph.launch(stream)
             e.record(stream)
         events[-1].synchronize()
-        out.extend(cupy.cuda.get_elapsed_time(a, b) for a, b in zip(events, events[1:]))
+        return [cupy.cuda.get_elapsed_time(a, b) for a, b in zip(events, events[1:])]
+    return samples_until_stable(block, number * max_repeat, MIN_SAMPLES, STABLE_FRACTION)
+
+
+def samples_until_stable(block: Callable[[int, bool], List[float]], cap: int, least: int,
+                         fraction: float) -> List[float]:
+    """Samples taken in blocks (``block(size, first)``: ``FIRST_BLOCK``, then ``BLOCK`` at a time) until
+    there are ``least`` of them and the last block moved their median by at most ``fraction``, or ``cap``."""
+    floor = min(least, cap)
+    out: List[float] = []
+    median = None
+    while len(out) < cap:
+        out.extend(block(min(cap - len(out), BLOCK if out else FIRST_BLOCK), not out))
         previous, median = median, float(np.median(out))
-        if len(out) >= floor and previous is not None and abs(median - previous) <= STABLE_FRACTION * previous:
+        if len(out) >= floor and previous is not None and abs(median - previous) <= fraction * previous:
             break
     return out
 
